@@ -1,0 +1,75 @@
+//! Sift's own OTLP/JSON codec.
+//!
+//! Decoding is lenient exactly where the proto3 JSON mapping and the Collector are (enum names or
+//! numbers, 64-bit integers as strings or numbers, `null` as the default, `"NaN"`/`"Infinity"`,
+//! snake_case field names, unknown fields ignored) and strict everywhere else: a malformed value is a
+//! [`JsonError`] naming its path, never a silently dropped field. Encoding writes what the mapping
+//! requires, including non-finite doubles as strings.
+
+mod decode;
+mod equivalence;
+mod encode;
+mod path;
+mod scalar;
+
+use serde_json::Value;
+
+use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use crate::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use path::Path;
+
+/// A request body that is not valid OTLP/JSON, with the path of the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+pub struct JsonError {
+    /// Where the problem is, e.g. `resourceSpans[0].scopeSpans[1].spans[3].traceId` (empty: the document).
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+fn parse(body: &[u8]) -> Result<Value, JsonError> {
+    serde_json::from_slice(body)
+        .map_err(|e| JsonError { path: String::new(), message: format!("invalid JSON: {e}") })
+}
+
+/// Decodes an OTLP/JSON traces request.
+pub fn decode_traces(body: &[u8]) -> Result<ExportTraceServiceRequest, JsonError> {
+    decode::traces_request(&parse(body)?, &Path::ROOT)
+}
+
+/// Decodes an OTLP/JSON logs request.
+pub fn decode_logs(body: &[u8]) -> Result<ExportLogsServiceRequest, JsonError> {
+    decode::logs_request(&parse(body)?, &Path::ROOT)
+}
+
+/// Decodes an OTLP/JSON metrics request.
+pub fn decode_metrics(body: &[u8]) -> Result<ExportMetricsServiceRequest, JsonError> {
+    decode::metrics_request(&parse(body)?, &Path::ROOT)
+}
+
+/// Encodes a traces request as OTLP/JSON.
+pub fn encode_traces(request: &ExportTraceServiceRequest) -> Value {
+    encode::traces_request(request)
+}
+
+/// Encodes a logs request as OTLP/JSON.
+pub fn encode_logs(request: &ExportLogsServiceRequest) -> Value {
+    encode::logs_request(request)
+}
+
+/// Encodes a metrics request as OTLP/JSON.
+pub fn encode_metrics(request: &ExportMetricsServiceRequest) -> Value {
+    encode::metrics_request(request)
+}
+
+/// Encodes an OTLP `AnyValue` as OTLP/JSON (`{"stringValue": ...}` and so on).
+pub fn encode_any_value(value: &crate::otlp::common::v1::AnyValue) -> Value {
+    encode::any_value(value)
+}
+
+#[cfg(test)]
+mod tests;
+
+pub use equivalence::equivalent;

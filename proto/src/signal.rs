@@ -1,0 +1,349 @@
+//! The three OTLP signals behind one trait, so that receivers, the WAL, fan-out and exporters are
+//! written once. Each signal knows its request/response types, how to count and validate its items,
+//! and its OTLP/JSON mapping.
+
+use std::fmt;
+
+use prost::Message;
+use serde_json::{json, Value};
+
+use crate::json::{self, JsonError};
+use crate::otlp::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use crate::otlp::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use crate::otlp::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use crate::otlp::metrics::v1::{metric, Metric};
+
+/// Which signal a batch carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SignalKind {
+    /// Spans.
+    Traces,
+    /// Log records.
+    Logs,
+    /// Metric data points.
+    Metrics,
+}
+
+impl SignalKind {
+    /// All signals, in a fixed order.
+    pub const ALL: [SignalKind; 3] = [SignalKind::Traces, SignalKind::Logs, SignalKind::Metrics];
+
+    /// `traces`, `logs` or `metrics`: the name used in config, URLs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Traces => "traces",
+            SignalKind::Logs => "logs",
+            SignalKind::Metrics => "metrics",
+        }
+    }
+
+    /// The inverse of [`SignalKind::as_str`].
+    pub fn parse(name: &str) -> Option<SignalKind> {
+        SignalKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// What one item of this signal is called, for messages (`spans`, `log records`, `data points`).
+    pub fn item_name(self) -> &'static str {
+        match self {
+            SignalKind::Traces => "spans",
+            SignalKind::Logs => "log records",
+            SignalKind::Metrics => "data points",
+        }
+    }
+}
+
+impl fmt::Display for SignalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Items of a request that were refused individually (OTLP `partial_success`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// How many items were removed.
+    pub count: u64,
+    /// Why (empty when `count` is 0).
+    pub message: String,
+}
+
+/// One OTLP signal: its wire types and the operations every stage needs.
+pub trait Signal: Send + Sync + 'static {
+    /// The `Export*ServiceRequest` type: the unit of batching everywhere in Sift.
+    type Request: Message + Default + Clone + PartialEq + Send + Sync + 'static;
+    /// The `Export*ServiceResponse` type.
+    type Response: Message + Default + Send + 'static;
+    /// Which signal this is.
+    const KIND: SignalKind;
+
+    /// Number of items (spans, log records, data points) in a request.
+    fn item_count(request: &Self::Request) -> u64;
+    /// Removes the items OTLP says a receiver must refuse (e.g. all-zero trace ids) and says why.
+    fn reject_invalid(request: &mut Self::Request) -> Rejected;
+    /// The response for a request of which `rejected` items were refused.
+    fn response(rejected: &Rejected) -> Self::Response;
+    /// The response as OTLP/JSON.
+    fn response_json(rejected: &Rejected) -> Value;
+    /// Decodes an OTLP/JSON request body.
+    fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError>;
+    /// Encodes a request as OTLP/JSON.
+    fn encode_json(request: &Self::Request) -> Value;
+}
+
+fn partial_success_json(field: &str, rejected: &Rejected) -> Value {
+    if rejected.count == 0 {
+        return json!({});
+    }
+    json!({ "partialSuccess": { field: rejected.count.to_string(), "errorMessage": rejected.message } })
+}
+
+fn valid_id(id: &[u8], len: usize) -> bool {
+    id.len() == len && id.iter().any(|b| *b != 0)
+}
+
+/// Removes items for which `invalid` returns a reason, counting them and keeping the first reason.
+fn retain_valid<T>(items: &mut Vec<T>, rejected: &mut Rejected, invalid: impl Fn(&T) -> Option<&'static str>) {
+    items.retain(|item| match invalid(item) {
+        None => true,
+        Some(reason) => {
+            if rejected.message.is_empty() {
+                rejected.message = reason.to_owned();
+            }
+            rejected.count += 1;
+            false
+        }
+    });
+}
+
+fn finish(mut rejected: Rejected, kind: SignalKind) -> Rejected {
+    if rejected.count > 0 {
+        rejected.message = format!("{} {} rejected: {}", rejected.count, kind.item_name(), rejected.message);
+    }
+    rejected
+}
+
+/// Spans.
+#[derive(Debug, Clone, Copy)]
+pub struct Traces;
+/// Log records.
+#[derive(Debug, Clone, Copy)]
+pub struct Logs;
+/// Metric data points.
+#[derive(Debug, Clone, Copy)]
+pub struct Metrics;
+
+impl Signal for Traces {
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    const KIND: SignalKind = SignalKind::Traces;
+
+    fn item_count(request: &Self::Request) -> u64 {
+        let mut count = 0;
+        for rs in &request.resource_spans {
+            for ss in &rs.scope_spans {
+                count += ss.spans.len() as u64;
+            }
+        }
+        count
+    }
+
+    fn reject_invalid(request: &mut Self::Request) -> Rejected {
+        let mut rejected = Rejected::default();
+        for rs in &mut request.resource_spans {
+            for ss in &mut rs.scope_spans {
+                retain_valid(&mut ss.spans, &mut rejected, |span| {
+                    if !valid_id(&span.trace_id, 16) {
+                        Some("trace id must be 16 bytes and not all zero")
+                    } else if !valid_id(&span.span_id, 8) {
+                        Some("span id must be 8 bytes and not all zero")
+                    } else if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
+                        Some("parent span id must be empty or 8 bytes")
+                    } else {
+                        None
+                    }
+                });
+            }
+        }
+        finish(rejected, Self::KIND)
+    }
+
+    fn response(rejected: &Rejected) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (rejected.count > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(rejected.count).unwrap_or(i64::MAX),
+                error_message: rejected.message.clone(),
+            }),
+        }
+    }
+
+    fn response_json(rejected: &Rejected) -> Value {
+        partial_success_json("rejectedSpans", rejected)
+    }
+
+    fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError> {
+        json::decode_traces(body)
+    }
+
+    fn encode_json(request: &Self::Request) -> Value {
+        json::encode_traces(request)
+    }
+}
+
+impl Signal for Logs {
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    const KIND: SignalKind = SignalKind::Logs;
+
+    fn item_count(request: &Self::Request) -> u64 {
+        let mut count = 0;
+        for rl in &request.resource_logs {
+            for sl in &rl.scope_logs {
+                count += sl.log_records.len() as u64;
+            }
+        }
+        count
+    }
+
+    fn reject_invalid(request: &mut Self::Request) -> Rejected {
+        let mut rejected = Rejected::default();
+        for rl in &mut request.resource_logs {
+            for sl in &mut rl.scope_logs {
+                retain_valid(&mut sl.log_records, &mut rejected, |log| {
+                    if !log.trace_id.is_empty() && log.trace_id.len() != 16 {
+                        Some("trace id must be empty or 16 bytes")
+                    } else if !log.span_id.is_empty() && log.span_id.len() != 8 {
+                        Some("span id must be empty or 8 bytes")
+                    } else {
+                        None
+                    }
+                });
+            }
+        }
+        finish(rejected, Self::KIND)
+    }
+
+    fn response(rejected: &Rejected) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (rejected.count > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: i64::try_from(rejected.count).unwrap_or(i64::MAX),
+                error_message: rejected.message.clone(),
+            }),
+        }
+    }
+
+    fn response_json(rejected: &Rejected) -> Value {
+        partial_success_json("rejectedLogRecords", rejected)
+    }
+
+    fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError> {
+        json::decode_logs(body)
+    }
+
+    fn encode_json(request: &Self::Request) -> Value {
+        json::encode_logs(request)
+    }
+}
+
+/// Number of data points in one metric, whatever its type.
+pub fn data_point_count(metric: &Metric) -> u64 {
+    let count = match &metric.data {
+        None => 0,
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(metric::Data::Summary(s)) => s.data_points.len(),
+    };
+    count as u64
+}
+
+impl Signal for Metrics {
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+    const KIND: SignalKind = SignalKind::Metrics;
+
+    fn item_count(request: &Self::Request) -> u64 {
+        let mut count = 0;
+        for rm in &request.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for metric in &sm.metrics {
+                    count += data_point_count(metric);
+                }
+            }
+        }
+        count
+    }
+
+    fn reject_invalid(request: &mut Self::Request) -> Rejected {
+        let mut rejected = Rejected::default();
+        for rm in &mut request.resource_metrics {
+            for sm in &mut rm.scope_metrics {
+                sm.metrics.retain(|metric| {
+                    if !metric.name.is_empty() {
+                        return true;
+                    }
+                    if rejected.message.is_empty() {
+                        rejected.message = "metric name must not be empty".to_owned();
+                    }
+                    rejected.count += data_point_count(metric);
+                    false
+                });
+            }
+        }
+        finish(rejected, Self::KIND)
+    }
+
+    fn response(rejected: &Rejected) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (rejected.count > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: i64::try_from(rejected.count).unwrap_or(i64::MAX),
+                error_message: rejected.message.clone(),
+            }),
+        }
+    }
+
+    fn response_json(rejected: &Rejected) -> Value {
+        partial_success_json("rejectedDataPoints", rejected)
+    }
+
+    fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError> {
+        json::decode_metrics(body)
+    }
+
+    fn encode_json(request: &Self::Request) -> Value {
+        json::encode_metrics(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn span(trace: u8, span: u8) -> Span {
+        Span { trace_id: vec![trace; 16], span_id: vec![span; 8], ..Default::default() }
+    }
+
+    #[test]
+    fn all_zero_ids_are_rejected_and_counted() {
+        let mut request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![span(1, 1), span(0, 1), span(1, 0)], ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(Traces::item_count(&request), 3);
+        let rejected = Traces::reject_invalid(&mut request);
+        assert_eq!(rejected.count, 2);
+        assert_eq!(Traces::item_count(&request), 1);
+        assert!(rejected.message.contains("trace id"), "{}", rejected.message);
+        let response = Traces::response(&rejected);
+        assert_eq!(response.partial_success.unwrap().rejected_spans, 2);
+        assert_eq!(Traces::response_json(&rejected)["partialSuccess"]["rejectedSpans"], "2");
+        assert_eq!(Traces::response_json(&Rejected::default()), json!({}));
+    }
+}
