@@ -1,1 +1,299 @@
-//! placeholder
+//! Sift's configuration: the YAML shape of SPEC §2, typed at deserialisation and validated once.
+//!
+//! Loading goes YAML text → JSON value → `${env:NAME}` expansion → typed components → cross-checks
+//! (pipelines name defined components of the right kind). Every problem is reported with its path,
+//! and all of them are reported at once ([`ConfigErrors`]). A [`Config`] that exists is valid.
+#![warn(missing_docs)]
+
+mod component;
+mod env;
+mod error;
+mod service;
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use component::{
+    ComponentId, DebugExporterConfig, ExporterConfig, FileExporterConfig, GrpcServerConfig, HttpServerConfig,
+    NopExporterConfig, OtlpProtocols, OtlpReceiverConfig, ReceiverConfig, Rotation, Verbosity,
+};
+pub use error::{ConfigError, ConfigErrors};
+pub use service::{PipelineConfig, PipelineId};
+pub use types::{Duration, Endpoint};
+
+use error::{join, typed};
+
+/// The configuration `sift serve` uses when given no `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/default.yaml");
+
+/// A processor in a pipeline (none are implemented yet; the enum grows with them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessorConfig {}
+
+/// `storage`: where Sift keeps its data and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Data directory (default `./sift-data`); `--data-dir` overrides it.
+    pub path: PathBuf,
+    /// How long each signal is kept.
+    pub retention: Retention,
+    /// The write-ahead log.
+    pub wal: WalConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { path: PathBuf::from("./sift-data"), retention: Retention::default(), wal: WalConfig::default() }
+    }
+}
+
+/// `storage.retention`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Spans (default 7d).
+    pub traces: Duration,
+    /// Log records (default 7d).
+    pub logs: Duration,
+    /// Metric points (default 30d).
+    pub metrics: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            traces: Duration::from_secs(7 * 86_400),
+            logs: Duration::from_secs(7 * 86_400),
+            metrics: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// `storage.wal`: bounds of the write-ahead log.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Total size on disk; when reached, receivers refuse with a retryable status (default 1024 MiB).
+    pub max_size_mib: u64,
+    /// Size at which a segment file is closed and a new one started (default 64 MiB).
+    pub segment_size_mib: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig { max_size_mib: 1024, segment_size_mib: 64 }
+    }
+}
+
+/// `query`: the HTTP query API (also serves `/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Listen address (default `127.0.0.1:3200`).
+    pub endpoint: Endpoint,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { endpoint: Endpoint { host: "127.0.0.1".into(), port: 3200 } }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Receivers by id.
+    pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
+    /// Processors by id.
+    pub processors: BTreeMap<ComponentId, ProcessorConfig>,
+    /// Exporters by id.
+    pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+    /// `service.pipelines`, each naming defined components.
+    pub pipelines: BTreeMap<PipelineId, PipelineConfig>,
+    /// `storage`.
+    pub storage: StorageConfig,
+    /// `query`.
+    pub query: QueryConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    receivers: BTreeMap<String, Value>,
+    #[serde(default)]
+    processors: BTreeMap<String, Value>,
+    #[serde(default)]
+    exporters: BTreeMap<String, Value>,
+    #[serde(default)]
+    service: Value,
+    #[serde(default)]
+    storage: Value,
+    #[serde(default)]
+    query: Value,
+}
+
+/// Parses each `type[/name]: settings` entry of a component section with `build`.
+fn components<T>(
+    section: &str,
+    raw: BTreeMap<String, Value>,
+    errors: &mut Vec<ConfigError>,
+    build: impl Fn(&str, Value, &str) -> Result<T, ConfigError>,
+) -> BTreeMap<ComponentId, T> {
+    let mut out = BTreeMap::new();
+    for (key, value) in raw {
+        let path = join(section, &key);
+        let id = match ComponentId::parse(&key) {
+            Ok(id) => id,
+            Err(message) => {
+                errors.push(ConfigError::new(path, message));
+                continue;
+            }
+        };
+        // `otlp:` with no settings is a present component with defaults.
+        let value = if value.is_null() { Value::Object(Default::default()) } else { value };
+        match build(&id.kind, value, &path) {
+            Ok(component) => {
+                out.insert(id, component);
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    out
+}
+
+fn receiver(kind: &str, value: Value, path: &str) -> Result<ReceiverConfig, ConfigError> {
+    match kind {
+        "otlp" => Ok(ReceiverConfig::Otlp(typed(value, path)?)),
+        other => Err(ConfigError::new(path, format!("unknown receiver type {other:?} (known: otlp)"))),
+    }
+}
+
+fn processor(kind: &str, _value: Value, path: &str) -> Result<ProcessorConfig, ConfigError> {
+    Err(ConfigError::new(path, format!("unknown processor type {kind:?} (none are available yet)")))
+}
+
+fn exporter(kind: &str, value: Value, path: &str) -> Result<ExporterConfig, ConfigError> {
+    match kind {
+        "file" => Ok(ExporterConfig::File(typed(value, path)?)),
+        "debug" => Ok(ExporterConfig::Debug(typed(value, path)?)),
+        "nop" => Ok(ExporterConfig::Nop(typed(value, path)?)),
+        other => Err(ConfigError::new(path, format!("unknown exporter type {other:?} (known: debug, file, nop)"))),
+    }
+}
+
+impl Config {
+    /// Parses and validates YAML text, expanding `${env:NAME}` from the process environment.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_yaml_with_env(text, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::from_yaml`], reading environment variables through `lookup`.
+    pub fn from_yaml_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut document: Value = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
+        if document.is_null() {
+            document = Value::Object(Default::default());
+        }
+        let mut errors = Vec::new();
+        env::expand(&mut document, "", lookup, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let raw: RawConfig = typed(document, "")?;
+
+        let receivers = components("receivers", raw.receivers, &mut errors, receiver);
+        let processors = components("processors", raw.processors, &mut errors, processor);
+        let exporters = components("exporters", raw.exporters, &mut errors, exporter);
+        let storage: StorageConfig = non_null(raw.storage, "storage", &mut errors);
+        let query: QueryConfig = non_null(raw.query, "query", &mut errors);
+        let pipelines = service::pipelines(raw.service, &mut errors);
+
+        let config = Config { receivers, processors, exporters, pipelines, storage, query };
+        config.check(&mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml(&text)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        match Config::from_yaml(EMBEDDED_DEFAULT) {
+            Ok(config) => config,
+            Err(errors) => panic!("the embedded default configuration is invalid: {errors}"),
+        }
+    }
+
+    /// Cross-component checks that no single component can make on its own.
+    fn check(&self, errors: &mut Vec<ConfigError>) {
+        if self.pipelines.is_empty() && errors.is_empty() {
+            errors.push(ConfigError::new("service.pipelines", "at least one pipeline is required"));
+        }
+        for (id, pipeline) in &self.pipelines {
+            let path = join("service.pipelines", &id.to_string());
+            check_refs(&join(&path, "receivers"), &pipeline.receivers, |c| self.receivers.contains_key(c), "receiver", errors);
+            check_refs(&join(&path, "processors"), &pipeline.processors, |c| self.processors.contains_key(c), "processor", errors);
+            check_refs(&join(&path, "exporters"), &pipeline.exporters, |c| self.exporters.contains_key(c), "exporter", errors);
+        }
+        for (id, receiver) in &self.receivers {
+            let ReceiverConfig::Otlp(otlp) = receiver;
+            if otlp.protocols.grpc.is_none() && otlp.protocols.http.is_none() {
+                errors.push(ConfigError::new(join(&join("receivers", &id.to_string()), "protocols"), "enable at least one of grpc, http"));
+            }
+        }
+        for (id, exporter) in &self.exporters {
+            if let ExporterConfig::File(file) = exporter {
+                if file.rotation.max_megabytes == 0 {
+                    errors.push(ConfigError::new(
+                        join(&join("exporters", &id.to_string()), "rotation.max_megabytes"),
+                        "must be at least 1",
+                    ));
+                }
+            }
+        }
+        if self.storage.wal.segment_size_mib == 0 || self.storage.wal.max_size_mib < self.storage.wal.segment_size_mib {
+            errors.push(ConfigError::new("storage.wal", "segment_size_mib must be at least 1 and at most max_size_mib"));
+        }
+    }
+}
+
+fn non_null<T: serde::de::DeserializeOwned + Default>(value: Value, path: &str, errors: &mut Vec<ConfigError>) -> T {
+    if value.is_null() {
+        return T::default();
+    }
+    typed(value, path).unwrap_or_else(|e| {
+        errors.push(e);
+        T::default()
+    })
+}
+
+fn check_refs(
+    path: &str,
+    ids: &[ComponentId],
+    defined: impl Fn(&ComponentId) -> bool,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (i, id) in ids.iter().enumerate() {
+        if !defined(id) {
+            errors.push(ConfigError::new(format!("{path}[{i}]"), format!("{what} {id:?} is not defined", id = id.to_string())));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Component ids (`type` or `type/name`, as in the Collector) and the typed settings of each
+//! receiver and exporter type.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::types::Endpoint;
+
+/// `type` or `type/name`, e.g. `otlp`, `otlp/downstream`, `file/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId {
+    /// The component type (`otlp`, `file`, ...).
+    pub kind: String,
+    /// The optional instance name after the slash.
+    pub name: Option<String>,
+}
+
+impl ComponentId {
+    /// Parses `type` or `type/name`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (kind, name) = match text.split_once('/') {
+            Some((kind, name)) => (kind, Some(name)),
+            None => (text, None),
+        };
+        let valid_kind = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_kind {
+            return Err(format!("invalid component id {text:?}: the type must be letters, digits or _"));
+        }
+        if name.is_some_and(|n| n.is_empty() || n.contains('/')) {
+            return Err(format!("invalid component id {text:?}: expected type or type/name"));
+        }
+        Ok(ComponentId { kind: kind.to_owned(), name: name.map(str::to_owned) })
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}/{name}", self.kind),
+            None => f.write_str(&self.kind),
+        }
+    }
+}
+
+/// Deserializes a present-but-empty YAML key (`grpc:`) as the default settings.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+// ---- receivers --------------------------------------------------------------------------------
+
+/// `receivers.otlp`: OTLP over gRPC and/or HTTP.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// Which protocols to serve; a protocol is on when its key is present.
+    #[serde(default)]
+    pub protocols: OtlpProtocols,
+}
+
+/// `receivers.otlp.protocols`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpProtocols {
+    /// OTLP/gRPC.
+    #[serde(default, deserialize_with = "present")]
+    pub grpc: Option<GrpcServerConfig>,
+    /// OTLP/HTTP (protobuf and JSON).
+    #[serde(default, deserialize_with = "present")]
+    pub http: Option<HttpServerConfig>,
+}
+
+/// `receivers.otlp.protocols.grpc`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcServerConfig {
+    /// Listen address (default `127.0.0.1:4317`).
+    pub endpoint: Endpoint,
+    /// Largest accepted message after decompression, in MiB (default 16).
+    pub max_recv_msg_size_mib: u64,
+}
+
+impl Default for GrpcServerConfig {
+    fn default() -> Self {
+        GrpcServerConfig { endpoint: Endpoint { host: "127.0.0.1".into(), port: 4317 }, max_recv_msg_size_mib: 16 }
+    }
+}
+
+/// `receivers.otlp.protocols.http`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpServerConfig {
+    /// Listen address (default `127.0.0.1:4318`).
+    pub endpoint: Endpoint,
+    /// Largest accepted body after decompression, in MiB (default 16).
+    pub max_request_body_size_mib: u64,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        HttpServerConfig { endpoint: Endpoint { host: "127.0.0.1".into(), port: 4318 }, max_request_body_size_mib: 16 }
+    }
+}
+
+/// A configured receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiverConfig {
+    /// `otlp`.
+    Otlp(OtlpReceiverConfig),
+}
+
+// ---- exporters --------------------------------------------------------------------------------
+
+/// `exporters.file`: OTLP/JSON lines, one export request per line.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileExporterConfig {
+    /// Output file. Default: `<storage.path>/export/<signal>.jsonl`, one file per signal.
+    pub path: Option<PathBuf>,
+    /// Size-based rotation.
+    #[serde(default)]
+    pub rotation: Rotation,
+}
+
+/// `exporters.file.rotation`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rotation {
+    /// Rotate when the file reaches this size (default 100 MiB).
+    pub max_megabytes: u64,
+    /// Keep at most this many rotated files (default 10; 0 keeps none).
+    pub max_backups: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation { max_megabytes: 100, max_backups: 10 }
+    }
+}
+
+/// `exporters.debug.verbosity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    /// One line per batch with counts.
+    #[default]
+    Basic,
+    /// One line per batch plus one per resource.
+    Normal,
+    /// Every item.
+    Detailed,
+}
+
+/// `exporters.debug`: counts and one-line summaries to Sift's log.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugExporterConfig {
+    /// How much to log.
+    #[serde(default)]
+    pub verbosity: Verbosity,
+}
+
+/// `exporters.nop`: discards everything.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NopExporterConfig {}
+
+/// A configured exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExporterConfig {
+    /// `file`.
+    File(FileExporterConfig),
+    /// `debug`.
+    Debug(DebugExporterConfig),
+    /// `nop`.
+    Nop(NopExporterConfig),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_ids() {
+        assert_eq!(ComponentId::parse("otlp/downstream").unwrap().to_string(), "otlp/downstream");
+        assert_eq!(ComponentId::parse("file").unwrap().name, None);
+        assert!(ComponentId::parse("otlp/").is_err());
+        assert!(ComponentId::parse("/x").is_err());
+        assert!(ComponentId::parse("a/b/c").is_err());
+    }
+}
