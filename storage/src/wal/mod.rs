@@ -1,0 +1,380 @@
+//! The write-ahead log: the spine of Sift's durability.
+//!
+//! Receivers append each accepted (redacted) batch and acknowledge the client only once the append
+//! has returned, i.e. once the bytes are fsynced (group commit: concurrent appends share one fsync).
+//! Everything downstream reads the log through a [`WalConsumer`] that keeps its own checkpoint, so
+//! the log is every exporter's persistent queue and a crash replays from the last checkpoint.
+//! A segment is deleted once every registered consumer is past it. The total size is bounded:
+//! when full, appends fail with the retryable [`AppendError::Full`].
+//!
+//! Invariants: positions only grow; a position handed out is durable; recovery keeps every intact
+//! record and cuts only a torn or damaged tail.
+
+mod checkpoint;
+mod reader;
+mod record;
+mod segment;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use reader::WalRecord;
+pub use segment::RecoveryReport;
+
+use reader::Reader;
+use segment::Segment;
+use writer::{Append, Command, Writer};
+
+/// Sizes and limits of a WAL.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Total bytes on disk before appends are refused.
+    pub max_bytes: u64,
+    /// Bytes per segment file before a new one is started.
+    pub segment_bytes: u64,
+    /// Append requests that may wait for the writer before appends are refused as busy.
+    pub queue_depth: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { max_bytes: 1 << 30, segment_bytes: 64 << 20, queue_depth: 4096 }
+    }
+}
+
+/// Why an append failed. [`AppendError::is_retryable`] tells a receiver which status to answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The log has reached its size limit: consumers are behind.
+    #[error("write-ahead log is full (consumers are behind)")]
+    Full,
+    /// Too many appends are waiting for the disk.
+    #[error("write-ahead log is busy")]
+    Busy,
+    /// The record is larger than a WAL record may be.
+    #[error("batch is too large for the write-ahead log")]
+    TooLarge,
+    /// The log is shutting down.
+    #[error("write-ahead log is closed")]
+    Closed,
+    /// The disk failed.
+    #[error("write-ahead log I/O error: {0}")]
+    Io(String),
+}
+
+impl AppendError {
+    /// Whether the client should retry later (as opposed to a permanent failure).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AppendError::Full | AppendError::Busy | AppendError::Closed | AppendError::Io(_))
+    }
+}
+
+/// Opening or reading the WAL failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// Filesystem error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What Sift was doing.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn io_context(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WalError {
+    let context = context.into();
+    move |source| WalError::Io { context, source }
+}
+
+/// See [`Shared::locate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locate {
+    In(Segment),
+    Before(u64),
+    End,
+}
+
+/// State shared by the writer thread, readers and consumers.
+pub(crate) struct Shared {
+    dir: PathBuf,
+    options: WalOptions,
+    segments: Mutex<Vec<Segment>>,
+    disk_bytes: AtomicU64,
+    committed: watch::Sender<u64>,
+    checkpoints: Mutex<BTreeMap<String, u64>>,
+    closing: AtomicBool,
+    poison: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn lock_segments(&self) -> std::sync::MutexGuard<'_, Vec<Segment>> {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn committed(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    fn publish(&self, position: u64) {
+        self.committed.send_replace(position);
+    }
+
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.load(Ordering::Relaxed)
+    }
+
+    fn grow_active(&self, active: Segment, written: u64) {
+        let mut segments = self.lock_segments();
+        if let Some(last) = segments.last_mut() {
+            *last = active;
+        }
+        self.disk_bytes.fetch_add(written, Ordering::Relaxed);
+    }
+
+    fn add_segment(&self, segment: Segment) {
+        self.lock_segments().push(segment);
+        self.disk_bytes.fetch_add(segment::HEADER_LEN, Ordering::Relaxed);
+    }
+
+    /// Where `position` is: inside a segment, before the next segment (collected or a gap left by
+    /// recovery), or at the end of the log.
+    pub(crate) fn locate(&self, position: u64) -> Locate {
+        for segment in self.lock_segments().iter() {
+            if position < segment.base {
+                return Locate::Before(segment.base);
+            }
+            if position < segment.end() {
+                return Locate::In(*segment);
+            }
+        }
+        Locate::End
+    }
+
+    pub(crate) fn oldest_position(&self) -> u64 {
+        self.lock_segments().first().map_or(0, |s| s.base)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    fn poison(&self, reason: String) {
+        *self.poison.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poison.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Deletes every segment that all registered consumers have fully read (never the active one).
+    fn collect_garbage(&self) {
+        let Some(min) = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).values().copied().min() else {
+            return;
+        };
+        let mut segments = self.lock_segments();
+        while segments.len() > 1 && segments[0].end() <= min {
+            let gone = segments.remove(0);
+            let file = segment::path(&self.dir, gone.base);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {
+                    self.disk_bytes.fetch_sub(gone.len + segment::HEADER_LEN, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot delete WAL segment");
+                    segments.insert(0, gone);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The write-ahead log. Open it once; hand out [`WalAppender`]s and register [`WalConsumer`]s.
+pub struct Wal {
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Command>,
+    writer: Option<JoinHandle<()>>,
+    recovery: RecoveryReport,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, repairing a torn tail, and starts the writer thread.
+    pub fn open(dir: &Path, options: WalOptions) -> Result<Wal, WalError> {
+        let (segments, recovery) =
+            segment::recover(dir).map_err(io_context(format!("recovering the WAL in {}", dir.display())))?;
+        let disk_bytes = segments.iter().map(|s| s.len + segment::HEADER_LEN).sum();
+        let active = *segments.last().expect("recover creates a segment");
+        let (committed, _) = watch::channel(active.end());
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            options: options.clone(),
+            segments: Mutex::new(segments),
+            disk_bytes: AtomicU64::new(disk_bytes),
+            committed,
+            checkpoints: Mutex::new(BTreeMap::new()),
+            closing: AtomicBool::new(false),
+            poison: Mutex::new(None),
+        });
+        let writer = Writer::new(shared.clone(), active).map_err(io_context("opening the active WAL segment"))?;
+        let (sender, requests) = mpsc::channel(options.queue_depth.max(1));
+        let handle = std::thread::Builder::new()
+            .name("sift-wal".into())
+            .spawn(move || writer.run(requests))
+            .map_err(io_context("starting the WAL writer"))?;
+        Ok(Wal { shared, sender, writer: Some(handle), recovery })
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// A handle for appending (cheap to clone).
+    pub fn appender(&self) -> WalAppender {
+        WalAppender { sender: self.sender.clone() }
+    }
+
+    /// Registers a consumer by a stable name, resuming from its checkpoint (or the oldest record).
+    pub fn consumer(&self, name: &str) -> WalConsumer {
+        let oldest = self.shared.oldest_position();
+        let start = checkpoint::load(&self.shared.dir, name).map_or(oldest, |p| p.max(oldest));
+        self.shared.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), start);
+        WalConsumer {
+            name: name.to_owned(),
+            shared: self.shared.clone(),
+            reader: Some(Reader::new(self.shared.clone(), start)),
+            committed: self.shared.committed.subscribe(),
+            stored: start,
+            last_store: Instant::now(),
+        }
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.disk_bytes()
+    }
+
+    /// Position after the last durable record.
+    pub fn committed(&self) -> u64 {
+        self.shared.committed()
+    }
+
+    /// Stops the writer after the appends already queued, and syncs. Consumers see the end.
+    pub fn close(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        // Wake the writer if it is idle; it exits after this (empty) group.
+        let _ = self.sender.try_send(Command::Wake);
+        if let Some(handle) = self.writer.take() {
+            if handle.join().is_err() {
+                tracing::error!("WAL writer thread panicked");
+            }
+        }
+        self.shared.committed.send_modify(|_| {});
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Appends records. Cloning is cheap; all clones feed the one writer.
+#[derive(Clone)]
+pub struct WalAppender {
+    sender: mpsc::Sender<Command>,
+}
+
+impl WalAppender {
+    /// Appends `payload` and waits until it is durable. Returns the position after it.
+    pub async fn append(&self, payload: Bytes) -> Result<u64, AppendError> {
+        let (reply, response) = oneshot::channel();
+        self.sender.try_send(Command::Append(Append { payload, reply })).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => AppendError::Busy,
+            mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+        })?;
+        response.await.unwrap_or(Err(AppendError::Closed))
+    }
+}
+
+/// One reader of the log with its own durable checkpoint.
+pub struct WalConsumer {
+    name: String,
+    shared: Arc<Shared>,
+    reader: Option<Reader>,
+    committed: watch::Receiver<u64>,
+    stored: u64,
+    last_store: Instant,
+}
+
+/// Checkpoints are written at most this often, except when forced.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+impl WalConsumer {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for committed records past this consumer's read position and returns about
+    /// `max_bytes` of them. Returns `None` once the log is closed and everything was read.
+    pub async fn next_batch(&mut self, max_bytes: usize) -> Result<Option<Vec<WalRecord>>, WalError> {
+        loop {
+            let mut reader = self.reader.take().expect("reader is always put back");
+            let (reader, result) = tokio::task::spawn_blocking(move || {
+                let result = reader.read(max_bytes);
+                (reader, result)
+            })
+            .await
+            .map_err(|e| WalError::Io { context: "WAL read task".into(), source: std::io::Error::other(e) })?;
+            let position = reader.position();
+            self.reader = Some(reader);
+            let records = result.map_err(io_context(format!("reading the WAL for {}", self.name)))?;
+            if !records.is_empty() {
+                return Ok(Some(records));
+            }
+            if self.shared.is_closing() && position >= self.shared.committed() {
+                return Ok(None);
+            }
+            self.committed.mark_unchanged();
+            if *self.committed.borrow() > position {
+                continue;
+            }
+            if self.committed.changed().await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Records that everything before `position` has been handled. Persisted at most every
+    /// 200 ms (always when `force`); segments every consumer is past are then deleted.
+    pub fn commit(&mut self, position: u64, force: bool) -> Result<(), WalError> {
+        self.shared.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).insert(self.name.clone(), position);
+        if position != self.stored && (force || self.last_store.elapsed() >= CHECKPOINT_INTERVAL) {
+            checkpoint::store(&self.shared.dir, &self.name, position)
+                .map_err(io_context(format!("storing the WAL checkpoint of {}", self.name)))?;
+            self.stored = position;
+            self.last_store = Instant::now();
+        }
+        self.shared.collect_garbage();
+        Ok(())
+    }
+
+    /// How many bytes of committed log this consumer has not yet handled.
+    pub fn lag_bytes(&self) -> u64 {
+        let read = self.reader.as_ref().map_or(0, Reader::position);
+        self.shared.committed().saturating_sub(read)
+    }
+}
+
+#[cfg(test)]
+mod tests;
