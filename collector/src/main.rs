@@ -1,1 +1,109 @@
-fn main() {}
+//! The `sift` command line (SPEC §1).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sift_collector::service::{serve, ServeOptions};
+use sift_config::Config;
+
+#[derive(Parser)]
+#[command(name = "sift", version, about = "An OpenTelemetry pipeline with a trace and log store in one binary")]
+struct Cli {
+    /// Format of Sift's own logs (stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline (embedded defaults without --config).
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides storage.path).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check a configuration file; print every error with its path.
+    Validate {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("sift {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for error in &errors.0 {
+                    eprintln!("{}: {error}", config.display());
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, data_dir } => {
+            init_logging(cli.log_format);
+            let loaded = match &config {
+                Some(path) => Config::load(path),
+                None => Ok(Config::embedded_default()),
+            };
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(errors) => {
+                    for error in &errors.0 {
+                        tracing::error!("invalid configuration: {error}");
+                    }
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the async runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = ServeOptions { config: loaded, config_path: config, data_dir };
+            match runtime.block_on(serve(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("sift failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -11,4 +11,32 @@ mod signal;
 pub mod status;
 
 pub use opentelemetry_proto::tonic as otlp;
-pub use signal::{data_point_count, Logs, Metrics, Rejected, Signal, SignalKind, Traces};
+pub use signal::{data_point_count, item_count_protobuf, protobuf_to_json, Logs, Metrics, Rejected, Signal, SignalKind, Traces};
+
+/// Evaluates `$body` with the type alias `$S` bound to the [`Signal`] implementation of `$kind`:
+/// the one place where a runtime [`SignalKind`] becomes a static signal type.
+///
+/// ```
+/// use sift_proto::{with_signal, Signal, SignalKind};
+/// let name = with_signal!(SignalKind::Logs, S => S::KIND.item_name());
+/// assert_eq!(name, "log records");
+/// ```
+#[macro_export]
+macro_rules! with_signal {
+    ($kind:expr, $S:ident => $body:expr) => {
+        match $kind {
+            $crate::SignalKind::Traces => {
+                type $S = $crate::Traces;
+                $body
+            }
+            $crate::SignalKind::Logs => {
+                type $S = $crate::Logs;
+                $body
+            }
+            $crate::SignalKind::Metrics => {
+                type $S = $crate::Metrics;
+                $body
+            }
+        }
+    };
+}

@@ -347,3 +347,13 @@ mod tests {
         assert_eq!(Traces::response_json(&Rejected::default()), json!({}));
     }
 }
+
+/// Number of items in a protobuf-encoded request of `kind`.
+pub fn item_count_protobuf(kind: SignalKind, body: &[u8]) -> Result<u64, prost::DecodeError> {
+    crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::item_count(&r)))
+}
+
+/// A protobuf-encoded request of `kind` as OTLP/JSON.
+pub fn protobuf_to_json(kind: SignalKind, body: &[u8]) -> Result<Value, prost::DecodeError> {
+    crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::encode_json(&r)))
+}

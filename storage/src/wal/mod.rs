@@ -263,6 +263,11 @@ impl Wal {
         self.shared.disk_bytes()
     }
 
+    /// A handle that reads the log's size and position while the log is in use.
+    pub fn stats(&self) -> WalStats {
+        WalStats { shared: self.shared.clone() }
+    }
+
     /// Position after the last durable record.
     pub fn committed(&self) -> u64 {
         self.shared.committed()
@@ -285,6 +290,29 @@ impl Wal {
 impl Drop for Wal {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Read-only figures of an open log (for metrics and readiness).
+#[derive(Clone)]
+pub struct WalStats {
+    shared: Arc<Shared>,
+}
+
+impl WalStats {
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.disk_bytes()
+    }
+
+    /// The configured size limit.
+    pub fn max_bytes(&self) -> u64 {
+        self.shared.options.max_bytes
+    }
+
+    /// Position after the last durable record.
+    pub fn committed(&self) -> u64 {
+        self.shared.committed()
     }
 }
 

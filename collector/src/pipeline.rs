@@ -1,0 +1,152 @@
+//! The ingest side of the pipeline graph, written once for all signals: a receiver hands a decoded
+//! request to [`Ingest::accept`], which refuses invalid items (partial success), runs the
+//! pipeline's processors and appends the result to the WAL once per pipeline the receiver feeds.
+//! The request is acknowledged only after every append is durable.
+//!
+//! Bounded: requests in flight are limited by bytes; beyond it, and when the WAL is full or
+//! busy, `accept` fails with a retryable [`IngestError`] that receivers turn into 503/UNAVAILABLE.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use sift_config::{ComponentId, Config};
+use sift_proto::{Rejected, Signal, SignalKind};
+use sift_storage::wal::{AppendError, WalAppender};
+use sift_storage::WalEntry;
+use tokio::sync::Semaphore;
+
+use crate::telemetry::Telemetry;
+
+/// How long a refused client is told to wait before retrying.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Why a request was not accepted. Every variant is retryable: the data was fine, Sift was not.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Too many bytes in flight, or the WAL is full or busy.
+    #[error("sift is overloaded, retry later: {0}")]
+    Overloaded(String),
+    /// Sift is shutting down or the disk failed.
+    #[error("sift cannot accept data now: {0}")]
+    Unavailable(String),
+}
+
+impl IngestError {
+    /// A short label for the refused-items metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Overloaded(_) => "overloaded",
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<AppendError> for IngestError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Full | AppendError::Busy => IngestError::Overloaded(error.to_string()),
+            AppendError::TooLarge | AppendError::Closed | AppendError::Io(_) => IngestError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+/// Where one receiver's data of one signal goes: the names of the pipelines it feeds.
+type Routes = HashMap<(ComponentId, SignalKind), Vec<String>>;
+
+/// The shared entry point of every receiver.
+pub struct Ingest {
+    routes: Routes,
+    appender: WalAppender,
+    in_flight: Semaphore,
+    in_flight_limit: usize,
+    refusing: AtomicBool,
+    telemetry: Arc<Telemetry>,
+}
+
+/// Bytes of decoded requests that may be in flight at once (memory bound of the receive path).
+const IN_FLIGHT_BYTES: usize = 512 << 20;
+
+impl Ingest {
+    /// Builds the routing table from the configured pipelines.
+    pub fn new(config: &Config, appender: WalAppender, telemetry: Arc<Telemetry>) -> Ingest {
+        let mut routes: Routes = HashMap::new();
+        for (id, pipeline) in &config.pipelines {
+            let Some(signal) = SignalKind::parse(&id.signal) else { continue };
+            for receiver in &pipeline.receivers {
+                routes.entry((receiver.clone(), signal)).or_default().push(id.to_string());
+            }
+        }
+        Ingest {
+            routes,
+            appender,
+            in_flight: Semaphore::new(IN_FLIGHT_BYTES),
+            in_flight_limit: IN_FLIGHT_BYTES,
+            refusing: AtomicBool::new(false),
+            telemetry,
+        }
+    }
+
+    /// Whether `receiver` feeds any pipeline of `signal`.
+    pub fn serves(&self, receiver: &ComponentId, signal: SignalKind) -> bool {
+        self.routes.contains_key(&(receiver.clone(), signal))
+    }
+
+    /// True while the last append was refused for lack of room (drives `/readyz`).
+    pub fn is_refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
+    }
+
+    /// The telemetry registry.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Accepts a request from `receiver`: drops invalid items, writes the rest ahead durably for
+    /// each pipeline, and returns what was rejected. `raw` is the request's original protobuf
+    /// encoding, reused when nothing in the request changed.
+    pub async fn accept<S: Signal>(
+        &self,
+        receiver: &ComponentId,
+        protocol: &str,
+        mut request: S::Request,
+        raw: Option<Bytes>,
+    ) -> Result<Rejected, IngestError> {
+        let signal = S::KIND.as_str();
+        let size = raw.as_ref().map_or_else(|| request.encoded_len(), Bytes::len).min(self.in_flight_limit);
+        let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
+        let Ok(_permit) = self.in_flight.try_acquire_many(permits) else {
+            self.telemetry.refused(signal, protocol, "overloaded", S::item_count(&request), true);
+            return Err(IngestError::Overloaded("too many bytes in flight".into()));
+        };
+        let rejected = S::reject_invalid(&mut request);
+        if rejected.count > 0 {
+            self.telemetry.refused(signal, protocol, "invalid", rejected.count, false);
+        }
+        let items = S::item_count(&request);
+        if items == 0 {
+            return Ok(rejected);
+        }
+        let body = match raw {
+            Some(raw) if rejected.count == 0 => raw,
+            _ => Bytes::from(request.encode_to_vec()),
+        };
+        let pipelines = self.routes.get(&(receiver.clone(), S::KIND)).map(Vec::as_slice).unwrap_or_default();
+        for pipeline in pipelines {
+            let entry = WalEntry::encode(S::KIND, pipeline, &body);
+            if let Err(error) = self.appender.append(entry).await {
+                if matches!(error, AppendError::Full) {
+                    self.refusing.store(true, Ordering::Relaxed);
+                }
+                self.telemetry.refused(signal, protocol, IngestError::from(error.clone()).reason(), items, true);
+                return Err(error.into());
+            }
+        }
+        self.refusing.store(false, Ordering::Relaxed);
+        self.telemetry.accepted(signal, protocol, items);
+        Ok(rejected)
+    }
+}

@@ -1,0 +1,206 @@
+//! OTLP/HTTP: `POST /v1/{traces,logs,metrics}` with protobuf or JSON bodies, identity/gzip/zstd.
+//! Status semantics of OTLP/HTTP: 400 for a malformed body (with what was wrong), 413 too large,
+//! 415 unsupported content type or encoding, 503 + `Retry-After` when overloaded. Responses and
+//! error bodies (`google.rpc.Status`) use the request's encoding.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+use sift_config::{ComponentId, HttpServerConfig};
+use sift_proto::status::RpcStatus;
+use sift_proto::{Logs, Metrics, Signal, Traces};
+use tokio::net::TcpListener;
+
+use super::decompress::{decompress, DecompressError, Encoding};
+use crate::pipeline::{Ingest, RETRY_AFTER};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Clone)]
+struct Receiver {
+    id: ComponentId,
+    ingest: Arc<Ingest>,
+    limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+/// A refusal: status, reason label for metrics, and message.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Refusal { status, reason, message: message.into() }
+    }
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        PROTOBUF => Ok(Format::Protobuf),
+        JSON => Ok(Format::Json),
+        "" => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported",
+            "missing Content-Type (expected application/x-protobuf or application/json)",
+        )),
+        other => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported",
+            format!("unsupported Content-Type {other:?} (expected application/x-protobuf or application/json)"),
+        )),
+    }
+}
+
+fn grpc_code(status: StatusCode) -> tonic::Code {
+    match status {
+        StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        StatusCode::NOT_FOUND => tonic::Code::Unimplemented,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument,
+        _ => tonic::Code::Internal,
+    }
+}
+
+fn respond(format: Format, status: StatusCode, protobuf: Vec<u8>, json: serde_json::Value) -> Response {
+    let (content_type, body) = match format {
+        Format::Protobuf => (PROTOBUF, protobuf),
+        Format::Json => (JSON, json.to_string().into_bytes()),
+    };
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+}
+
+fn error_response(format: Format, refusal: &Refusal) -> Response {
+    let code = grpc_code(refusal.status) as i32;
+    let unavailable = refusal.status == StatusCode::SERVICE_UNAVAILABLE;
+    let status = if unavailable {
+        RpcStatus::with_retry_delay(code, refusal.message.clone(), RETRY_AFTER)
+    } else {
+        RpcStatus { code, message: refusal.message.clone(), details: Vec::new() }
+    };
+    let json = serde_json::json!({ "code": code, "message": refusal.message });
+    let mut response = respond(format, refusal.status, status.encode_to_vec(), json);
+    if unavailable {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
+    }
+    response
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    let encoding_header = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
+    let encoding = Encoding::parse(encoding_header).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported",
+            format!("unsupported Content-Encoding {:?} (expected gzip, zstd, deflate or identity)", encoding_header.unwrap_or("")),
+        )
+    })?;
+    let raw = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body exceeds {limit} bytes")))
+        }
+        Err(e) => return Err(Refusal::new(StatusCode::BAD_REQUEST, "malformed", format!("cannot read request body: {e}"))),
+    };
+    decompress(encoding, raw, limit).map_err(|e| match e {
+        DecompressError::TooLarge { .. } => Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        DecompressError::Corrupt { .. } => Refusal::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+    })
+}
+
+async fn export<S: Signal>(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    let signal = S::KIND.as_str();
+    let format = match format_of(&headers) {
+        Ok(format) => format,
+        Err(refusal) => {
+            receiver.ingest.telemetry().refused(signal, "http", refusal.reason, 0, true);
+            return error_response(Format::Json, &refusal);
+        }
+    };
+    match handle::<S>(&receiver, format, &headers, body).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            // Overload refusals were counted (with their items) by the pipeline.
+            if refusal.status != StatusCode::SERVICE_UNAVAILABLE {
+                receiver.ingest.telemetry().refused(signal, "http", refusal.reason, 0, true);
+            }
+            if refusal.status.is_client_error() {
+                tracing::debug!(signal, status = %refusal.status, message = %refusal.message, "refused OTLP/HTTP request");
+            }
+            error_response(format, &refusal)
+        }
+    }
+}
+
+async fn handle<S: Signal>(receiver: &Receiver, format: Format, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+    if !receiver.ingest.serves(&receiver.id, S::KIND) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unsupported",
+            format!("no {} pipeline uses receiver {}", S::KIND, receiver.id),
+        ));
+    }
+    let body = read_body(headers, body, receiver.limit).await?;
+    let (request, raw) = match format {
+        Format::Protobuf => {
+            let request = S::Request::decode(body.clone()).map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, "malformed", format!("invalid protobuf {} request: {e}", S::KIND))
+            })?;
+            (request, Some(body))
+        }
+        Format::Json => {
+            let request = S::decode_json(&body).map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, "malformed", format!("invalid OTLP/JSON {} request: {e}", S::KIND))
+            })?;
+            (request, None)
+        }
+    };
+    let rejected = receiver
+        .ingest
+        .accept::<S>(&receiver.id, "http", request, raw)
+        .await
+        .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
+    Ok(respond(format, StatusCode::OK, S::response(&rejected).encode_to_vec(), S::response_json(&rejected)))
+}
+
+/// Binds the HTTP endpoint; the returned future serves until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub async fn bind(
+    id: ComponentId,
+    config: &HttpServerConfig,
+    ingest: Arc<Ingest>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+    let listener = TcpListener::bind(config.endpoint.to_bind_string()).await?;
+    let address = listener.local_addr()?;
+    let limit = usize::try_from(config.max_request_body_size_mib << 20).unwrap_or(usize::MAX);
+    let receiver = Receiver { id, ingest, limit };
+    let router = Router::new()
+        .route("/v1/traces", post(export::<Traces>))
+        .route("/v1/logs", post(export::<Logs>))
+        .route("/v1/metrics", post(export::<Metrics>))
+        .with_state(receiver);
+    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+    Ok((address, async move { server.await }))
+}

@@ -1,0 +1,226 @@
+//! Runs Sift: opens the WAL, starts one task per exporter (each a WAL consumer), the query server
+//! and the receivers, then waits for a signal. Shutdown order keeps every acknowledged record:
+//! stop accepting → finish in-flight requests → close the WAL (synced) → let exporters drain what
+//! is committed (bounded wait; the rest stays in the WAL for the next start) → checkpoint → exit.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sift_config::{ComponentId, Config, ReceiverConfig};
+use sift_storage::wal::{Wal, WalOptions, WalStats};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::exporter;
+use crate::pipeline::Ingest;
+use crate::receiver;
+use crate::telemetry::Telemetry;
+
+/// How long shutdown waits for in-flight requests, then for exporters to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `sift serve` was asked to run.
+pub struct ServeOptions {
+    /// The validated configuration.
+    pub config: Config,
+    /// The file it came from (re-read on SIGHUP), if any.
+    pub config_path: Option<PathBuf>,
+    /// Overrides `storage.path`.
+    pub data_dir: Option<PathBuf>,
+}
+
+struct Health {
+    telemetry: Arc<Telemetry>,
+    wal: WalStats,
+    ingest: Arc<Ingest>,
+    ready: AtomicBool,
+}
+
+impl sift_query::Health for Health {
+    fn metrics_text(&self) -> String {
+        self.telemetry.wal_bytes.set(i64::try_from(self.wal.disk_bytes()).unwrap_or(i64::MAX));
+        self.telemetry.render()
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("sift is starting or shutting down".into());
+        }
+        if self.ingest.is_refusing() {
+            return Err("the write-ahead log is full: exporters are behind".into());
+        }
+        Ok(())
+    }
+}
+
+/// A future that resolves when `flag` becomes true.
+fn when_set(mut flag: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = flag.wait_for(|set| *set).await;
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down cleanly.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let config = options.config;
+    let data_dir = options.data_dir.unwrap_or_else(|| config.storage.path.clone());
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let lock = File::create(data_dir.join(".lock")).context("creating the data directory lock")?;
+    lock.try_lock().map_err(|_| {
+        anyhow::anyhow!("data directory {} is in use by another sift process", data_dir.display())
+    })?;
+
+    let mut wal = Wal::open(
+        &data_dir.join("wal"),
+        WalOptions {
+            max_bytes: config.storage.wal.max_size_mib << 20,
+            segment_bytes: config.storage.wal.segment_size_mib << 20,
+            ..WalOptions::default()
+        },
+    )?;
+    let recovery = wal.recovery().clone();
+    if recovery.truncated_bytes > 0 || recovery.corrupt_bytes > 0 {
+        tracing::warn!(
+            truncated_bytes = recovery.truncated_bytes,
+            corrupt_bytes = recovery.corrupt_bytes,
+            records_kept = recovery.tail_records,
+            "write-ahead log had a damaged tail; intact records were kept"
+        );
+    }
+    tracing::info!(data_dir = %data_dir.display(), wal_bytes = wal.disk_bytes(), "write-ahead log open");
+
+    let telemetry = Arc::new(Telemetry::new());
+    let ingest = Arc::new(Ingest::new(&config, wal.appender(), telemetry.clone()));
+
+    // Exporters: one WAL consumer each, fed by the pipelines that list it.
+    let mut feeds: BTreeMap<ComponentId, HashSet<String>> = BTreeMap::new();
+    for (pipeline_id, pipeline) in &config.pipelines {
+        for exporter_id in &pipeline.exporters {
+            feeds.entry(exporter_id.clone()).or_default().insert(pipeline_id.to_string());
+        }
+    }
+    let (stop_exporters, exporters_stop) = watch::channel(false);
+    let mut exporters = JoinSet::new();
+    for (id, exporter_config) in &config.exporters {
+        let Some(pipelines) = feeds.remove(id) else {
+            tracing::warn!(exporter = %id, "exporter is not used by any pipeline");
+            continue;
+        };
+        let consumer = wal.consumer(&format!("exporter.{id}"));
+        let built = exporter::build(id, exporter_config, &data_dir);
+        exporters.spawn(exporter::run(id.clone(), built, consumer, pipelines, telemetry.clone(), exporters_stop.clone()));
+    }
+
+    // Query API (and /metrics, /healthz, /readyz).
+    let health = Arc::new(Health { telemetry: telemetry.clone(), wal: wal.stats(), ingest: ingest.clone(), ready: AtomicBool::new(false) });
+    let (stop_query, query_stop) = watch::channel(false);
+    let query_listener = tokio::net::TcpListener::bind(config.query.endpoint.to_bind_string())
+        .await
+        .with_context(|| format!("binding the query endpoint {}", config.query.endpoint))?;
+    tracing::info!(component = "query", address = %query_listener.local_addr()?, "listening");
+    let query_server =
+        axum::serve(query_listener, sift_query::router(health.clone())).with_graceful_shutdown(when_set(query_stop));
+    let query_server = tokio::spawn(async move { query_server.await });
+
+    // Receivers.
+    let (stop_receivers, receivers_stop) = watch::channel(false);
+    let mut receivers = JoinSet::new();
+    for (id, receiver_config) in &config.receivers {
+        let ReceiverConfig::Otlp(otlp) = receiver_config;
+        if let Some(grpc) = &otlp.protocols.grpc {
+            let (address, server) = receiver::grpc::bind(id.clone(), grpc, ingest.clone(), when_set(receivers_stop.clone()))
+                .await
+                .with_context(|| format!("binding {id} gRPC endpoint {}", grpc.endpoint))?;
+            tracing::info!(component = %format!("{id}/grpc"), address = %address, "listening");
+            receivers.spawn(async move { server.await.map_err(anyhow::Error::from) });
+        }
+        if let Some(http) = &otlp.protocols.http {
+            let (address, server) = receiver::http::bind(id.clone(), http, ingest.clone(), when_set(receivers_stop.clone()))
+                .await
+                .with_context(|| format!("binding {id} HTTP endpoint {}", http.endpoint))?;
+            tracing::info!(component = %format!("{id}/http"), address = %address, "listening");
+            receivers.spawn(async move { server.await.map_err(anyhow::Error::from) });
+        }
+    }
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!("sift is ready");
+
+    wait_for_shutdown(options.config_path.as_deref()).await;
+    health.ready.store(false, Ordering::Relaxed);
+    tracing::info!("shutting down: no longer accepting data");
+
+    let _ = stop_receivers.send(true);
+    let receivers_done = async {
+        while let Some(result) = receivers.join_next().await {
+            match result {
+                Ok(Err(e)) => tracing::error!(error = %e, "receiver failed"),
+                Err(e) => tracing::error!(error = %e, "receiver task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, receivers_done).await.is_err() {
+        tracing::warn!("in-flight requests did not finish in time");
+    }
+    drop(ingest);
+
+    tokio::task::spawn_blocking(move || {
+        wal.close();
+        wal
+    })
+    .await
+    .context("closing the write-ahead log")?;
+
+    let drained = async { while exporters.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+        tracing::warn!("exporters did not drain in time; the rest stays in the write-ahead log");
+        let _ = stop_exporters.send(true);
+        let stopped = async { while exporters.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(2), stopped).await.is_err() {
+            tracing::warn!("an exporter is blocked; leaving it behind");
+            exporters.abort_all();
+        }
+    }
+    let _ = stop_query.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), query_server).await;
+    drop(lock);
+    tracing::info!("sift stopped");
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM. SIGHUP re-reads and re-validates the config file.
+async fn wait_for_shutdown(config_path: Option<&std::path::Path>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return,
+            _ = interrupt.recv() => return,
+            _ = hangup.recv() => reload(config_path),
+        }
+    }
+}
+
+fn reload(config_path: Option<&std::path::Path>) {
+    let Some(path) = config_path else {
+        tracing::info!("SIGHUP: running on embedded defaults, nothing to reload");
+        return;
+    };
+    match Config::load(path) {
+        // Redaction and sampling rules are what SIGHUP swaps; until those processors exist the
+        // reload only checks the file.
+        Ok(_) => tracing::info!(config = %path.display(), "SIGHUP: configuration is valid; no reloadable rules are configured"),
+        Err(errors) => tracing::error!(config = %path.display(), "SIGHUP: configuration rejected, keeping the running rules:\n{errors}"),
+    }
+}

@@ -1,0 +1,161 @@
+//! Sift's own metrics (SPEC §5), in one registry served as Prometheus text on `/metrics`.
+//! Counters are incremented where things happen; gauges that mirror state (WAL bytes, exporter
+//! lag, memory) are refreshed when the registry is scraped.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// `{signal, protocol}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    /// traces, logs or metrics.
+    pub signal: String,
+    /// grpc or http.
+    pub protocol: String,
+}
+
+/// `{signal, protocol, reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// traces, logs or metrics.
+    pub signal: String,
+    /// grpc or http.
+    pub protocol: String,
+    /// invalid, malformed, too_large, unsupported, unavailable, ...
+    pub reason: String,
+}
+
+/// `{exporter, signal}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    /// Component id of the exporter.
+    pub exporter: String,
+    /// traces, logs or metrics.
+    pub signal: String,
+}
+
+/// `{exporter}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterOnly {
+    /// Component id of the exporter.
+    pub exporter: String,
+}
+
+/// Every metric Sift exports about itself.
+pub struct Telemetry {
+    registry: Mutex<Registry>,
+    /// Items accepted by receivers (`sift_receiver_accepted_total`).
+    pub receiver_accepted: Family<ReceiverLabels, Counter>,
+    /// Items refused by receivers (`sift_receiver_refused_total`).
+    pub receiver_refused: Family<RefusedLabels, Counter>,
+    /// Requests refused by receivers (`sift_receiver_refused_requests_total`), including
+    /// malformed ones whose items cannot be counted.
+    pub receiver_refused_requests: Family<RefusedLabels, Counter>,
+    /// Items exported (`sift_exporter_sent_total`).
+    pub exporter_sent: Family<ExporterLabels, Counter>,
+    /// Items an exporter failed to export for good (`sift_exporter_failed_total`).
+    pub exporter_failed: Family<ExporterLabels, Counter>,
+    /// WAL bytes an exporter has not handled yet (`sift_exporter_queue_bytes`).
+    pub exporter_queue_bytes: Family<ExporterOnly, Gauge>,
+    /// WAL size on disk (`sift_storage_wal_bytes`).
+    pub wal_bytes: Gauge,
+    /// Resident memory of the process (`sift_memory_bytes`).
+    pub memory_bytes: Gauge,
+}
+
+impl Telemetry {
+    /// Creates and registers every metric.
+    pub fn new() -> Telemetry {
+        let mut registry = Registry::default();
+        let telemetry = Telemetry {
+            registry: Mutex::new(Registry::default()),
+            receiver_accepted: Family::default(),
+            receiver_refused: Family::default(),
+            receiver_refused_requests: Family::default(),
+            exporter_sent: Family::default(),
+            exporter_failed: Family::default(),
+            exporter_queue_bytes: Family::default(),
+            wal_bytes: Gauge::default(),
+            memory_bytes: Gauge::default(),
+        };
+        registry.register(
+            "sift_receiver_accepted",
+            "Items (spans, log records, data points) accepted and written ahead",
+            telemetry.receiver_accepted.clone(),
+        );
+        registry.register(
+            "sift_receiver_refused",
+            "Items refused by receivers, by reason",
+            telemetry.receiver_refused.clone(),
+        );
+        registry.register(
+            "sift_receiver_refused_requests",
+            "Requests refused by receivers, by reason",
+            telemetry.receiver_refused_requests.clone(),
+        );
+        registry.register("sift_exporter_sent", "Items exported", telemetry.exporter_sent.clone());
+        registry.register(
+            "sift_exporter_failed",
+            "Items an exporter dropped after a permanent error",
+            telemetry.exporter_failed.clone(),
+        );
+        registry.register(
+            "sift_exporter_queue_bytes",
+            "Write-ahead log bytes an exporter has not handled yet",
+            telemetry.exporter_queue_bytes.clone(),
+        );
+        registry.register("sift_storage_wal_bytes", "Write-ahead log size on disk", telemetry.wal_bytes.clone());
+        registry.register("sift_memory_bytes", "Resident memory of the Sift process", telemetry.memory_bytes.clone());
+        *telemetry.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        telemetry
+    }
+
+    /// Counts accepted items.
+    pub fn accepted(&self, signal: &str, protocol: &str, items: u64) {
+        self.receiver_accepted
+            .get_or_create(&ReceiverLabels { signal: signal.to_owned(), protocol: protocol.to_owned() })
+            .inc_by(items);
+    }
+
+    /// Counts refused items (`items` is 0 when they could not be counted, e.g. a malformed body)
+    /// and, when `whole_request`, the refused request.
+    pub fn refused(&self, signal: &str, protocol: &str, reason: &str, items: u64, whole_request: bool) {
+        let labels =
+            RefusedLabels { signal: signal.to_owned(), protocol: protocol.to_owned(), reason: reason.to_owned() };
+        if items > 0 {
+            self.receiver_refused.get_or_create(&labels).inc_by(items);
+        }
+        if whole_request {
+            self.receiver_refused_requests.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        self.memory_bytes.set(resident_memory_bytes().unwrap_or(0) as i64);
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
