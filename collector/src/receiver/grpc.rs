@@ -1,73 +1,192 @@
-//! OTLP/gRPC: the three `Export` services over one tonic server. tonic decompresses (gzip, zstd)
-//! and enforces the message size limit after decompression; each service delegates to
-//! [`Ingest::accept`] and maps refusals to `UNAVAILABLE` with `RetryInfo`.
+//! OTLP/gRPC: the three `Export` services, served by one generic tower service over a raw-bytes
+//! codec. Owning the decode (instead of tonic's prost codec) gives OTLP's status semantics —
+//! `INVALID_ARGUMENT` for a malformed message (tonic says `INTERNAL`), `RESOURCE_EXHAUSTED` for an
+//! oversized one (tonic says `OUT_OF_RANGE`) — and keeps the received bytes, which are written to
+//! the WAL as they are when nothing in the request had to change. tonic still decompresses
+//! (gzip, zstd) and bounds the decompressed size.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
 use sift_config::{ComponentId, GrpcServerConfig};
-use sift_proto::otlp::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use sift_proto::otlp::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
-use sift_proto::otlp::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use sift_proto::status::RpcStatus;
 use sift_proto::{Logs, Metrics, Signal, Traces};
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder};
+use tonic::codegen::{http, BoxFuture, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::pipeline::{Ingest, IngestError, RETRY_AFTER};
 
-#[derive(Clone)]
-struct Receiver {
-    id: ComponentId,
-    ingest: Arc<Ingest>,
+/// The gRPC names of a signal's export service.
+pub trait GrpcSignal: Signal {
+    /// Fully qualified service name.
+    const SERVICE: &'static str;
+    /// Path of the `Export` method.
+    const EXPORT_PATH: &'static str;
 }
 
-impl Receiver {
-    async fn export<S: Signal>(&self, request: Request<S::Request>) -> Result<Response<S::Response>, Status> {
-        if !self.ingest.serves(&self.id, S::KIND) {
-            return Err(Status::unimplemented(format!("no {} pipeline uses receiver {}", S::KIND, self.id)));
+impl GrpcSignal for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+}
+
+impl GrpcSignal for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+}
+
+impl GrpcSignal for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+}
+
+/// Passes message bytes through untouched in both directions.
+#[derive(Default, Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+struct Shared {
+    id: ComponentId,
+    ingest: Arc<Ingest>,
+    limit: usize,
+}
+
+/// The `Export` service of one signal.
+struct ExportService<S> {
+    shared: Arc<Shared>,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for ExportService<S> {
+    fn clone(&self) -> Self {
+        ExportService { shared: self.shared.clone(), signal: PhantomData }
+    }
+}
+
+impl<S: GrpcSignal> NamedService for ExportService<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Vec<u8>>, Status> {
+    let signal = S::KIND.as_str();
+    let telemetry = shared.ingest.telemetry();
+    if !shared.ingest.serves(&shared.id, S::KIND) {
+        telemetry.refused(signal, "grpc", "unsupported", 0, true);
+        return Err(Status::unimplemented(format!("no {} pipeline uses receiver {}", S::KIND, shared.id)));
+    }
+    let body = request.into_inner();
+    if body.len() > shared.limit {
+        telemetry.refused(signal, "grpc", "too_large", 0, true);
+        return Err(Status::resource_exhausted(format!(
+            "{} request of {} bytes exceeds the limit of {} bytes",
+            S::KIND,
+            body.len(),
+            shared.limit
+        )));
+    }
+    let decoded = match S::Request::decode(body.clone()) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            telemetry.refused(signal, "grpc", "malformed", 0, true);
+            return Err(Status::invalid_argument(format!("invalid protobuf {} request: {e}", S::KIND)));
         }
-        match self.ingest.accept::<S>(&self.id, "grpc", request.into_inner(), None).await {
-            Ok(rejected) => Ok(Response::new(S::response(&rejected))),
-            Err(error) => Err(unavailable(&error)),
-        }
+    };
+    match shared.ingest.accept::<S>(&shared.id, "grpc", decoded, Some(body)).await {
+        Ok(rejected) => Ok(Response::new(S::response(&rejected).encode_to_vec())),
+        Err(error) => Err(unavailable(&error)),
     }
 }
 
 fn unavailable(error: &IngestError) -> Status {
     let status = RpcStatus::with_retry_delay(tonic::Code::Unavailable as i32, error.to_string(), RETRY_AFTER);
-    Status::with_details(tonic::Code::Unavailable, error.to_string(), prost::Message::encode_to_vec(&status).into())
+    Status::with_details(tonic::Code::Unavailable, error.to_string(), status.encode_to_vec().into())
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<<Traces as Signal>::Request>,
-    ) -> Result<Response<<Traces as Signal>::Response>, Status> {
-        Receiver::export::<Traces>(self, request).await
+struct Unary<S> {
+    shared: Arc<Shared>,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S: GrpcSignal> UnaryService<Bytes> for Unary<S> {
+    type Response = Vec<u8>;
+    type Future = BoxFuture<Response<Vec<u8>>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        Box::pin(handle::<S>(self.shared.clone(), request))
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        request: Request<<Logs as Signal>::Request>,
-    ) -> Result<Response<<Logs as Signal>::Response>, Status> {
-        Receiver::export::<Logs>(self, request).await
-    }
-}
+impl<S, B> tonic::codegen::Service<http::Request<B>> for ExportService<S>
+where
+    S: GrpcSignal,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
 
-#[tonic::async_trait]
-impl MetricsService for Receiver {
-    async fn export(
-        &self,
-        request: Request<<Metrics as Signal>::Request>,
-    ) -> Result<Response<<Metrics as Signal>::Response>, Status> {
-        Receiver::export::<Metrics>(self, request).await
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != S::EXPORT_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            accept.enable(CompressionEncoding::Zstd);
+            // tonic refuses beyond twice the limit while buffering (OUT_OF_RANGE, or
+            // RESOURCE_EXHAUSTED while decompressing); `handle` refuses from the limit on with
+            // RESOURCE_EXHAUSTED. Memory stays bounded either way.
+            let mut grpc = Grpc::new(RawCodec)
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(shared.limit.saturating_mul(2)), None);
+            Ok(grpc.unary(Unary::<S> { shared, signal: PhantomData }, request).await)
+        })
     }
 }
 
@@ -82,26 +201,11 @@ pub async fn bind(
     let listener = TcpListener::bind(config.endpoint.to_bind_string()).await?;
     let address = listener.local_addr()?;
     let limit = usize::try_from(config.max_recv_msg_size_mib << 20).unwrap_or(usize::MAX);
-    let receiver = Receiver { id, ingest };
+    let shared = Arc::new(Shared { id, ingest, limit });
     let server = tonic::transport::Server::builder()
-        .add_service(
-            TraceServiceServer::new(receiver.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            LogsServiceServer::new(receiver.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            MetricsServiceServer::new(receiver)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(limit),
-        )
+        .add_service(ExportService::<Traces> { shared: shared.clone(), signal: PhantomData })
+        .add_service(ExportService::<Logs> { shared: shared.clone(), signal: PhantomData })
+        .add_service(ExportService::<Metrics> { shared, signal: PhantomData })
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown);
     Ok((address, server))
 }
