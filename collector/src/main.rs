@@ -8,7 +8,11 @@ use sift_collector::service::{serve, ServeOptions};
 use sift_config::Config;
 
 #[derive(Parser)]
-#[command(name = "sift", version, about = "An OpenTelemetry pipeline with a trace and log store in one binary")]
+#[command(
+    name = "sift",
+    version,
+    about = "An OpenTelemetry pipeline with a trace and log store in one binary"
+)]
 struct Cli {
     /// Format of Sift's own logs (stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -48,7 +52,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -89,14 +96,21 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the async runtime");
                     return ExitCode::FAILURE;
                 }
             };
-            let options = ServeOptions { config: loaded, config_path: config, data_dir };
+            let options = ServeOptions {
+                config: loaded,
+                config_path: config,
+                data_dir,
+            };
             match runtime.block_on(serve(options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

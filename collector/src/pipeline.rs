@@ -49,7 +49,9 @@ impl From<AppendError> for IngestError {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Full | AppendError::Busy => IngestError::Overloaded(error.to_string()),
-            AppendError::TooLarge | AppendError::Closed | AppendError::Io(_) => IngestError::Unavailable(error.to_string()),
+            AppendError::TooLarge | AppendError::Closed | AppendError::Io(_) => {
+                IngestError::Unavailable(error.to_string())
+            }
         }
     }
 }
@@ -75,9 +77,14 @@ impl Ingest {
     pub fn new(config: &Config, appender: WalAppender, telemetry: Arc<Telemetry>) -> Ingest {
         let mut routes: Routes = HashMap::new();
         for (id, pipeline) in &config.pipelines {
-            let Some(signal) = SignalKind::parse(&id.signal) else { continue };
+            let Some(signal) = SignalKind::parse(&id.signal) else {
+                continue;
+            };
             for receiver in &pipeline.receivers {
-                routes.entry((receiver.clone(), signal)).or_default().push(id.to_string());
+                routes
+                    .entry((receiver.clone(), signal))
+                    .or_default()
+                    .push(id.to_string());
             }
         }
         Ingest {
@@ -116,15 +123,25 @@ impl Ingest {
         raw: Option<Bytes>,
     ) -> Result<Rejected, IngestError> {
         let signal = S::KIND.as_str();
-        let size = raw.as_ref().map_or_else(|| request.encoded_len(), Bytes::len).min(self.in_flight_limit);
+        let size = raw
+            .as_ref()
+            .map_or_else(|| request.encoded_len(), Bytes::len)
+            .min(self.in_flight_limit);
         let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
         let Ok(_permit) = self.in_flight.try_acquire_many(permits) else {
-            self.telemetry.refused(signal, protocol, "overloaded", S::item_count(&request), true);
+            self.telemetry.refused(
+                signal,
+                protocol,
+                "overloaded",
+                S::item_count(&request),
+                true,
+            );
             return Err(IngestError::Overloaded("too many bytes in flight".into()));
         };
         let rejected = S::reject_invalid(&mut request);
         if rejected.count > 0 {
-            self.telemetry.refused(signal, protocol, "invalid", rejected.count, false);
+            self.telemetry
+                .refused(signal, protocol, "invalid", rejected.count, false);
         }
         let items = S::item_count(&request);
         if items == 0 {
@@ -134,14 +151,24 @@ impl Ingest {
             Some(raw) if rejected.count == 0 => raw,
             _ => Bytes::from(request.encode_to_vec()),
         };
-        let pipelines = self.routes.get(&(receiver.clone(), S::KIND)).map(Vec::as_slice).unwrap_or_default();
+        let pipelines = self
+            .routes
+            .get(&(receiver.clone(), S::KIND))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for pipeline in pipelines {
             let entry = WalEntry::encode(S::KIND, pipeline, &body);
             if let Err(error) = self.appender.append(entry).await {
                 if matches!(error, AppendError::Full) {
                     self.refusing.store(true, Ordering::Relaxed);
                 }
-                self.telemetry.refused(signal, protocol, IngestError::from(error.clone()).reason(), items, true);
+                self.telemetry.refused(
+                    signal,
+                    protocol,
+                    IngestError::from(error.clone()).reason(),
+                    items,
+                    true,
+                );
                 return Err(error.into());
             }
         }

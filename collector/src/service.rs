@@ -43,7 +43,9 @@ struct Health {
 
 impl sift_query::Health for Health {
     fn metrics_text(&self) -> String {
-        self.telemetry.wal_bytes.set(i64::try_from(self.wal.disk_bytes()).unwrap_or(i64::MAX));
+        self.telemetry
+            .wal_bytes
+            .set(i64::try_from(self.wal.disk_bytes()).unwrap_or(i64::MAX));
         self.telemetry.render()
     }
 
@@ -58,21 +60,25 @@ impl sift_query::Health for Health {
     }
 }
 
-/// A future that resolves when `flag` becomes true.
-fn when_set(mut flag: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = flag.wait_for(|set| *set).await;
-    }
+/// Resolves when `flag` becomes true.
+async fn when_set(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down cleanly.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let config = options.config;
-    let data_dir = options.data_dir.unwrap_or_else(|| config.storage.path.clone());
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let data_dir = options
+        .data_dir
+        .unwrap_or_else(|| config.storage.path.clone());
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let lock = File::create(data_dir.join(".lock")).context("creating the data directory lock")?;
     lock.try_lock().map_err(|_| {
-        anyhow::anyhow!("data directory {} is in use by another sift process", data_dir.display())
+        anyhow::anyhow!(
+            "data directory {} is in use by another sift process",
+            data_dir.display()
+        )
     })?;
 
     let mut wal = Wal::open(
@@ -101,7 +107,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut feeds: BTreeMap<ComponentId, HashSet<String>> = BTreeMap::new();
     for (pipeline_id, pipeline) in &config.pipelines {
         for exporter_id in &pipeline.exporters {
-            feeds.entry(exporter_id.clone()).or_default().insert(pipeline_id.to_string());
+            feeds
+                .entry(exporter_id.clone())
+                .or_default()
+                .insert(pipeline_id.to_string());
         }
     }
     let (stop_exporters, exporters_stop) = watch::channel(false);
@@ -113,18 +122,30 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         };
         let consumer = wal.consumer(&format!("exporter.{id}"));
         let built = exporter::build(id, exporter_config, &data_dir);
-        exporters.spawn(exporter::run(id.clone(), built, consumer, pipelines, telemetry.clone(), exporters_stop.clone()));
+        exporters.spawn(exporter::run(
+            id.clone(),
+            built,
+            consumer,
+            pipelines,
+            telemetry.clone(),
+            exporters_stop.clone(),
+        ));
     }
 
     // Query API (and /metrics, /healthz, /readyz).
-    let health = Arc::new(Health { telemetry: telemetry.clone(), wal: wal.stats(), ingest: ingest.clone(), ready: AtomicBool::new(false) });
+    let health = Arc::new(Health {
+        telemetry: telemetry.clone(),
+        wal: wal.stats(),
+        ingest: ingest.clone(),
+        ready: AtomicBool::new(false),
+    });
     let (stop_query, query_stop) = watch::channel(false);
     let query_listener = tokio::net::TcpListener::bind(config.query.endpoint.to_bind_string())
         .await
         .with_context(|| format!("binding the query endpoint {}", config.query.endpoint))?;
     tracing::info!(component = "query", address = %query_listener.local_addr()?, "listening");
-    let query_server =
-        axum::serve(query_listener, sift_query::router(health.clone())).with_graceful_shutdown(when_set(query_stop));
+    let query_server = axum::serve(query_listener, sift_query::router(health.clone()))
+        .with_graceful_shutdown(when_set(query_stop));
     let query_server = tokio::spawn(async move { query_server.await });
 
     // Receivers.
@@ -133,16 +154,26 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     for (id, receiver_config) in &config.receivers {
         let ReceiverConfig::Otlp(otlp) = receiver_config;
         if let Some(grpc) = &otlp.protocols.grpc {
-            let (address, server) = receiver::grpc::bind(id.clone(), grpc, ingest.clone(), when_set(receivers_stop.clone()))
-                .await
-                .with_context(|| format!("binding {id} gRPC endpoint {}", grpc.endpoint))?;
+            let (address, server) = receiver::grpc::bind(
+                id.clone(),
+                grpc,
+                ingest.clone(),
+                when_set(receivers_stop.clone()),
+            )
+            .await
+            .with_context(|| format!("binding {id} gRPC endpoint {}", grpc.endpoint))?;
             tracing::info!(component = %format!("{id}/grpc"), address = %address, "listening");
             receivers.spawn(async move { server.await.map_err(anyhow::Error::from) });
         }
         if let Some(http) = &otlp.protocols.http {
-            let (address, server) = receiver::http::bind(id.clone(), http, ingest.clone(), when_set(receivers_stop.clone()))
-                .await
-                .with_context(|| format!("binding {id} HTTP endpoint {}", http.endpoint))?;
+            let (address, server) = receiver::http::bind(
+                id.clone(),
+                http,
+                ingest.clone(),
+                when_set(receivers_stop.clone()),
+            )
+            .await
+            .with_context(|| format!("binding {id} HTTP endpoint {}", http.endpoint))?;
             tracing::info!(component = %format!("{id}/http"), address = %address, "listening");
             receivers.spawn(async move { server.await.map_err(anyhow::Error::from) });
         }
@@ -164,7 +195,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             }
         }
     };
-    if tokio::time::timeout(DRAIN_TIMEOUT, receivers_done).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, receivers_done)
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish in time");
     }
     drop(ingest);
@@ -181,7 +215,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tracing::warn!("exporters did not drain in time; the rest stays in the write-ahead log");
         let _ = stop_exporters.send(true);
         let stopped = async { while exporters.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(2), stopped).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), stopped)
+            .await
+            .is_err()
+        {
             tracing::warn!("an exporter is blocked; leaving it behind");
             exporters.abort_all();
         }
@@ -196,9 +233,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 /// Waits for SIGINT or SIGTERM. SIGHUP re-reads and re-validates the config file.
 async fn wait_for_shutdown(config_path: Option<&std::path::Path>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         std::future::pending::<()>().await;
         return;
@@ -220,7 +259,11 @@ fn reload(config_path: Option<&std::path::Path>) {
     match Config::load(path) {
         // Redaction and sampling rules are what SIGHUP swaps; until those processors exist the
         // reload only checks the file.
-        Ok(_) => tracing::info!(config = %path.display(), "SIGHUP: configuration is valid; no reloadable rules are configured"),
-        Err(errors) => tracing::error!(config = %path.display(), "SIGHUP: configuration rejected, keeping the running rules:\n{errors}"),
+        Ok(_) => {
+            tracing::info!(config = %path.display(), "SIGHUP: configuration is valid; no reloadable rules are configured")
+        }
+        Err(errors) => {
+            tracing::error!(config = %path.display(), "SIGHUP: configuration rejected, keeping the running rules:\n{errors}")
+        }
     }
 }

@@ -98,7 +98,11 @@ impl Telemetry {
             "Requests refused by receivers, by reason",
             telemetry.receiver_refused_requests.clone(),
         );
-        registry.register("sift_exporter_sent", "Items exported", telemetry.exporter_sent.clone());
+        registry.register(
+            "sift_exporter_sent",
+            "Items exported",
+            telemetry.exporter_sent.clone(),
+        );
         registry.register(
             "sift_exporter_failed",
             "Items an exporter dropped after a permanent error",
@@ -109,8 +113,16 @@ impl Telemetry {
             "Write-ahead log bytes an exporter has not handled yet",
             telemetry.exporter_queue_bytes.clone(),
         );
-        registry.register("sift_storage_wal_bytes", "Write-ahead log size on disk", telemetry.wal_bytes.clone());
-        registry.register("sift_memory_bytes", "Resident memory of the Sift process", telemetry.memory_bytes.clone());
+        registry.register(
+            "sift_storage_wal_bytes",
+            "Write-ahead log size on disk",
+            telemetry.wal_bytes.clone(),
+        );
+        registry.register(
+            "sift_memory_bytes",
+            "Resident memory of the Sift process",
+            telemetry.memory_bytes.clone(),
+        );
         *telemetry.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         telemetry
     }
@@ -118,15 +130,28 @@ impl Telemetry {
     /// Counts accepted items.
     pub fn accepted(&self, signal: &str, protocol: &str, items: u64) {
         self.receiver_accepted
-            .get_or_create(&ReceiverLabels { signal: signal.to_owned(), protocol: protocol.to_owned() })
+            .get_or_create(&ReceiverLabels {
+                signal: signal.to_owned(),
+                protocol: protocol.to_owned(),
+            })
             .inc_by(items);
     }
 
     /// Counts refused items (`items` is 0 when they could not be counted, e.g. a malformed body)
     /// and, when `whole_request`, the refused request.
-    pub fn refused(&self, signal: &str, protocol: &str, reason: &str, items: u64, whole_request: bool) {
-        let labels =
-            RefusedLabels { signal: signal.to_owned(), protocol: protocol.to_owned(), reason: reason.to_owned() };
+    pub fn refused(
+        &self,
+        signal: &str,
+        protocol: &str,
+        reason: &str,
+        items: u64,
+        whole_request: bool,
+    ) {
+        let labels = RefusedLabels {
+            signal: signal.to_owned(),
+            protocol: protocol.to_owned(),
+            reason: reason.to_owned(),
+        };
         if items > 0 {
             self.receiver_refused.get_or_create(&labels).inc_by(items);
         }
@@ -137,7 +162,8 @@ impl Telemetry {
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
-        self.memory_bytes.set(resident_memory_bytes().unwrap_or(0) as i64);
+        self.memory_bytes
+            .set(resident_memory_bytes().unwrap_or(0) as i64);
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {

@@ -24,14 +24,22 @@ impl ComponentId {
             Some((kind, name)) => (kind, Some(name)),
             None => (text, None),
         };
-        let valid_kind = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid_kind =
+            !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_kind {
-            return Err(format!("invalid component id {text:?}: the type must be letters, digits or _"));
+            return Err(format!(
+                "invalid component id {text:?}: the type must be letters, digits or _"
+            ));
         }
         if name.is_some_and(|n| n.is_empty() || n.contains('/')) {
-            return Err(format!("invalid component id {text:?}: expected type or type/name"));
+            return Err(format!(
+                "invalid component id {text:?}: expected type or type/name"
+            ));
         }
-        Ok(ComponentId { kind: kind.to_owned(), name: name.map(str::to_owned) })
+        Ok(ComponentId {
+            kind: kind.to_owned(),
+            name: name.map(str::to_owned),
+        })
     }
 }
 
@@ -45,7 +53,9 @@ impl fmt::Display for ComponentId {
 }
 
 /// Deserializes a present-but-empty YAML key (`grpc:`) as the default settings.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<Option<T>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 
@@ -84,7 +94,13 @@ pub struct GrpcServerConfig {
 
 impl Default for GrpcServerConfig {
     fn default() -> Self {
-        GrpcServerConfig { endpoint: Endpoint { host: "127.0.0.1".into(), port: 4317 }, max_recv_msg_size_mib: 16 }
+        GrpcServerConfig {
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 4317,
+            },
+            max_recv_msg_size_mib: 16,
+        }
     }
 }
 
@@ -100,7 +116,13 @@ pub struct HttpServerConfig {
 
 impl Default for HttpServerConfig {
     fn default() -> Self {
-        HttpServerConfig { endpoint: Endpoint { host: "127.0.0.1".into(), port: 4318 }, max_request_body_size_mib: 16 }
+        HttpServerConfig {
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 4318,
+            },
+            max_request_body_size_mib: 16,
+        }
     }
 }
 
@@ -136,7 +158,10 @@ pub struct Rotation {
 
 impl Default for Rotation {
     fn default() -> Self {
-        Rotation { max_megabytes: 100, max_backups: 10 }
+        Rotation {
+            max_megabytes: 100,
+            max_backups: 10,
+        }
     }
 }
 
@@ -184,7 +209,10 @@ mod tests {
 
     #[test]
     fn component_ids() {
-        assert_eq!(ComponentId::parse("otlp/downstream").unwrap().to_string(), "otlp/downstream");
+        assert_eq!(
+            ComponentId::parse("otlp/downstream").unwrap().to_string(),
+            "otlp/downstream"
+        );
         assert_eq!(ComponentId::parse("file").unwrap().name, None);
         assert!(ComponentId::parse("otlp/").is_err());
         assert!(ComponentId::parse("/x").is_err());

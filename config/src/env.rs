@@ -7,7 +7,12 @@ use serde_json::Value;
 use crate::error::{join, ConfigError};
 
 /// Expands environment references in all strings of `value`, using `lookup` to read variables.
-pub(crate) fn expand(value: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<ConfigError>) {
+pub(crate) fn expand(
+    value: &mut Value,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
     match value {
         Value::String(text) => match expand_str(text, lookup) {
             Ok(Some(expanded)) => *text = expanded,
@@ -29,7 +34,10 @@ pub(crate) fn expand(value: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Opt
 }
 
 /// `Ok(None)` when the string has no reference (the common case, no allocation).
-fn expand_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+fn expand_str(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
     if !text.contains('$') {
         return Ok(None);
     }
@@ -42,13 +50,16 @@ fn expand_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Opt
             out.push('$');
             rest = after;
         } else if let Some(after) = rest.strip_prefix("${env:") {
-            let end = after.find('}').ok_or_else(|| format!("unterminated ${{env:...}} in {text:?}"))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{env:...}} in {text:?}"))?;
             let reference = &after[..end];
             let (name, default) = match reference.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (reference, None),
             };
-            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("invalid environment variable name {name:?}"));
             }
@@ -82,7 +93,10 @@ mod tests {
         let mut errors = Vec::new();
         expand(&mut doc, "", &lookup, &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(doc, json!({"a": {"b": ["x-s3cr3t-y", "fallback", "$5", "plain $ sign"]}}));
+        assert_eq!(
+            doc,
+            json!({"a": {"b": ["x-s3cr3t-y", "fallback", "$5", "plain $ sign"]}})
+        );
     }
 
     #[test]

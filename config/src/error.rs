@@ -13,7 +13,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -67,7 +70,11 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
-        let path = if inner == "." { base.to_owned() } else { join(base, &inner) };
+        let path = if inner == "." {
+            base.to_owned()
+        } else {
+            join(base, &inner)
+        };
         ConfigError::new(path, e.into_inner().to_string())
     })
 }

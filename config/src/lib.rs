@@ -18,8 +18,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use component::{
-    ComponentId, DebugExporterConfig, ExporterConfig, FileExporterConfig, GrpcServerConfig, HttpServerConfig,
-    NopExporterConfig, OtlpProtocols, OtlpReceiverConfig, ReceiverConfig, Rotation, Verbosity,
+    ComponentId, DebugExporterConfig, ExporterConfig, FileExporterConfig, GrpcServerConfig,
+    HttpServerConfig, NopExporterConfig, OtlpProtocols, OtlpReceiverConfig, ReceiverConfig,
+    Rotation, Verbosity,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use service::{PipelineConfig, PipelineId};
@@ -48,7 +49,11 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { path: PathBuf::from("./sift-data"), retention: Retention::default(), wal: WalConfig::default() }
+        StorageConfig {
+            path: PathBuf::from("./sift-data"),
+            retention: Retention::default(),
+            wal: WalConfig::default(),
+        }
     }
 }
 
@@ -86,7 +91,10 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        WalConfig { max_size_mib: 1024, segment_size_mib: 64 }
+        WalConfig {
+            max_size_mib: 1024,
+            segment_size_mib: 64,
+        }
     }
 }
 
@@ -100,7 +108,12 @@ pub struct QueryConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { endpoint: Endpoint { host: "127.0.0.1".into(), port: 3200 } }
+        QueryConfig {
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 3200,
+            },
+        }
     }
 }
 
@@ -156,7 +169,11 @@ fn components<T>(
             }
         };
         // `otlp:` with no settings is a present component with defaults.
-        let value = if value.is_null() { Value::Object(Default::default()) } else { value };
+        let value = if value.is_null() {
+            Value::Object(Default::default())
+        } else {
+            value
+        };
         match build(&id.kind, value, &path) {
             Ok(component) => {
                 out.insert(id, component);
@@ -170,12 +187,18 @@ fn components<T>(
 fn receiver(kind: &str, value: Value, path: &str) -> Result<ReceiverConfig, ConfigError> {
     match kind {
         "otlp" => Ok(ReceiverConfig::Otlp(typed(value, path)?)),
-        other => Err(ConfigError::new(path, format!("unknown receiver type {other:?} (known: otlp)"))),
+        other => Err(ConfigError::new(
+            path,
+            format!("unknown receiver type {other:?} (known: otlp)"),
+        )),
     }
 }
 
 fn processor(kind: &str, _value: Value, path: &str) -> Result<ProcessorConfig, ConfigError> {
-    Err(ConfigError::new(path, format!("unknown processor type {kind:?} (none are available yet)")))
+    Err(ConfigError::new(
+        path,
+        format!("unknown processor type {kind:?} (none are available yet)"),
+    ))
 }
 
 fn exporter(kind: &str, value: Value, path: &str) -> Result<ExporterConfig, ConfigError> {
@@ -183,7 +206,10 @@ fn exporter(kind: &str, value: Value, path: &str) -> Result<ExporterConfig, Conf
         "file" => Ok(ExporterConfig::File(typed(value, path)?)),
         "debug" => Ok(ExporterConfig::Debug(typed(value, path)?)),
         "nop" => Ok(ExporterConfig::Nop(typed(value, path)?)),
-        other => Err(ConfigError::new(path, format!("unknown exporter type {other:?} (known: debug, file, nop)"))),
+        other => Err(ConfigError::new(
+            path,
+            format!("unknown exporter type {other:?} (known: debug, file, nop)"),
+        )),
     }
 }
 
@@ -194,7 +220,10 @@ impl Config {
     }
 
     /// As [`Config::from_yaml`], reading environment variables through `lookup`.
-    pub fn from_yaml_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    pub fn from_yaml_with_env(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let mut document: Value = serde_saphyr::from_str(text)
             .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
         if document.is_null() {
@@ -214,7 +243,14 @@ impl Config {
         let query: QueryConfig = non_null(raw.query, "query", &mut errors);
         let pipelines = service::pipelines(raw.service, &mut errors);
 
-        let config = Config { receivers, processors, exporters, pipelines, storage, query };
+        let config = Config {
+            receivers,
+            processors,
+            exporters,
+            pipelines,
+            storage,
+            query,
+        };
         config.check(&mut errors);
         if errors.is_empty() {
             Ok(config)
@@ -241,37 +277,73 @@ impl Config {
     /// Cross-component checks that no single component can make on its own.
     fn check(&self, errors: &mut Vec<ConfigError>) {
         if self.pipelines.is_empty() && errors.is_empty() {
-            errors.push(ConfigError::new("service.pipelines", "at least one pipeline is required"));
+            errors.push(ConfigError::new(
+                "service.pipelines",
+                "at least one pipeline is required",
+            ));
         }
         for (id, pipeline) in &self.pipelines {
             let path = join("service.pipelines", &id.to_string());
-            check_refs(&join(&path, "receivers"), &pipeline.receivers, |c| self.receivers.contains_key(c), "receiver", errors);
-            check_refs(&join(&path, "processors"), &pipeline.processors, |c| self.processors.contains_key(c), "processor", errors);
-            check_refs(&join(&path, "exporters"), &pipeline.exporters, |c| self.exporters.contains_key(c), "exporter", errors);
+            check_refs(
+                &join(&path, "receivers"),
+                &pipeline.receivers,
+                |c| self.receivers.contains_key(c),
+                "receiver",
+                errors,
+            );
+            check_refs(
+                &join(&path, "processors"),
+                &pipeline.processors,
+                |c| self.processors.contains_key(c),
+                "processor",
+                errors,
+            );
+            check_refs(
+                &join(&path, "exporters"),
+                &pipeline.exporters,
+                |c| self.exporters.contains_key(c),
+                "exporter",
+                errors,
+            );
         }
         for (id, receiver) in &self.receivers {
             let ReceiverConfig::Otlp(otlp) = receiver;
             if otlp.protocols.grpc.is_none() && otlp.protocols.http.is_none() {
-                errors.push(ConfigError::new(join(&join("receivers", &id.to_string()), "protocols"), "enable at least one of grpc, http"));
+                errors.push(ConfigError::new(
+                    join(&join("receivers", &id.to_string()), "protocols"),
+                    "enable at least one of grpc, http",
+                ));
             }
         }
         for (id, exporter) in &self.exporters {
             if let ExporterConfig::File(file) = exporter {
                 if file.rotation.max_megabytes == 0 {
                     errors.push(ConfigError::new(
-                        join(&join("exporters", &id.to_string()), "rotation.max_megabytes"),
+                        join(
+                            &join("exporters", &id.to_string()),
+                            "rotation.max_megabytes",
+                        ),
                         "must be at least 1",
                     ));
                 }
             }
         }
-        if self.storage.wal.segment_size_mib == 0 || self.storage.wal.max_size_mib < self.storage.wal.segment_size_mib {
-            errors.push(ConfigError::new("storage.wal", "segment_size_mib must be at least 1 and at most max_size_mib"));
+        if self.storage.wal.segment_size_mib == 0
+            || self.storage.wal.max_size_mib < self.storage.wal.segment_size_mib
+        {
+            errors.push(ConfigError::new(
+                "storage.wal",
+                "segment_size_mib must be at least 1 and at most max_size_mib",
+            ));
         }
     }
 }
 
-fn non_null<T: serde::de::DeserializeOwned + Default>(value: Value, path: &str, errors: &mut Vec<ConfigError>) -> T {
+fn non_null<T: serde::de::DeserializeOwned + Default>(
+    value: Value,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
     if value.is_null() {
         return T::default();
     }
@@ -290,7 +362,10 @@ fn check_refs(
 ) {
     for (i, id) in ids.iter().enumerate() {
         if !defined(id) {
-            errors.push(ConfigError::new(format!("{path}[{i}]"), format!("{what} {id:?} is not defined", id = id.to_string())));
+            errors.push(ConfigError::new(
+                format!("{path}[{i}]"),
+                format!("{what} {id:?} is not defined", id = id.to_string()),
+            ));
         }
     }
 }

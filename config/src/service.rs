@@ -61,7 +61,10 @@ fn ids(path: &str, names: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<Com
     for (i, name) in names.into_iter().enumerate() {
         match ComponentId::parse(&name) {
             Ok(id) if out.contains(&id) => {
-                errors.push(ConfigError::new(format!("{path}[{i}]"), format!("{name:?} is listed twice")));
+                errors.push(ConfigError::new(
+                    format!("{path}[{i}]"),
+                    format!("{name:?} is listed twice"),
+                ));
             }
             Ok(id) => out.push(id),
             Err(message) => errors.push(ConfigError::new(format!("{path}[{i}]"), message)),
@@ -71,8 +74,15 @@ fn ids(path: &str, names: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<Com
 }
 
 /// Parses `service` into pipelines, collecting problems into `errors`.
-pub(crate) fn pipelines(service: Value, errors: &mut Vec<ConfigError>) -> BTreeMap<PipelineId, PipelineConfig> {
-    let service = if service.is_null() { Value::Object(Default::default()) } else { service };
+pub(crate) fn pipelines(
+    service: Value,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<PipelineId, PipelineConfig> {
+    let service = if service.is_null() {
+        Value::Object(Default::default())
+    } else {
+        service
+    };
     let raw: RawService = match typed(service, "service") {
         Ok(raw) => raw,
         Err(error) => {
@@ -88,23 +98,45 @@ pub(crate) fn pipelines(service: Value, errors: &mut Vec<ConfigError>) -> BTreeM
             None => (key.as_str(), None),
         };
         if !matches!(signal, "traces" | "logs" | "metrics") {
-            errors.push(ConfigError::new(path, format!("unknown signal {signal:?} (expected traces, logs or metrics)")));
+            errors.push(ConfigError::new(
+                path,
+                format!("unknown signal {signal:?} (expected traces, logs or metrics)"),
+            ));
             continue;
         }
         if name.as_deref() == Some("") {
-            errors.push(ConfigError::new(path, "pipeline name after / must not be empty"));
+            errors.push(ConfigError::new(
+                path,
+                "pipeline name after / must not be empty",
+            ));
             continue;
         }
         let receivers = ids(&join(&path, "receivers"), pipeline.receivers, errors);
         let processors = ids(&join(&path, "processors"), pipeline.processors, errors);
         let exporters = ids(&join(&path, "exporters"), pipeline.exporters, errors);
         if receivers.is_empty() {
-            errors.push(ConfigError::new(join(&path, "receivers"), "at least one receiver is required"));
+            errors.push(ConfigError::new(
+                join(&path, "receivers"),
+                "at least one receiver is required",
+            ));
         }
         if exporters.is_empty() {
-            errors.push(ConfigError::new(join(&path, "exporters"), "at least one exporter is required"));
+            errors.push(ConfigError::new(
+                join(&path, "exporters"),
+                "at least one exporter is required",
+            ));
         }
-        out.insert(PipelineId { signal: signal.to_owned(), name }, PipelineConfig { receivers, processors, exporters });
+        out.insert(
+            PipelineId {
+                signal: signal.to_owned(),
+                name,
+            },
+            PipelineConfig {
+                receivers,
+                processors,
+                exporters,
+            },
+        );
     }
     out
 }

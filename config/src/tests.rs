@@ -30,8 +30,14 @@ fn every_example_loads() {
 fn embedded_default_matches_the_spec_endpoints() {
     let config = Config::embedded_default();
     let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::parse("otlp").unwrap()];
-    assert_eq!(otlp.protocols.grpc.as_ref().unwrap().endpoint.to_string(), "127.0.0.1:4317");
-    assert_eq!(otlp.protocols.http.as_ref().unwrap().endpoint.to_string(), "127.0.0.1:4318");
+    assert_eq!(
+        otlp.protocols.grpc.as_ref().unwrap().endpoint.to_string(),
+        "127.0.0.1:4317"
+    );
+    assert_eq!(
+        otlp.protocols.http.as_ref().unwrap().endpoint.to_string(),
+        "127.0.0.1:4318"
+    );
     assert_eq!(config.query.endpoint.to_string(), "127.0.0.1:3200");
     assert_eq!(config.storage.path, PathBuf::from("./sift-data"));
     assert_eq!(config.pipelines.len(), 3);
@@ -43,10 +49,18 @@ fn every_bad_fixture_fails_with_its_expected_error() {
     assert!(fixtures.len() >= 10);
     for path in fixtures {
         let text = std::fs::read_to_string(&path).unwrap();
-        let expected = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("first line: # expect: ...");
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .expect("first line: # expect: ...");
         let errors = Config::from_yaml(&text).expect_err(&path.display().to_string());
         let rendered = errors.to_string();
-        assert!(rendered.contains(expected), "{}: expected {expected:?}, got:\n{rendered}", path.display());
+        assert!(
+            rendered.contains(expected),
+            "{}: expected {expected:?}, got:\n{rendered}",
+            path.display()
+        );
     }
 }
 
@@ -59,17 +73,26 @@ service: { pipelines: { traces: { receivers: [otlp, jaeger], exporters: [nop] } 
 "#;
     let errors = Config::from_yaml(text).unwrap_err();
     let rendered = errors.to_string();
-    assert!(rendered.contains("receivers.otlp.protocols.grpc.endpoint"), "{rendered}");
+    assert!(
+        rendered.contains("receivers.otlp.protocols.grpc.endpoint"),
+        "{rendered}"
+    );
     assert!(rendered.contains("exporters.zipkin"), "{rendered}");
-    assert!(rendered.contains("service.pipelines.traces.receivers[1]"), "{rendered}");
+    assert!(
+        rendered.contains("service.pipelines.traces.receivers[1]"),
+        "{rendered}"
+    );
 }
 
 #[test]
 fn env_values_are_expanded() {
-    let text = "receivers: { otlp: { protocols: { http: { endpoint: \"127.0.0.1:${env:PORT}\" } } } }\n\
+    let text =
+        "receivers: { otlp: { protocols: { http: { endpoint: \"127.0.0.1:${env:PORT}\" } } } }\n\
                 exporters: { nop: {} }\n\
                 service: { pipelines: { logs: { receivers: [otlp], exporters: [nop] } } }\n";
-    let config = Config::from_yaml_with_env(text, &|name| (name == "PORT").then(|| "9999".to_owned())).unwrap();
+    let config =
+        Config::from_yaml_with_env(text, &|name| (name == "PORT").then(|| "9999".to_owned()))
+            .unwrap();
     let ReceiverConfig::Otlp(otlp) = config.receivers.values().next().unwrap();
     assert_eq!(otlp.protocols.http.as_ref().unwrap().endpoint.port, 9999);
     assert!(otlp.protocols.grpc.is_none());

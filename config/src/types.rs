@@ -37,13 +37,19 @@ impl Duration {
         let mut total = StdDuration::ZERO;
         let mut rest = text;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(format!("invalid duration {text:?}: expected a number"));
             }
-            let number: f64 = rest[..digits].parse().map_err(|_| format!("invalid duration {text:?}"))?;
+            let number: f64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("invalid duration {text:?}"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let seconds = match unit {
@@ -54,10 +60,15 @@ impl Duration {
                 "m" => 60.0,
                 "h" => 3600.0,
                 "d" => 86_400.0,
-                "" => return Err(format!("invalid duration {text:?}: missing unit (ms, s, m, h, d)")),
+                "" => {
+                    return Err(format!(
+                        "invalid duration {text:?}: missing unit (ms, s, m, h, d)"
+                    ))
+                }
                 other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
             };
-            total += StdDuration::try_from_secs_f64(number * seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+            total += StdDuration::try_from_secs_f64(number * seconds)
+                .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
         }
         Ok(Duration(total))
     }
@@ -74,7 +85,9 @@ impl<'de> Deserialize<'de> for Duration {
         match Raw::deserialize(deserializer)? {
             Raw::Text(text) => Duration::parse(&text).map_err(de::Error::custom),
             Raw::Number(0) => Ok(Duration(StdDuration::ZERO)),
-            Raw::Number(n) => Err(de::Error::custom(format!("invalid duration {n}: missing unit (ms, s, m, h, d)"))),
+            Raw::Number(n) => Err(de::Error::custom(format!(
+                "invalid duration {n}: missing unit (ms, s, m, h, d)"
+            ))),
         }
     }
 }
@@ -104,9 +117,16 @@ impl Endpoint {
         if host.is_empty() {
             return Err(format!("invalid endpoint {text:?}: missing host"));
         }
-        let port: u32 = port.parse().map_err(|_| format!("invalid endpoint {text:?}: port {port:?} is not a number"))?;
-        let port = u16::try_from(port).map_err(|_| format!("invalid endpoint {text:?}: port {port} is out of range (0-65535)"))?;
-        Ok(Endpoint { host: host.to_owned(), port })
+        let port: u32 = port
+            .parse()
+            .map_err(|_| format!("invalid endpoint {text:?}: port {port:?} is not a number"))?;
+        let port = u16::try_from(port).map_err(|_| {
+            format!("invalid endpoint {text:?}: port {port} is out of range (0-65535)")
+        })?;
+        Ok(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
     }
 
     /// `host:port` suitable for binding (IPv6 hosts in brackets).
@@ -138,10 +158,22 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(Duration::parse("250ms").unwrap().0, StdDuration::from_millis(250));
-        assert_eq!(Duration::parse("10s").unwrap().0, StdDuration::from_secs(10));
-        assert_eq!(Duration::parse("1m30s").unwrap().0, StdDuration::from_secs(90));
-        assert_eq!(Duration::parse("7d").unwrap().0, StdDuration::from_secs(7 * 86_400));
+        assert_eq!(
+            Duration::parse("250ms").unwrap().0,
+            StdDuration::from_millis(250)
+        );
+        assert_eq!(
+            Duration::parse("10s").unwrap().0,
+            StdDuration::from_secs(10)
+        );
+        assert_eq!(
+            Duration::parse("1m30s").unwrap().0,
+            StdDuration::from_secs(90)
+        );
+        assert_eq!(
+            Duration::parse("7d").unwrap().0,
+            StdDuration::from_secs(7 * 86_400)
+        );
         assert_eq!(Duration::parse("0").unwrap().0, StdDuration::ZERO);
         assert!(Duration::parse("-5s").unwrap_err().contains("negative"));
         assert!(Duration::parse("10").unwrap_err().contains("missing unit"));
@@ -152,9 +184,14 @@ mod tests {
     fn endpoints() {
         let e = Endpoint::parse("127.0.0.1:4317").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 4317));
-        assert_eq!(Endpoint::parse("[::1]:0").unwrap().to_bind_string(), "[::1]:0");
+        assert_eq!(
+            Endpoint::parse("[::1]:0").unwrap().to_bind_string(),
+            "[::1]:0"
+        );
         assert!(Endpoint::parse("localhost").is_err());
-        assert!(Endpoint::parse("localhost:70000").unwrap_err().contains("out of range"));
+        assert!(Endpoint::parse("localhost:70000")
+            .unwrap_err()
+            .contains("out of range"));
         assert!(Endpoint::parse(":80").is_err());
     }
 }

@@ -11,7 +11,10 @@ mod signal;
 pub mod status;
 
 pub use opentelemetry_proto::tonic as otlp;
-pub use signal::{data_point_count, item_count_protobuf, protobuf_to_json, Logs, Metrics, Rejected, Signal, SignalKind, Traces};
+pub use signal::{
+    data_point_count, item_count_protobuf, protobuf_to_json, Logs, Metrics, Rejected, Signal,
+    SignalKind, Traces,
+};
 
 /// Evaluates `$body` with the type alias `$S` bound to the [`Signal`] implementation of `$kind`:
 /// the one place where a runtime [`SignalKind`] becomes a static signal type.

@@ -8,7 +8,9 @@ use prost::Message;
 use serde_json::{json, Value};
 
 use crate::json::{self, JsonError};
-use crate::otlp::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use crate::otlp::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use crate::otlp::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -106,7 +108,11 @@ fn valid_id(id: &[u8], len: usize) -> bool {
 }
 
 /// Removes items for which `invalid` returns a reason, counting them and keeping the first reason.
-fn retain_valid<T>(items: &mut Vec<T>, rejected: &mut Rejected, invalid: impl Fn(&T) -> Option<&'static str>) {
+fn retain_valid<T>(
+    items: &mut Vec<T>,
+    rejected: &mut Rejected,
+    invalid: impl Fn(&T) -> Option<&'static str>,
+) {
     items.retain(|item| match invalid(item) {
         None => true,
         Some(reason) => {
@@ -121,7 +127,12 @@ fn retain_valid<T>(items: &mut Vec<T>, rejected: &mut Rejected, invalid: impl Fn
 
 fn finish(mut rejected: Rejected, kind: SignalKind) -> Rejected {
     if rejected.count > 0 {
-        rejected.message = format!("{} {} rejected: {}", rejected.count, kind.item_name(), rejected.message);
+        rejected.message = format!(
+            "{} {} rejected: {}",
+            rejected.count,
+            kind.item_name(),
+            rejected.message
+        );
     }
     rejected
 }
@@ -319,35 +330,6 @@ impl Signal for Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-
-    fn span(trace: u8, span: u8) -> Span {
-        Span { trace_id: vec![trace; 16], span_id: vec![span; 8], ..Default::default() }
-    }
-
-    #[test]
-    fn all_zero_ids_are_rejected_and_counted() {
-        let mut request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans: vec![span(1, 1), span(0, 1), span(1, 0)], ..Default::default() }],
-                ..Default::default()
-            }],
-        };
-        assert_eq!(Traces::item_count(&request), 3);
-        let rejected = Traces::reject_invalid(&mut request);
-        assert_eq!(rejected.count, 2);
-        assert_eq!(Traces::item_count(&request), 1);
-        assert!(rejected.message.contains("trace id"), "{}", rejected.message);
-        let response = Traces::response(&rejected);
-        assert_eq!(response.partial_success.unwrap().rejected_spans, 2);
-        assert_eq!(Traces::response_json(&rejected)["partialSuccess"]["rejectedSpans"], "2");
-        assert_eq!(Traces::response_json(&Rejected::default()), json!({}));
-    }
-}
-
 /// Number of items in a protobuf-encoded request of `kind`.
 pub fn item_count_protobuf(kind: SignalKind, body: &[u8]) -> Result<u64, prost::DecodeError> {
     crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::item_count(&r)))
@@ -356,4 +338,47 @@ pub fn item_count_protobuf(kind: SignalKind, body: &[u8]) -> Result<u64, prost::
 /// A protobuf-encoded request of `kind` as OTLP/JSON.
 pub fn protobuf_to_json(kind: SignalKind, body: &[u8]) -> Result<Value, prost::DecodeError> {
     crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::encode_json(&r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn span(trace: u8, span: u8) -> Span {
+        Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![span; 8],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn all_zero_ids_are_rejected_and_counted() {
+        let mut request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1, 1), span(0, 1), span(1, 0)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(Traces::item_count(&request), 3);
+        let rejected = Traces::reject_invalid(&mut request);
+        assert_eq!(rejected.count, 2);
+        assert_eq!(Traces::item_count(&request), 1);
+        assert!(
+            rejected.message.contains("trace id"),
+            "{}",
+            rejected.message
+        );
+        let response = Traces::response(&rejected);
+        assert_eq!(response.partial_success.unwrap().rejected_spans, 2);
+        assert_eq!(
+            Traces::response_json(&rejected)["partialSuccess"]["rejectedSpans"],
+            "2"
+        );
+        assert_eq!(Traces::response_json(&Rejected::default()), json!({}));
+    }
 }

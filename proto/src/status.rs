@@ -63,16 +63,25 @@ impl RpcStatus {
         RpcStatus {
             code,
             message,
-            details: vec![Any { type_url: RETRY_INFO_TYPE_URL.to_owned(), value: prost::Message::encode_to_vec(&info) }],
+            details: vec![Any {
+                type_url: RETRY_INFO_TYPE_URL.to_owned(),
+                value: prost::Message::encode_to_vec(&info),
+            }],
         }
     }
 
     /// The retry delay, if the details carry a `RetryInfo`.
     pub fn retry_delay(&self) -> Option<Duration> {
-        let any = self.details.iter().find(|d| d.type_url == RETRY_INFO_TYPE_URL)?;
+        let any = self
+            .details
+            .iter()
+            .find(|d| d.type_url == RETRY_INFO_TYPE_URL)?;
         let info: RetryInfo = prost::Message::decode(any.value.as_slice()).ok()?;
         let delay = info.retry_delay?;
-        Some(Duration::new(u64::try_from(delay.seconds).ok()?, u32::try_from(delay.nanos).ok()?))
+        Some(Duration::new(
+            u64::try_from(delay.seconds).ok()?,
+            u32::try_from(delay.nanos).ok()?,
+        ))
     }
 }
 

@@ -54,7 +54,11 @@ impl FileExporter {
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        self.outputs.push(Output { path, writer: BufWriter::with_capacity(1 << 20, file), size });
+        self.outputs.push(Output {
+            path,
+            writer: BufWriter::with_capacity(1 << 20, file),
+            size,
+        });
         Ok(self.outputs.last_mut().expect("just pushed"))
     }
 
@@ -63,10 +67,12 @@ impl FileExporter {
         let mut line = Vec::with_capacity(4096);
         let (max_bytes, max_backups) = (self.max_bytes, self.max_backups);
         for entry in batch {
-            let json = protobuf_to_json(entry.signal, &entry.body)
-                .map_err(|e| ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal)))?;
+            let json = protobuf_to_json(entry.signal, &entry.body).map_err(|e| {
+                ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal))
+            })?;
             line.clear();
-            serde_json::to_writer(&mut line, &json).map_err(|e| ExportError::Permanent(e.to_string()))?;
+            serde_json::to_writer(&mut line, &json)
+                .map_err(|e| ExportError::Permanent(e.to_string()))?;
             line.push(b'\n');
             let path = self.path_for(entry.signal);
             let output = self.output(path).map_err(io)?;
@@ -78,20 +84,43 @@ impl FileExporter {
         }
         for output in &mut self.outputs {
             output.writer.flush().map_err(io)?;
-            output.writer.get_ref().sync_data().map_err(io)?;
+            sync(output.writer.get_ref()).map_err(io)?;
         }
         Ok(())
+    }
+}
+
+/// fsync, except for files that cannot be synced (a FIFO, `/dev/stdout`): those fail with EINVAL.
+fn sync(file: &File) -> std::io::Result<()> {
+    match file.sync_data() {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+        other => other,
     }
 }
 
 /// Moves the current file aside under a timestamped name, reopens it empty, prunes old backups.
 fn rotate(output: &mut Output, max_backups: u32) -> std::io::Result<()> {
     output.writer.flush()?;
-    output.writer.get_ref().sync_data()?;
-    let stem = output.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = output.path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "jsonl".into());
-    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let dir = output.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    sync(output.writer.get_ref())?;
+    let stem = output
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = output
+        .path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "jsonl".into());
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let dir = output
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut backup = dir.join(format!("{stem}-{millis}.{ext}"));
     let mut n = 1;
     while backup.exists() {
@@ -99,15 +128,25 @@ fn rotate(output: &mut Output, max_backups: u32) -> std::io::Result<()> {
         n += 1;
     }
     fs::rename(&output.path, &backup)?;
-    let file = OpenOptions::new().create(true).append(true).open(&output.path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&output.path)?;
     output.writer = BufWriter::with_capacity(1 << 20, file);
     output.size = 0;
     let prefix = format!("{stem}-");
     let mut backups: Vec<PathBuf> = fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p != &output.path)
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy()[prefix.len()..].starts_with(|c: char| c.is_ascii_digit())))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()[prefix.len()..].starts_with(|c: char| c.is_ascii_digit())
+            })
+        })
         .collect();
     backups.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
     while backups.len() > max_backups as usize {
@@ -148,15 +187,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = FileExporterConfig {
             path: Some(dir.path().join("out.jsonl")),
-            rotation: Rotation { max_megabytes: 1, max_backups: 2 },
+            rotation: Rotation {
+                max_megabytes: 1,
+                max_backups: 2,
+            },
         };
         let mut exporter = FileExporter::new(&config, dir.path());
         let big = entry(300 << 10);
         for _ in 0..8 {
             exporter.export(std::slice::from_ref(&big)).await.unwrap();
         }
-        let mut names: Vec<String> =
-            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(names.contains(&"out.jsonl".to_owned()));

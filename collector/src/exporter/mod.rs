@@ -46,10 +46,16 @@ pub trait Exporter: Send {
 }
 
 /// Builds the exporter for a config entry. `data_dir` anchors default file paths.
-pub fn build(id: &ComponentId, config: &ExporterConfig, data_dir: &std::path::Path) -> Box<dyn Exporter> {
+pub fn build(
+    id: &ComponentId,
+    config: &ExporterConfig,
+    data_dir: &std::path::Path,
+) -> Box<dyn Exporter> {
     match config {
         ExporterConfig::File(file) => Box::new(file::FileExporter::new(file, data_dir)),
-        ExporterConfig::Debug(debug) => Box::new(debug::DebugExporter::new(id.to_string(), debug.verbosity)),
+        ExporterConfig::Debug(debug) => {
+            Box::new(debug::DebugExporter::new(id.to_string(), debug.verbosity))
+        }
         ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
     }
 }
@@ -69,7 +75,12 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = id.to_string();
-    let queue_gauge = telemetry.exporter_queue_bytes.get_or_create(&ExporterOnly { exporter: name.clone() }).clone();
+    let queue_gauge = telemetry
+        .exporter_queue_bytes
+        .get_or_create(&ExporterOnly {
+            exporter: name.clone(),
+        })
+        .clone();
     let mut handled = None;
     loop {
         queue_gauge.set(i64::try_from(consumer.lag_bytes()).unwrap_or(i64::MAX));
@@ -86,16 +97,22 @@ pub async fn run(
                 continue;
             }
         };
-        let Some(end) = records.last().map(|r| r.end) else { continue };
+        let Some(end) = records.last().map(|r| r.end) else {
+            continue;
+        };
         let mut batch = Vec::with_capacity(records.len());
         for record in &records {
             match WalEntry::decode(&record.payload) {
                 Ok(entry) if pipelines.contains(&entry.pipeline) => batch.push(entry),
                 Ok(_) => {}
-                Err(e) => tracing::error!(exporter = %name, position = record.position, error = %e, "skipping WAL entry"),
+                Err(e) => {
+                    tracing::error!(exporter = %name, position = record.position, error = %e, "skipping WAL entry")
+                }
             }
         }
-        if !batch.is_empty() && !export_with_retry(&name, exporter.as_mut(), &batch, &telemetry, &mut stop).await {
+        if !batch.is_empty()
+            && !export_with_retry(&name, exporter.as_mut(), &batch, &telemetry, &mut stop).await
+        {
             break;
         }
         handled = Some(end);
@@ -149,14 +166,20 @@ async fn export_with_retry(
 }
 
 fn count(
-    family: &prometheus_client::metrics::family::Family<ExporterLabels, prometheus_client::metrics::counter::Counter>,
+    family: &prometheus_client::metrics::family::Family<
+        ExporterLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
     name: &str,
     batch: &[WalEntry],
 ) {
     for entry in batch {
         let items = item_count_protobuf(entry.signal, &entry.body).unwrap_or(0);
         family
-            .get_or_create(&ExporterLabels { exporter: name.to_owned(), signal: entry.signal.as_str().to_owned() })
+            .get_or_create(&ExporterLabels {
+                exporter: name.to_owned(),
+                signal: entry.signal.as_str().to_owned(),
+            })
             .inc_by(items);
     }
 }

@@ -49,7 +49,11 @@ pub enum DecompressError {
 }
 
 /// Decompresses `body`, refusing output larger than `limit`.
-pub fn decompress(encoding: Encoding, body: bytes::Bytes, limit: usize) -> Result<bytes::Bytes, DecompressError> {
+pub fn decompress(
+    encoding: Encoding,
+    body: bytes::Bytes,
+    limit: usize,
+) -> Result<bytes::Bytes, DecompressError> {
     let reader: Box<dyn Read + '_> = match encoding {
         Encoding::Identity => {
             if body.len() > limit {
@@ -61,14 +65,22 @@ pub fn decompress(encoding: Encoding, body: bytes::Bytes, limit: usize) -> Resul
         Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
         Encoding::Zstd => match zstd::stream::read::Decoder::new(&body[..]) {
             Ok(decoder) => Box::new(decoder),
-            Err(e) => return Err(DecompressError::Corrupt { encoding, message: e.to_string() }),
+            Err(e) => {
+                return Err(DecompressError::Corrupt {
+                    encoding,
+                    message: e.to_string(),
+                })
+            }
         },
     };
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     let read = reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| DecompressError::Corrupt { encoding, message: e.to_string() })?;
+        .map_err(|e| DecompressError::Corrupt {
+            encoding,
+            message: e.to_string(),
+        })?;
     if read > limit {
         return Err(DecompressError::TooLarge { limit });
     }
@@ -90,10 +102,21 @@ mod tests {
     #[test]
     fn round_trips_and_limits() {
         let data = vec![b'a'; 10_000];
-        assert_eq!(decompress(Encoding::Gzip, gzip(&data), 10_000).unwrap().len(), 10_000);
-        assert_eq!(decompress(Encoding::Gzip, gzip(&data), 9_999), Err(DecompressError::TooLarge { limit: 9_999 }));
+        assert_eq!(
+            decompress(Encoding::Gzip, gzip(&data), 10_000)
+                .unwrap()
+                .len(),
+            10_000
+        );
+        assert_eq!(
+            decompress(Encoding::Gzip, gzip(&data), 9_999),
+            Err(DecompressError::TooLarge { limit: 9_999 })
+        );
         let z = zstd::encode_all(&data[..], 3).unwrap();
-        assert_eq!(decompress(Encoding::Zstd, z.into(), 10_000).unwrap().len(), 10_000);
+        assert_eq!(
+            decompress(Encoding::Zstd, z.into(), 10_000).unwrap().len(),
+            10_000
+        );
         assert!(matches!(
             decompress(Encoding::Gzip, bytes::Bytes::from_static(b"not gzip"), 100),
             Err(DecompressError::Corrupt { .. })
@@ -104,7 +127,10 @@ mod tests {
     fn a_bomb_is_refused_without_inflating_it() {
         let bomb = gzip(&vec![0u8; 200 << 20]);
         assert!(bomb.len() < 1 << 20);
-        assert_eq!(decompress(Encoding::Gzip, bomb, 1 << 20), Err(DecompressError::TooLarge { limit: 1 << 20 }));
+        assert_eq!(
+            decompress(Encoding::Gzip, bomb, 1 << 20),
+            Err(DecompressError::TooLarge { limit: 1 << 20 })
+        );
     }
 
     #[test]

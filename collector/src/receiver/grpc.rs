@@ -17,7 +17,9 @@ use sift_config::{ComponentId, GrpcServerConfig};
 use sift_proto::status::RpcStatus;
 use sift_proto::{Logs, Metrics, Signal, Traces};
 use tokio::net::TcpListener;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder};
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::codegen::{http, BoxFuture, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -44,7 +46,8 @@ impl GrpcSignal for Logs {
 
 impl GrpcSignal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const EXPORT_PATH: &'static str =
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 }
 
 /// Passes message bytes through untouched in both directions.
@@ -99,7 +102,10 @@ struct ExportService<S> {
 
 impl<S> Clone for ExportService<S> {
     fn clone(&self) -> Self {
-        ExportService { shared: self.shared.clone(), signal: PhantomData }
+        ExportService {
+            shared: self.shared.clone(),
+            signal: PhantomData,
+        }
     }
 }
 
@@ -107,12 +113,19 @@ impl<S: GrpcSignal> NamedService for ExportService<S> {
     const NAME: &'static str = S::SERVICE;
 }
 
-async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Vec<u8>>, Status> {
+async fn handle<S: GrpcSignal>(
+    shared: Arc<Shared>,
+    request: Request<Bytes>,
+) -> Result<Response<Vec<u8>>, Status> {
     let signal = S::KIND.as_str();
     let telemetry = shared.ingest.telemetry();
     if !shared.ingest.serves(&shared.id, S::KIND) {
         telemetry.refused(signal, "grpc", "unsupported", 0, true);
-        return Err(Status::unimplemented(format!("no {} pipeline uses receiver {}", S::KIND, shared.id)));
+        return Err(Status::unimplemented(format!(
+            "no {} pipeline uses receiver {}",
+            S::KIND,
+            shared.id
+        )));
     }
     let body = request.into_inner();
     if body.len() > shared.limit {
@@ -128,18 +141,33 @@ async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> 
         Ok(decoded) => decoded,
         Err(e) => {
             telemetry.refused(signal, "grpc", "malformed", 0, true);
-            return Err(Status::invalid_argument(format!("invalid protobuf {} request: {e}", S::KIND)));
+            return Err(Status::invalid_argument(format!(
+                "invalid protobuf {} request: {e}",
+                S::KIND
+            )));
         }
     };
-    match shared.ingest.accept::<S>(&shared.id, "grpc", decoded, Some(body)).await {
+    match shared
+        .ingest
+        .accept::<S>(&shared.id, "grpc", decoded, Some(body))
+        .await
+    {
         Ok(rejected) => Ok(Response::new(S::response(&rejected).encode_to_vec())),
         Err(error) => Err(unavailable(&error)),
     }
 }
 
 fn unavailable(error: &IngestError) -> Status {
-    let status = RpcStatus::with_retry_delay(tonic::Code::Unavailable as i32, error.to_string(), RETRY_AFTER);
-    Status::with_details(tonic::Code::Unavailable, error.to_string(), status.encode_to_vec().into())
+    let status = RpcStatus::with_retry_delay(
+        tonic::Code::Unavailable as i32,
+        error.to_string(),
+        RETRY_AFTER,
+    );
+    Status::with_details(
+        tonic::Code::Unavailable,
+        error.to_string(),
+        status.encode_to_vec().into(),
+    )
 }
 
 struct Unary<S> {
@@ -185,7 +213,15 @@ where
             let mut grpc = Grpc::new(RawCodec)
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(shared.limit.saturating_mul(2)), None);
-            Ok(grpc.unary(Unary::<S> { shared, signal: PhantomData }, request).await)
+            Ok(grpc
+                .unary(
+                    Unary::<S> {
+                        shared,
+                        signal: PhantomData,
+                    },
+                    request,
+                )
+                .await)
         })
     }
 }
@@ -197,15 +233,30 @@ pub async fn bind(
     config: &GrpcServerConfig,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(SocketAddr, impl Future<Output = Result<(), tonic::transport::Error>>)> {
+) -> std::io::Result<(
+    SocketAddr,
+    impl Future<Output = Result<(), tonic::transport::Error>>,
+)> {
     let listener = TcpListener::bind(config.endpoint.to_bind_string()).await?;
     let address = listener.local_addr()?;
     let limit = usize::try_from(config.max_recv_msg_size_mib << 20).unwrap_or(usize::MAX);
     let shared = Arc::new(Shared { id, ingest, limit });
     let server = tonic::transport::Server::builder()
-        .add_service(ExportService::<Traces> { shared: shared.clone(), signal: PhantomData })
-        .add_service(ExportService::<Logs> { shared: shared.clone(), signal: PhantomData })
-        .add_service(ExportService::<Metrics> { shared, signal: PhantomData })
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown);
+        .add_service(ExportService::<Traces> {
+            shared: shared.clone(),
+            signal: PhantomData,
+        })
+        .add_service(ExportService::<Logs> {
+            shared: shared.clone(),
+            signal: PhantomData,
+        })
+        .add_service(ExportService::<Metrics> {
+            shared,
+            signal: PhantomData,
+        })
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        );
     Ok((address, server))
 }

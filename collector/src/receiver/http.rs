@@ -49,13 +49,25 @@ struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Refusal { status, reason, message: message.into() }
+        Refusal {
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         PROTOBUF => Ok(Format::Protobuf),
         JSON => Ok(Format::Json),
@@ -83,12 +95,22 @@ fn grpc_code(status: StatusCode) -> tonic::Code {
     }
 }
 
-fn respond(format: Format, status: StatusCode, protobuf: Vec<u8>, json: serde_json::Value) -> Response {
+fn respond(
+    format: Format,
+    status: StatusCode,
+    protobuf: Vec<u8>,
+    json: serde_json::Value,
+) -> Response {
     let (content_type, body) = match format {
         Format::Protobuf => (PROTOBUF, protobuf),
         Format::Json => (JSON, json.to_string().into_bytes()),
     };
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
 }
 
 fn error_response(format: Format, refusal: &Refusal) -> Response {
@@ -97,44 +119,77 @@ fn error_response(format: Format, refusal: &Refusal) -> Response {
     let status = if unavailable {
         RpcStatus::with_retry_delay(code, refusal.message.clone(), RETRY_AFTER)
     } else {
-        RpcStatus { code, message: refusal.message.clone(), details: Vec::new() }
+        RpcStatus {
+            code,
+            message: refusal.message.clone(),
+            details: Vec::new(),
+        }
     };
     let json = serde_json::json!({ "code": code, "message": refusal.message });
     let mut response = respond(format, refusal.status, status.encode_to_vec(), json);
     if unavailable {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER.as_secs()),
+        );
     }
     response
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    let encoding_header = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
+    let encoding_header = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"));
     let encoding = Encoding::parse(encoding_header).ok_or_else(|| {
         Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported",
-            format!("unsupported Content-Encoding {:?} (expected gzip, zstd, deflate or identity)", encoding_header.unwrap_or("")),
+            format!(
+                "unsupported Content-Encoding {:?} (expected gzip, zstd, deflate or identity)",
+                encoding_header.unwrap_or("")
+            ),
         )
     })?;
     let raw = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body exceeds {limit} bytes")))
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body exceeds {limit} bytes"),
+            ))
         }
-        Err(e) => return Err(Refusal::new(StatusCode::BAD_REQUEST, "malformed", format!("cannot read request body: {e}"))),
+        Err(e) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("cannot read request body: {e}"),
+            ))
+        }
     };
     decompress(encoding, raw, limit).map_err(|e| match e {
-        DecompressError::TooLarge { .. } => Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
-        DecompressError::Corrupt { .. } => Refusal::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        DecompressError::TooLarge { .. } => {
+            Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        DecompressError::Corrupt { .. } => {
+            Refusal::new(StatusCode::BAD_REQUEST, "malformed", e.to_string())
+        }
     })
 }
 
-async fn export<S: Signal>(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+async fn export<S: Signal>(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let signal = S::KIND.as_str();
     let format = match format_of(&headers) {
         Ok(format) => format,
         Err(refusal) => {
-            receiver.ingest.telemetry().refused(signal, "http", refusal.reason, 0, true);
+            receiver
+                .ingest
+                .telemetry()
+                .refused(signal, "http", refusal.reason, 0, true);
             return error_response(Format::Json, &refusal);
         }
     };
@@ -143,7 +198,10 @@ async fn export<S: Signal>(State(receiver): State<Receiver>, headers: HeaderMap,
         Err(refusal) => {
             // Overload refusals were counted (with their items) by the pipeline.
             if refusal.status != StatusCode::SERVICE_UNAVAILABLE {
-                receiver.ingest.telemetry().refused(signal, "http", refusal.reason, 0, true);
+                receiver
+                    .ingest
+                    .telemetry()
+                    .refused(signal, "http", refusal.reason, 0, true);
             }
             if refusal.status.is_client_error() {
                 tracing::debug!(signal, status = %refusal.status, message = %refusal.message, "refused OTLP/HTTP request");
@@ -153,7 +211,12 @@ async fn export<S: Signal>(State(receiver): State<Receiver>, headers: HeaderMap,
     }
 }
 
-async fn handle<S: Signal>(receiver: &Receiver, format: Format, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+async fn handle<S: Signal>(
+    receiver: &Receiver,
+    format: Format,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
     if !receiver.ingest.serves(&receiver.id, S::KIND) {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
@@ -165,13 +228,21 @@ async fn handle<S: Signal>(receiver: &Receiver, format: Format, headers: &Header
     let (request, raw) = match format {
         Format::Protobuf => {
             let request = S::Request::decode(body.clone()).map_err(|e| {
-                Refusal::new(StatusCode::BAD_REQUEST, "malformed", format!("invalid protobuf {} request: {e}", S::KIND))
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!("invalid protobuf {} request: {e}", S::KIND),
+                )
             })?;
             (request, Some(body))
         }
         Format::Json => {
             let request = S::decode_json(&body).map_err(|e| {
-                Refusal::new(StatusCode::BAD_REQUEST, "malformed", format!("invalid OTLP/JSON {} request: {e}", S::KIND))
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!("invalid OTLP/JSON {} request: {e}", S::KIND),
+                )
             })?;
             (request, None)
         }
@@ -180,8 +251,19 @@ async fn handle<S: Signal>(receiver: &Receiver, format: Format, headers: &Header
         .ingest
         .accept::<S>(&receiver.id, "http", request, raw)
         .await
-        .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
-    Ok(respond(format, StatusCode::OK, S::response(&rejected).encode_to_vec(), S::response_json(&rejected)))
+        .map_err(|e| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+    Ok(respond(
+        format,
+        StatusCode::OK,
+        S::response(&rejected).encode_to_vec(),
+        S::response_json(&rejected),
+    ))
 }
 
 /// Binds the HTTP endpoint; the returned future serves until `shutdown` resolves, then lets

@@ -5,18 +5,21 @@ use serde_json::Value;
 
 use super::path::Path;
 use super::scalar::{
-    boolean, bytes, canonical_name, enumeration, error, f64_value, i32_value, i64_value, id, object, repeated,
-    string, u32_value, u64_value, Result,
+    boolean, bytes, canonical_name, enumeration, error, f64_value, i32_value, i64_value, id,
+    object, repeated, string, u32_value, u64_value, Result,
 };
 use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use crate::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use crate::otlp::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+use crate::otlp::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
 use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use crate::otlp::metrics::v1::{
-    exemplar, exponential_histogram_data_point, metric, number_data_point, summary_data_point, AggregationTemporality,
-    Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point, metric, number_data_point, summary_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    Summary, SummaryDataPoint,
 };
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
@@ -43,7 +46,10 @@ fn each_field(
 /// Sets a oneof, failing if the object already set another member of it.
 fn set_oneof<T>(slot: &mut Option<T>, value: T, path: &Path<'_>, oneof: &str) -> Result<()> {
     if slot.is_some() {
-        return Err(error(path, format!("more than one member of the `{oneof}` oneof is set")));
+        return Err(error(
+            path,
+            format!("more than one member of the `{oneof}` oneof is set"),
+        ));
     }
     *slot = Some(value);
     Ok(())
@@ -187,7 +193,10 @@ fn span(value: &Value, path: &Path<'_>) -> Result<Span> {
             "parentSpanId" => out.parent_span_id = id(v, p, SPAN_ID_LEN)?,
             "flags" => out.flags = u32_value(v, p)?,
             "name" => out.name = string(v, p)?,
-            "kind" => out.kind = enumeration(v, p, |n| span::SpanKind::from_str_name(n).map(|k| k as i32))?,
+            "kind" => {
+                out.kind =
+                    enumeration(v, p, |n| span::SpanKind::from_str_name(n).map(|k| k as i32))?
+            }
             "startTimeUnixNano" => out.start_time_unix_nano = u64_value(v, p)?,
             "endTimeUnixNano" => out.end_time_unix_nano = u64_value(v, p)?,
             "attributes" => out.attributes = attributes(v, p)?,
@@ -241,7 +250,11 @@ fn span_status(value: &Value, path: &Path<'_>) -> Result<Status> {
     each_field(value, path, |key, v, p| {
         match key {
             "message" => out.message = string(v, p)?,
-            "code" => out.code = enumeration(v, p, |n| status::StatusCode::from_str_name(n).map(|c| c as i32))?,
+            "code" => {
+                out.code = enumeration(v, p, |n| {
+                    status::StatusCode::from_str_name(n).map(|c| c as i32)
+                })?
+            }
             _ => {}
         }
         Ok(())
@@ -297,7 +310,8 @@ fn log_record(value: &Value, path: &Path<'_>) -> Result<LogRecord> {
             "timeUnixNano" => out.time_unix_nano = u64_value(v, p)?,
             "observedTimeUnixNano" => out.observed_time_unix_nano = u64_value(v, p)?,
             "severityNumber" => {
-                out.severity_number = enumeration(v, p, |n| SeverityNumber::from_str_name(n).map(|s| s as i32))?
+                out.severity_number =
+                    enumeration(v, p, |n| SeverityNumber::from_str_name(n).map(|s| s as i32))?
             }
             "severityText" => out.severity_text = string(v, p)?,
             "body" => out.body = Some(any_value(v, p)?),
@@ -316,7 +330,10 @@ fn log_record(value: &Value, path: &Path<'_>) -> Result<LogRecord> {
 
 // ---- metrics --------------------------------------------------------------------------------
 
-pub(crate) fn metrics_request(value: &Value, path: &Path<'_>) -> Result<ExportMetricsServiceRequest> {
+pub(crate) fn metrics_request(
+    value: &Value,
+    path: &Path<'_>,
+) -> Result<ExportMetricsServiceRequest> {
     let mut out = ExportMetricsServiceRequest::default();
     each_field(value, path, |key, v, p| {
         if key == "resourceMetrics" {
@@ -358,25 +375,42 @@ fn scope_metrics(value: &Value, path: &Path<'_>) -> Result<ScopeMetrics> {
 fn metric(value: &Value, path: &Path<'_>) -> Result<Metric> {
     let mut out = Metric::default();
     each_field(value, path, |key, v, p| {
-        let data = match key {
-            "name" => return Ok(out.name = string(v, p)?),
-            "description" => return Ok(out.description = string(v, p)?),
-            "unit" => return Ok(out.unit = string(v, p)?),
-            "metadata" => return Ok(out.metadata = attributes(v, p)?),
-            "gauge" => metric::Data::Gauge(gauge(v, p)?),
-            "sum" => metric::Data::Sum(sum(v, p)?),
-            "histogram" => metric::Data::Histogram(histogram(v, p)?),
-            "exponentialHistogram" => metric::Data::ExponentialHistogram(exponential_histogram(v, p)?),
-            "summary" => metric::Data::Summary(summary(v, p)?),
-            _ => return Ok(()),
-        };
-        set_oneof(&mut out.data, data, p, "data")
+        match key {
+            "name" => out.name = string(v, p)?,
+            "description" => out.description = string(v, p)?,
+            "unit" => out.unit = string(v, p)?,
+            "metadata" => out.metadata = attributes(v, p)?,
+            "gauge" => set_oneof(&mut out.data, metric::Data::Gauge(gauge(v, p)?), p, "data")?,
+            "sum" => set_oneof(&mut out.data, metric::Data::Sum(sum(v, p)?), p, "data")?,
+            "histogram" => set_oneof(
+                &mut out.data,
+                metric::Data::Histogram(histogram(v, p)?),
+                p,
+                "data",
+            )?,
+            "exponentialHistogram" => set_oneof(
+                &mut out.data,
+                metric::Data::ExponentialHistogram(exponential_histogram(v, p)?),
+                p,
+                "data",
+            )?,
+            "summary" => set_oneof(
+                &mut out.data,
+                metric::Data::Summary(summary(v, p)?),
+                p,
+                "data",
+            )?,
+            _ => {}
+        }
+        Ok(())
     })?;
     Ok(out)
 }
 
 fn temporality(value: &Value, path: &Path<'_>) -> Result<i32> {
-    enumeration(value, path, |n| AggregationTemporality::from_str_name(n).map(|t| t as i32))
+    enumeration(value, path, |n| {
+        AggregationTemporality::from_str_name(n).map(|t| t as i32)
+    })
 }
 
 fn gauge(value: &Value, path: &Path<'_>) -> Result<Gauge> {
@@ -444,17 +478,27 @@ fn summary(value: &Value, path: &Path<'_>) -> Result<Summary> {
 fn number_data_point(value: &Value, path: &Path<'_>) -> Result<NumberDataPoint> {
     let mut out = NumberDataPoint::default();
     each_field(value, path, |key, v, p| {
-        let number = match key {
-            "attributes" => return Ok(out.attributes = attributes(v, p)?),
-            "startTimeUnixNano" => return Ok(out.start_time_unix_nano = u64_value(v, p)?),
-            "timeUnixNano" => return Ok(out.time_unix_nano = u64_value(v, p)?),
-            "exemplars" => return Ok(out.exemplars = repeated(v, p, exemplar)?),
-            "flags" => return Ok(out.flags = u32_value(v, p)?),
-            "asDouble" => number_data_point::Value::AsDouble(f64_value(v, p)?),
-            "asInt" => number_data_point::Value::AsInt(i64_value(v, p)?),
-            _ => return Ok(()),
-        };
-        set_oneof(&mut out.value, number, p, "value")
+        match key {
+            "attributes" => out.attributes = attributes(v, p)?,
+            "startTimeUnixNano" => out.start_time_unix_nano = u64_value(v, p)?,
+            "timeUnixNano" => out.time_unix_nano = u64_value(v, p)?,
+            "exemplars" => out.exemplars = repeated(v, p, exemplar)?,
+            "flags" => out.flags = u32_value(v, p)?,
+            "asDouble" => set_oneof(
+                &mut out.value,
+                number_data_point::Value::AsDouble(f64_value(v, p)?),
+                p,
+                "value",
+            )?,
+            "asInt" => set_oneof(
+                &mut out.value,
+                number_data_point::Value::AsInt(i64_value(v, p)?),
+                p,
+                "value",
+            )?,
+            _ => {}
+        }
+        Ok(())
     })?;
     Ok(out)
 }
@@ -501,7 +545,10 @@ fn buckets(value: &Value, path: &Path<'_>) -> Result<exponential_histogram_data_
     Ok(out)
 }
 
-fn exponential_histogram_data_point(value: &Value, path: &Path<'_>) -> Result<ExponentialHistogramDataPoint> {
+fn exponential_histogram_data_point(
+    value: &Value,
+    path: &Path<'_>,
+) -> Result<ExponentialHistogramDataPoint> {
     let mut out = ExponentialHistogramDataPoint::default();
     each_field(value, path, |key, v, p| {
         match key {
@@ -544,7 +591,10 @@ fn summary_data_point(value: &Value, path: &Path<'_>) -> Result<SummaryDataPoint
     Ok(out)
 }
 
-fn value_at_quantile(value: &Value, path: &Path<'_>) -> Result<summary_data_point::ValueAtQuantile> {
+fn value_at_quantile(
+    value: &Value,
+    path: &Path<'_>,
+) -> Result<summary_data_point::ValueAtQuantile> {
     let mut out = summary_data_point::ValueAtQuantile::default();
     each_field(value, path, |key, v, p| {
         match key {
@@ -560,16 +610,26 @@ fn value_at_quantile(value: &Value, path: &Path<'_>) -> Result<summary_data_poin
 fn exemplar(value: &Value, path: &Path<'_>) -> Result<Exemplar> {
     let mut out = Exemplar::default();
     each_field(value, path, |key, v, p| {
-        let number = match key {
-            "filteredAttributes" => return Ok(out.filtered_attributes = attributes(v, p)?),
-            "timeUnixNano" => return Ok(out.time_unix_nano = u64_value(v, p)?),
-            "spanId" => return Ok(out.span_id = id(v, p, SPAN_ID_LEN)?),
-            "traceId" => return Ok(out.trace_id = id(v, p, TRACE_ID_LEN)?),
-            "asDouble" => exemplar::Value::AsDouble(f64_value(v, p)?),
-            "asInt" => exemplar::Value::AsInt(i64_value(v, p)?),
-            _ => return Ok(()),
-        };
-        set_oneof(&mut out.value, number, p, "value")
+        match key {
+            "filteredAttributes" => out.filtered_attributes = attributes(v, p)?,
+            "timeUnixNano" => out.time_unix_nano = u64_value(v, p)?,
+            "spanId" => out.span_id = id(v, p, SPAN_ID_LEN)?,
+            "traceId" => out.trace_id = id(v, p, TRACE_ID_LEN)?,
+            "asDouble" => set_oneof(
+                &mut out.value,
+                exemplar::Value::AsDouble(f64_value(v, p)?),
+                p,
+                "value",
+            )?,
+            "asInt" => set_oneof(
+                &mut out.value,
+                exemplar::Value::AsInt(i64_value(v, p)?),
+                p,
+                "value",
+            )?,
+            _ => {}
+        }
+        Ok(())
     })?;
     Ok(out)
 }

@@ -11,8 +11,9 @@ use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use crate::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use crate::otlp::metrics::v1::{
-    exemplar, exponential_histogram_data_point, metric, number_data_point, Exemplar, ExponentialHistogramDataPoint,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point, metric, number_data_point, Exemplar,
+    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, SummaryDataPoint,
 };
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
@@ -27,25 +28,53 @@ impl Obj {
         self
     }
     fn string(self, key: &str, value: &str) -> Self {
-        if value.is_empty() { self } else { self.put(key, Value::String(value.to_owned())) }
+        if value.is_empty() {
+            self
+        } else {
+            self.put(key, Value::String(value.to_owned()))
+        }
     }
     fn id(self, key: &str, value: &[u8]) -> Self {
-        if value.is_empty() { self } else { self.put(key, Value::String(hex::encode(value))) }
+        if value.is_empty() {
+            self
+        } else {
+            self.put(key, Value::String(hex::encode(value)))
+        }
     }
     fn u64(self, key: &str, value: u64) -> Self {
-        if value == 0 { self } else { self.put(key, Value::String(value.to_string())) }
+        if value == 0 {
+            self
+        } else {
+            self.put(key, Value::String(value.to_string()))
+        }
     }
     fn u32(self, key: &str, value: u32) -> Self {
-        if value == 0 { self } else { self.put(key, Value::from(value)) }
+        if value == 0 {
+            self
+        } else {
+            self.put(key, Value::from(value))
+        }
     }
     fn i32(self, key: &str, value: i32) -> Self {
-        if value == 0 { self } else { self.put(key, Value::from(value)) }
+        if value == 0 {
+            self
+        } else {
+            self.put(key, Value::from(value))
+        }
     }
     fn bool(self, key: &str, value: bool) -> Self {
-        if value { self.put(key, Value::Bool(true)) } else { self }
+        if value {
+            self.put(key, Value::Bool(true))
+        } else {
+            self
+        }
     }
     fn f64(self, key: &str, value: f64) -> Self {
-        if value == 0.0 && value.is_sign_positive() { self } else { self.put(key, double(value)) }
+        if value == 0.0 && value.is_sign_positive() {
+            self
+        } else {
+            self.put(key, double(value))
+        }
     }
     fn opt_f64(self, key: &str, value: Option<f64>) -> Self {
         match value {
@@ -54,7 +83,11 @@ impl Obj {
         }
     }
     fn list<T>(self, key: &str, items: &[T], encode: impl Fn(&T) -> Value) -> Self {
-        if items.is_empty() { self } else { self.put(key, Value::Array(items.iter().map(encode).collect())) }
+        if items.is_empty() {
+            self
+        } else {
+            self.put(key, Value::Array(items.iter().map(encode).collect()))
+        }
     }
     fn message<T>(self, key: &str, item: Option<&T>, encode: impl Fn(&T) -> Value) -> Self {
         match item {
@@ -89,22 +122,30 @@ pub(crate) fn any_value(value: &AnyValue) -> Value {
         Some(any_value::Value::BoolValue(b)) => obj.put("boolValue", Value::Bool(*b)),
         Some(any_value::Value::IntValue(i)) => obj.put("intValue", Value::String(i.to_string())),
         Some(any_value::Value::DoubleValue(d)) => obj.put("doubleValue", double(*d)),
-        Some(any_value::Value::BytesValue(b)) => {
-            obj.put("bytesValue", Value::String(base64::engine::general_purpose::STANDARD.encode(b)))
+        Some(any_value::Value::BytesValue(b)) => obj.put(
+            "bytesValue",
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+        Some(any_value::Value::ArrayValue(a)) => obj.put(
+            "arrayValue",
+            Obj::default().list("values", &a.values, any_value).done(),
+        ),
+        Some(any_value::Value::KvlistValue(kv)) => obj.put(
+            "kvlistValue",
+            Obj::default().list("values", &kv.values, key_value).done(),
+        ),
+        Some(any_value::Value::StringValueStrindex(i)) => {
+            obj.put("stringValueStrindex", Value::from(*i))
         }
-        Some(any_value::Value::ArrayValue(a)) => {
-            obj.put("arrayValue", Obj::default().list("values", &a.values, any_value).done())
-        }
-        Some(any_value::Value::KvlistValue(kv)) => {
-            obj.put("kvlistValue", Obj::default().list("values", &kv.values, key_value).done())
-        }
-        Some(any_value::Value::StringValueStrindex(i)) => obj.put("stringValueStrindex", Value::from(*i)),
     }
     .done()
 }
 
 fn key_value(kv: &KeyValue) -> Value {
-    Obj::default().string("key", &kv.key).message("value", kv.value.as_ref(), any_value).done()
+    Obj::default()
+        .string("key", &kv.key)
+        .message("value", kv.value.as_ref(), any_value)
+        .done()
 }
 
 fn resource(r: &Resource) -> Value {
@@ -126,7 +167,9 @@ fn scope(s: &InstrumentationScope) -> Value {
 // ---- traces ---------------------------------------------------------------------------------
 
 pub(crate) fn traces_request(req: &ExportTraceServiceRequest) -> Value {
-    Obj::default().list("resourceSpans", &req.resource_spans, resource_spans).done()
+    Obj::default()
+        .list("resourceSpans", &req.resource_spans, resource_spans)
+        .done()
 }
 
 fn resource_spans(rs: &ResourceSpans) -> Value {
@@ -187,13 +230,18 @@ fn span_link(l: &span::Link) -> Value {
 }
 
 fn span_status(s: &Status) -> Value {
-    Obj::default().string("message", &s.message).i32("code", s.code).done()
+    Obj::default()
+        .string("message", &s.message)
+        .i32("code", s.code)
+        .done()
 }
 
 // ---- logs -----------------------------------------------------------------------------------
 
 pub(crate) fn logs_request(req: &ExportLogsServiceRequest) -> Value {
-    Obj::default().list("resourceLogs", &req.resource_logs, resource_logs).done()
+    Obj::default()
+        .list("resourceLogs", &req.resource_logs, resource_logs)
+        .done()
 }
 
 fn resource_logs(rl: &ResourceLogs) -> Value {
@@ -231,7 +279,9 @@ fn log_record(l: &LogRecord) -> Value {
 // ---- metrics --------------------------------------------------------------------------------
 
 pub(crate) fn metrics_request(req: &ExportMetricsServiceRequest) -> Value {
-    Obj::default().list("resourceMetrics", &req.resource_metrics, resource_metrics).done()
+    Obj::default()
+        .list("resourceMetrics", &req.resource_metrics, resource_metrics)
+        .done()
 }
 
 fn resource_metrics(rm: &ResourceMetrics) -> Value {
@@ -258,9 +308,12 @@ fn metric(m: &Metric) -> Value {
         .list("metadata", &m.metadata, key_value);
     match &m.data {
         None => obj,
-        Some(metric::Data::Gauge(g)) => {
-            obj.put("gauge", Obj::default().list("dataPoints", &g.data_points, number_data_point).done())
-        }
+        Some(metric::Data::Gauge(g)) => obj.put(
+            "gauge",
+            Obj::default()
+                .list("dataPoints", &g.data_points, number_data_point)
+                .done(),
+        ),
         Some(metric::Data::Sum(s)) => obj.put(
             "sum",
             Obj::default()
@@ -279,13 +332,20 @@ fn metric(m: &Metric) -> Value {
         Some(metric::Data::ExponentialHistogram(h)) => obj.put(
             "exponentialHistogram",
             Obj::default()
-                .list("dataPoints", &h.data_points, exponential_histogram_data_point)
+                .list(
+                    "dataPoints",
+                    &h.data_points,
+                    exponential_histogram_data_point,
+                )
                 .i32("aggregationTemporality", h.aggregation_temporality)
                 .done(),
         ),
-        Some(metric::Data::Summary(s)) => {
-            obj.put("summary", Obj::default().list("dataPoints", &s.data_points, summary_data_point).done())
-        }
+        Some(metric::Data::Summary(s)) => obj.put(
+            "summary",
+            Obj::default()
+                .list("dataPoints", &s.data_points, summary_data_point)
+                .done(),
+        ),
     }
     .done()
 }
@@ -312,7 +372,9 @@ fn histogram_data_point(p: &HistogramDataPoint) -> Value {
         .u64("timeUnixNano", p.time_unix_nano)
         .u64("count", p.count)
         .opt_f64("sum", p.sum)
-        .list("bucketCounts", &p.bucket_counts, |c| Value::String(c.to_string()))
+        .list("bucketCounts", &p.bucket_counts, |c| {
+            Value::String(c.to_string())
+        })
         .list("explicitBounds", &p.explicit_bounds, |b| double(*b))
         .list("exemplars", &p.exemplars, exemplar)
         .u32("flags", p.flags)
@@ -324,7 +386,9 @@ fn histogram_data_point(p: &HistogramDataPoint) -> Value {
 fn buckets(b: &exponential_histogram_data_point::Buckets) -> Value {
     Obj::default()
         .i32("offset", b.offset)
-        .list("bucketCounts", &b.bucket_counts, |c| Value::String(c.to_string()))
+        .list("bucketCounts", &b.bucket_counts, |c| {
+            Value::String(c.to_string())
+        })
         .done()
 }
 
@@ -355,7 +419,10 @@ fn summary_data_point(p: &SummaryDataPoint) -> Value {
         .u64("count", p.count)
         .f64("sum", p.sum)
         .list("quantileValues", &p.quantile_values, |q| {
-            Obj::default().f64("quantile", q.quantile).f64("value", q.value).done()
+            Obj::default()
+                .f64("quantile", q.quantile)
+                .f64("value", q.value)
+                .done()
         })
         .u32("flags", p.flags)
         .done()

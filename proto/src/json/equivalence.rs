@@ -43,7 +43,11 @@ fn compare(a: &Value, b: &Value, path: &str) -> Result<(), String> {
         }
         (Value::Array(xa), Value::Array(xb)) => {
             if xa.len() != xb.len() {
-                return Err(format!("{path}: {} items on the left, {} on the right", xa.len(), xb.len()));
+                return Err(format!(
+                    "{path}: {} items on the left, {} on the right",
+                    xa.len(),
+                    xb.len()
+                ));
             }
             for (i, (va, vb)) in xa.iter().zip(xb).enumerate() {
                 compare(va, vb, &format!("{path}[{i}]"))?;

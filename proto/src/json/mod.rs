@@ -7,8 +7,8 @@
 //! requires, including non-finite doubles as strings.
 
 mod decode;
-mod equivalence;
 mod encode;
+mod equivalence;
 mod path;
 mod scalar;
 
@@ -30,8 +30,10 @@ pub struct JsonError {
 }
 
 fn parse(body: &[u8]) -> Result<Value, JsonError> {
-    serde_json::from_slice(body)
-        .map_err(|e| JsonError { path: String::new(), message: format!("invalid JSON: {e}") })
+    serde_json::from_slice(body).map_err(|e| JsonError {
+        path: String::new(),
+        message: format!("invalid JSON: {e}"),
+    })
 }
 
 /// Decodes an OTLP/JSON traces request.

@@ -18,14 +18,23 @@ pub(crate) struct Path<'a> {
 }
 
 impl<'a> Path<'a> {
-    pub(crate) const ROOT: Path<'static> = Path { parent: None, segment: Segment::Root };
+    pub(crate) const ROOT: Path<'static> = Path {
+        parent: None,
+        segment: Segment::Root,
+    };
 
     pub(crate) fn field(&'a self, name: &'a str) -> Path<'a> {
-        Path { parent: Some(self), segment: Segment::Field(name) }
+        Path {
+            parent: Some(self),
+            segment: Segment::Field(name),
+        }
     }
 
     pub(crate) fn index(&'a self, index: usize) -> Path<'a> {
-        Path { parent: Some(self), segment: Segment::Index(index) }
+        Path {
+            parent: Some(self),
+            segment: Segment::Index(index),
+        }
     }
 }
 
@@ -36,7 +45,11 @@ impl fmt::Display for Path<'_> {
         }
         match self.segment {
             Segment::Root => Ok(()),
-            Segment::Field(name) if self.parent.is_some_and(|p| !matches!(p.segment, Segment::Root)) => {
+            Segment::Field(name)
+                if self
+                    .parent
+                    .is_some_and(|p| !matches!(p.segment, Segment::Root)) =>
+            {
                 write!(f, ".{name}")
             }
             Segment::Field(name) => write!(f, "{name}"),

@@ -15,21 +15,31 @@ fn round_trip(name: &str, decode: fn(&[u8]) -> Result<Value, JsonError>) {
 
 #[test]
 fn protocol_examples_round_trip_field_by_field() {
-    round_trip("trace.json", |b| decode_traces(b).map(|r| encode_traces(&r)));
+    round_trip("trace.json", |b| {
+        decode_traces(b).map(|r| encode_traces(&r))
+    });
     round_trip("logs.json", |b| decode_logs(b).map(|r| encode_logs(&r)));
     round_trip("events.json", |b| decode_logs(b).map(|r| encode_logs(&r)));
-    round_trip("metrics.json", |b| decode_metrics(b).map(|r| encode_metrics(&r)));
+    round_trip("metrics.json", |b| {
+        decode_metrics(b).map(|r| encode_metrics(&r))
+    });
 }
 
 #[test]
 fn protocol_examples_decode_to_the_expected_values() {
     let traces = decode_traces(&vector("trace.json")).unwrap();
     let span = &traces.resource_spans[0].scope_spans[0].spans[0];
-    assert_eq!(hex::encode(&span.trace_id), "5b8efff798038103d269b633813fc60c");
+    assert_eq!(
+        hex::encode(&span.trace_id),
+        "5b8efff798038103d269b633813fc60c"
+    );
     assert_eq!(span.start_time_unix_nano, 1_544_712_660_000_000_000);
     assert_eq!(span.kind, 2);
     let metrics = decode_metrics(&vector("metrics.json")).unwrap();
-    assert_eq!(metrics.resource_metrics[0].scope_metrics[0].metrics.len(), 4);
+    assert_eq!(
+        metrics.resource_metrics[0].scope_metrics[0].metrics.len(),
+        4
+    );
 }
 
 #[test]
@@ -88,7 +98,10 @@ fn a_malformed_data_point_is_an_error_naming_the_field() {
         {"name": "bad", "gauge": {"dataPoints": [{"asInt": "1", "timeUnixNano": "yesterday"}]}}
     ]}]}]});
     let err = decode_metrics(metrics.to_string().as_bytes()).unwrap_err();
-    assert_eq!(err.path, "resourceMetrics[0].scopeMetrics[0].metrics[1].gauge.dataPoints[0].timeUnixNano");
+    assert_eq!(
+        err.path,
+        "resourceMetrics[0].scopeMetrics[0].metrics[1].gauge.dataPoints[0].timeUnixNano"
+    );
     assert!(err.to_string().contains("yesterday"), "{err}");
 
     let bad_enum = json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
@@ -100,40 +113,60 @@ fn a_malformed_data_point_is_an_error_naming_the_field() {
 
 #[test]
 fn structural_errors_are_reported() {
-    assert!(decode_traces(b"{not json").unwrap_err().message.starts_with("invalid JSON"));
+    assert!(decode_traces(b"{not json")
+        .unwrap_err()
+        .message
+        .starts_with("invalid JSON"));
     let err = decode_traces(br#"{"resourceSpans": {}}"#).unwrap_err();
-    assert_eq!(err.to_string(), "resourceSpans: expected an array, found an object");
-    let err = decode_traces(br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]}"#)
-        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "resourceSpans: expected an array, found an object"
+    );
+    let err =
+        decode_traces(br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]}"#)
+            .unwrap_err();
     assert_eq!(err.path, "resourceSpans[0].scopeSpans[0].spans[0].traceId");
     let two_members = br#"{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "a", "intValue": 1}}]}]}]}"#;
-    assert!(decode_logs(two_members).unwrap_err().message.contains("oneof"));
+    assert!(decode_logs(two_members)
+        .unwrap_err()
+        .message
+        .contains("oneof"));
 }
 
 mod properties {
     use proptest::prelude::*;
 
     use super::super::*;
+    use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
     use crate::otlp::common::v1::{any_value, AnyValue, ArrayValue, KeyValue, KeyValueList};
     use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
     fn any_value_strategy() -> impl Strategy<Value = AnyValue> {
         let leaf = prop_oneof![
             any::<String>().prop_map(any_value::Value::StringValue),
             any::<bool>().prop_map(any_value::Value::BoolValue),
             any::<i64>().prop_map(any_value::Value::IntValue),
-            any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan()).prop_map(any_value::Value::DoubleValue),
+            any::<f64>()
+                .prop_filter("NaN never equals itself", |f| !f.is_nan())
+                .prop_map(any_value::Value::DoubleValue),
             proptest::collection::vec(any::<u8>(), 0..16).prop_map(any_value::Value::BytesValue),
         ];
         let leaf = leaf.prop_map(|v| AnyValue { value: Some(v) });
         leaf.prop_recursive(3, 16, 4, |inner| {
             prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4)
-                    .prop_map(|values| AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values })) }),
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(|values| AnyValue {
+                    value: Some(any_value::Value::ArrayValue(ArrayValue { values }))
+                }),
                 proptest::collection::vec(("[a-z.]{1,8}", inner), 0..4).prop_map(|kvs| AnyValue {
                     value: Some(any_value::Value::KvlistValue(KeyValueList {
-                        values: kvs.into_iter().map(|(key, value)| KeyValue { key, value: Some(value), ..Default::default() }).collect(),
+                        values: kvs
+                            .into_iter()
+                            .map(|(key, value)| KeyValue {
+                                key,
+                                value: Some(value),
+                                ..Default::default()
+                            })
+                            .collect(),
                     })),
                 }),
             ]

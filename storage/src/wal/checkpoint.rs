@@ -7,7 +7,16 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 fn file_name(consumer: &str) -> String {
-    consumer.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    consumer
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn path(dir: &Path, consumer: &str) -> PathBuf {
@@ -20,7 +29,10 @@ pub(crate) fn load(dir: &Path, consumer: &str) -> Option<u64> {
     match text.trim().parse() {
         Ok(position) => Some(position),
         Err(_) => {
-            tracing::warn!(consumer, "unreadable WAL checkpoint, replaying from the oldest segment");
+            tracing::warn!(
+                consumer,
+                "unreadable WAL checkpoint, replaying from the oldest segment"
+            );
             None
         }
     }

@@ -46,7 +46,11 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { max_bytes: 1 << 30, segment_bytes: 64 << 20, queue_depth: 4096 }
+        WalOptions {
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            queue_depth: 4096,
+        }
     }
 }
 
@@ -73,7 +77,10 @@ pub enum AppendError {
 impl AppendError {
     /// Whether the client should retry later (as opposed to a permanent failure).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, AppendError::Full | AppendError::Busy | AppendError::Closed | AppendError::Io(_))
+        matches!(
+            self,
+            AppendError::Full | AppendError::Busy | AppendError::Closed | AppendError::Io(_)
+        )
     }
 }
 
@@ -142,7 +149,8 @@ impl Shared {
 
     fn add_segment(&self, segment: Segment) {
         self.lock_segments().push(segment);
-        self.disk_bytes.fetch_add(segment::HEADER_LEN, Ordering::Relaxed);
+        self.disk_bytes
+            .fetch_add(segment::HEADER_LEN, Ordering::Relaxed);
     }
 
     /// Where `position` is: inside a segment, before the next segment (collected or a gap left by
@@ -172,12 +180,22 @@ impl Shared {
     }
 
     fn poisoned(&self) -> Option<String> {
-        self.poison.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.poison
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Deletes every segment that all registered consumers have fully read (never the active one).
     fn collect_garbage(&self) {
-        let Some(min) = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).values().copied().min() else {
+        let Some(min) = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .copied()
+            .min()
+        else {
             return;
         };
         let mut segments = self.lock_segments();
@@ -186,7 +204,8 @@ impl Shared {
             let file = segment::path(&self.dir, gone.base);
             match std::fs::remove_file(&file) {
                 Ok(()) => {
-                    self.disk_bytes.fetch_sub(gone.len + segment::HEADER_LEN, Ordering::Relaxed);
+                    self.disk_bytes
+                        .fetch_sub(gone.len + segment::HEADER_LEN, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::warn!(file = %file.display(), error = %e, "cannot delete WAL segment");
@@ -209,8 +228,10 @@ pub struct Wal {
 impl Wal {
     /// Opens (or creates) the log in `dir`, repairing a torn tail, and starts the writer thread.
     pub fn open(dir: &Path, options: WalOptions) -> Result<Wal, WalError> {
-        let (segments, recovery) =
-            segment::recover(dir).map_err(io_context(format!("recovering the WAL in {}", dir.display())))?;
+        let (segments, recovery) = segment::recover(dir).map_err(io_context(format!(
+            "recovering the WAL in {}",
+            dir.display()
+        )))?;
         let disk_bytes = segments.iter().map(|s| s.len + segment::HEADER_LEN).sum();
         let active = *segments.last().expect("recover creates a segment");
         let (committed, _) = watch::channel(active.end());
@@ -224,13 +245,19 @@ impl Wal {
             closing: AtomicBool::new(false),
             poison: Mutex::new(None),
         });
-        let writer = Writer::new(shared.clone(), active).map_err(io_context("opening the active WAL segment"))?;
+        let writer = Writer::new(shared.clone(), active)
+            .map_err(io_context("opening the active WAL segment"))?;
         let (sender, requests) = mpsc::channel(options.queue_depth.max(1));
         let handle = std::thread::Builder::new()
             .name("sift-wal".into())
             .spawn(move || writer.run(requests))
             .map_err(io_context("starting the WAL writer"))?;
-        Ok(Wal { shared, sender, writer: Some(handle), recovery })
+        Ok(Wal {
+            shared,
+            sender,
+            writer: Some(handle),
+            recovery,
+        })
     }
 
     /// What recovery found when the log was opened.
@@ -240,14 +267,20 @@ impl Wal {
 
     /// A handle for appending (cheap to clone).
     pub fn appender(&self) -> WalAppender {
-        WalAppender { sender: self.sender.clone() }
+        WalAppender {
+            sender: self.sender.clone(),
+        }
     }
 
     /// Registers a consumer by a stable name, resuming from its checkpoint (or the oldest record).
     pub fn consumer(&self, name: &str) -> WalConsumer {
         let oldest = self.shared.oldest_position();
         let start = checkpoint::load(&self.shared.dir, name).map_or(oldest, |p| p.max(oldest));
-        self.shared.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), start);
+        self.shared
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), start);
         WalConsumer {
             name: name.to_owned(),
             shared: self.shared.clone(),
@@ -265,7 +298,9 @@ impl Wal {
 
     /// A handle that reads the log's size and position while the log is in use.
     pub fn stats(&self) -> WalStats {
-        WalStats { shared: self.shared.clone() }
+        WalStats {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Position after the last durable record.
@@ -326,10 +361,12 @@ impl WalAppender {
     /// Appends `payload` and waits until it is durable. Returns the position after it.
     pub async fn append(&self, payload: Bytes) -> Result<u64, AppendError> {
         let (reply, response) = oneshot::channel();
-        self.sender.try_send(Command::Append(Append { payload, reply })).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => AppendError::Busy,
-            mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
-        })?;
+        self.sender
+            .try_send(Command::Append(Append { payload, reply }))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => AppendError::Busy,
+                mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+            })?;
         response.await.unwrap_or(Err(AppendError::Closed))
     }
 }
@@ -355,7 +392,10 @@ impl WalConsumer {
 
     /// Waits for committed records past this consumer's read position and returns about
     /// `max_bytes` of them. Returns `None` once the log is closed and everything was read.
-    pub async fn next_batch(&mut self, max_bytes: usize) -> Result<Option<Vec<WalRecord>>, WalError> {
+    pub async fn next_batch(
+        &mut self,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<WalRecord>>, WalError> {
         loop {
             let mut reader = self.reader.take().expect("reader is always put back");
             let (reader, result) = tokio::task::spawn_blocking(move || {
@@ -363,10 +403,14 @@ impl WalConsumer {
                 (reader, result)
             })
             .await
-            .map_err(|e| WalError::Io { context: "WAL read task".into(), source: std::io::Error::other(e) })?;
+            .map_err(|e| WalError::Io {
+                context: "WAL read task".into(),
+                source: std::io::Error::other(e),
+            })?;
             let position = reader.position();
             self.reader = Some(reader);
-            let records = result.map_err(io_context(format!("reading the WAL for {}", self.name)))?;
+            let records =
+                result.map_err(io_context(format!("reading the WAL for {}", self.name)))?;
             if !records.is_empty() {
                 return Ok(Some(records));
             }
@@ -386,10 +430,15 @@ impl WalConsumer {
     /// Records that everything before `position` has been handled. Persisted at most every
     /// 200 ms (always when `force`); segments every consumer is past are then deleted.
     pub fn commit(&mut self, position: u64, force: bool) -> Result<(), WalError> {
-        self.shared.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).insert(self.name.clone(), position);
+        self.shared
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.name.clone(), position);
         if position != self.stored && (force || self.last_store.elapsed() >= CHECKPOINT_INTERVAL) {
-            checkpoint::store(&self.shared.dir, &self.name, position)
-                .map_err(io_context(format!("storing the WAL checkpoint of {}", self.name)))?;
+            checkpoint::store(&self.shared.dir, &self.name, position).map_err(io_context(
+                format!("storing the WAL checkpoint of {}", self.name),
+            ))?;
             self.stored = position;
             self.last_store = Instant::now();
         }

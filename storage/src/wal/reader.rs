@@ -30,7 +30,11 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub(crate) fn new(shared: Arc<Shared>, position: u64) -> Self {
-        Reader { shared, position, open: None }
+        Reader {
+            shared,
+            position,
+            open: None,
+        }
     }
 
     pub(crate) fn position(&self) -> u64 {
@@ -48,7 +52,11 @@ impl Reader {
                 Locate::In(segment) => segment,
                 Locate::Before(next) => {
                     if self.position < self.shared.oldest_position() {
-                        tracing::warn!(from = self.position, to = next, "WAL position no longer on disk, skipping ahead");
+                        tracing::warn!(
+                            from = self.position,
+                            to = next,
+                            "WAL position no longer on disk, skipping ahead"
+                        );
                     }
                     self.position = next;
                     continue;
@@ -56,7 +64,8 @@ impl Reader {
                 Locate::End => break,
             };
             let readable_end = segment.end().min(committed);
-            let want = ((readable_end - self.position) as usize).min(budget.max(record::HEADER_LEN));
+            let want =
+                ((readable_end - self.position) as usize).min(budget.max(record::HEADER_LEN));
             let bytes = self.read_bytes(segment, want)?;
             let consumed = self.decode_into(&bytes, readable_end, &mut out)?;
             budget = budget.saturating_sub(consumed.max(1));
@@ -84,7 +93,12 @@ impl Reader {
 
     /// Decodes records from `bytes` (read at the current position), advancing the position.
     /// Returns how many bytes were consumed.
-    fn decode_into(&mut self, bytes: &[u8], readable_end: u64, out: &mut Vec<WalRecord>) -> io::Result<usize> {
+    fn decode_into(
+        &mut self,
+        bytes: &[u8],
+        readable_end: u64,
+        out: &mut Vec<WalRecord>,
+    ) -> io::Result<usize> {
         let mut at = 0usize;
         while at < bytes.len() {
             match record::decode(&bytes[at..]) {
@@ -103,19 +117,30 @@ impl Reader {
                     if framed > bytes.len() {
                         // One record larger than the read budget: read exactly it.
                         let Locate::In(segment) = self.shared.locate(self.position) else {
-                            return Err(io::Error::new(io::ErrorKind::NotFound, "WAL segment vanished while reading"));
+                            return Err(io::Error::new(
+                                io::ErrorKind::NotFound,
+                                "WAL segment vanished while reading",
+                            ));
                         };
                         let whole = self.read_bytes(segment, framed)?;
                         return self.decode_into(&whole, readable_end, out);
                     }
                     // Committed bytes that do not form a whole record: damaged.
                     let skip_to = record::resync(bytes, 1).unwrap_or(bytes.len());
-                    tracing::warn!(position = self.position, skipped = skip_to, "skipping damaged WAL bytes");
+                    tracing::warn!(
+                        position = self.position,
+                        skipped = skip_to,
+                        "skipping damaged WAL bytes"
+                    );
                     at = skip_to;
                 }
                 Decoded::Corrupt => {
                     let skip_to = record::resync(bytes, at + 1).unwrap_or(bytes.len());
-                    tracing::warn!(position = self.position + at as u64, skipped = skip_to - at, "skipping damaged WAL bytes");
+                    tracing::warn!(
+                        position = self.position + at as u64,
+                        skipped = skip_to - at,
+                        "skipping damaged WAL bytes"
+                    );
                     at = skip_to;
                 }
             }
@@ -131,8 +156,11 @@ impl Reader {
             return Ok(0);
         }
         let Locate::In(segment) = self.shared.locate(self.position) else {
-                            return Err(io::Error::new(io::ErrorKind::NotFound, "WAL segment vanished while reading"));
-                        };
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "WAL segment vanished while reading",
+            ));
+        };
         let header = self.read_bytes(segment, record::HEADER_LEN)?;
         let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         let framed = record::framed_len(len);

@@ -94,10 +94,14 @@ mod tests {
         let mut buf = Vec::new();
         encode(b"hello", &mut buf);
         encode(b"world!", &mut buf);
-        let Decoded::Record(first, n) = decode(&buf) else { panic!() };
+        let Decoded::Record(first, n) = decode(&buf) else {
+            panic!()
+        };
         assert_eq!(first, b"hello");
         assert_eq!(n, framed_len(5));
-        let Decoded::Record(second, _) = decode(&buf[n..]) else { panic!() };
+        let Decoded::Record(second, _) = decode(&buf[n..]) else {
+            panic!()
+        };
         assert_eq!(second, b"world!");
         assert_eq!(decode(&buf[..n - 1]), Decoded::Incomplete);
 

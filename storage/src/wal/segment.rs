@@ -33,7 +33,12 @@ pub(crate) fn path(dir: &Path, base: u64) -> PathBuf {
 
 /// Creates a new, empty segment file with its header, synced.
 pub(crate) fn create(dir: &Path, base: u64) -> io::Result<File> {
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).read(true).open(path(dir, base))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(path(dir, base))?;
     file.write_all(HEADER)?;
     file.sync_all()?;
     sync_dir(dir)?;
@@ -64,17 +69,27 @@ pub(crate) fn recover(dir: &Path) -> io::Result<(Vec<Segment>, RecoveryReport)> 
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(base) = name.strip_suffix(".wal").and_then(|b| b.parse::<u64>().ok()) {
+        if let Some(base) = name
+            .strip_suffix(".wal")
+            .and_then(|b| b.parse::<u64>().ok())
+        {
             bases.push(base);
         }
     }
     bases.sort_unstable();
-    let mut report = RecoveryReport { segments: bases.len(), ..Default::default() };
+    let mut report = RecoveryReport {
+        segments: bases.len(),
+        ..Default::default()
+    };
     let mut segments = Vec::with_capacity(bases.len());
     for (i, base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let file_len = fs::metadata(path(dir, *base))?.len();
-        let len = if last { repair_tail(dir, *base, &mut report)? } else { file_len.saturating_sub(HEADER_LEN) };
+        let len = if last {
+            repair_tail(dir, *base, &mut report)?
+        } else {
+            file_len.saturating_sub(HEADER_LEN)
+        };
         segments.push(Segment { base: *base, len });
     }
     if segments.is_empty() {
@@ -95,7 +110,12 @@ fn repair_tail(dir: &Path, base: u64, report: &mut RecoveryReport) -> io::Result
         if bytes.len() >= HEADER.len() && bytes[..7] == HEADER[..7] {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} has WAL format version {}, this build reads version {}", file_path.display(), bytes[7], HEADER[7]),
+                format!(
+                    "{} has WAL format version {}, this build reads version {}",
+                    file_path.display(),
+                    bytes[7],
+                    HEADER[7]
+                ),
             ));
         }
         // A segment whose header never reached the disk holds no acknowledged data.

@@ -6,7 +6,11 @@ use bytes::Bytes;
 use super::*;
 
 fn options(segment_bytes: u64, max_bytes: u64) -> WalOptions {
-    WalOptions { max_bytes, segment_bytes, queue_depth: 1024 }
+    WalOptions {
+        max_bytes,
+        segment_bytes,
+        queue_depth: 1024,
+    }
 }
 
 fn payload(i: usize) -> Bytes {
@@ -62,7 +66,9 @@ async fn concurrent_appends_share_commits_and_all_succeed() {
     let mut tasks = Vec::new();
     for i in 0..400 {
         let appender = wal.appender();
-        tasks.push(tokio::spawn(async move { appender.append(payload(i)).await }));
+        tasks.push(tokio::spawn(
+            async move { appender.append(payload(i)).await },
+        ));
     }
     for task in tasks {
         task.await.unwrap().unwrap();
@@ -90,7 +96,11 @@ async fn a_full_log_refuses_until_consumers_catch_up() {
     assert!(wal.disk_bytes() <= 4096);
     let records = read_all(&mut consumer, accepted).await;
     consumer.commit(records.last().unwrap().end, true).unwrap();
-    assert!(wal.disk_bytes() < 2048, "segments were collected: {}", wal.disk_bytes());
+    assert!(
+        wal.disk_bytes() < 2048,
+        "segments were collected: {}",
+        wal.disk_bytes()
+    );
     appender.append(Bytes::from(vec![7u8; 200])).await.unwrap();
 }
 
@@ -118,8 +128,15 @@ async fn reopen_and_read(dir: &std::path::Path, expected: usize) -> (Vec<Bytes>,
     let mut consumer = wal.consumer("reader");
     let records = read_all(&mut consumer, expected).await;
     // Nothing more is there, and appending still works.
-    assert!(tokio::time::timeout(Duration::from_millis(100), consumer.next_batch(1000)).await.is_err());
-    wal.appender().append(Bytes::from_static(b"after")).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), consumer.next_batch(1000))
+            .await
+            .is_err()
+    );
+    wal.appender()
+        .append(Bytes::from_static(b"after"))
+        .await
+        .unwrap();
     (records.into_iter().map(|r| r.payload).collect(), report)
 }
 
@@ -129,7 +146,12 @@ async fn a_torn_tail_is_cut_and_every_intact_record_kept() {
     write_records(dir.path(), 10).await;
     let file = last_segment(dir.path());
     let len = std::fs::metadata(&file).unwrap().len();
-    OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 5).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let (records, report) = reopen_and_read(dir.path(), 9).await;
     assert_eq!(records, (0..9).map(payload).collect::<Vec<_>>());
     assert!(report.truncated_bytes > 0);
@@ -142,7 +164,11 @@ async fn a_bit_flip_loses_only_the_damaged_record() {
     let file = last_segment(dir.path());
     let len = std::fs::metadata(&file).unwrap().len();
     // Damage the last record, then one in the middle.
-    let mut f = OpenOptions::new().read(true).write(true).open(&file).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
     for at in [len - 3, 8 + 100] {
         f.seek(SeekFrom::Start(at)).unwrap();
         let mut byte = [0u8];
@@ -156,7 +182,10 @@ async fn a_bit_flip_loses_only_the_damaged_record() {
     assert_eq!(records[0], payload(0));
     assert!(!records.contains(&payload(9)));
     assert_eq!(records.last().unwrap(), &payload(8));
-    assert!(report.corrupt_bytes > 0 && report.truncated_bytes > 0, "{report:?}");
+    assert!(
+        report.corrupt_bytes > 0 && report.truncated_bytes > 0,
+        "{report:?}"
+    );
 }
 
 #[tokio::test]

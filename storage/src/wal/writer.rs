@@ -17,9 +17,12 @@ use super::{AppendError, Shared};
 /// Most bytes gathered into one group before it is written.
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 
+/// Where the outcome of one append goes.
+pub(crate) type Reply = oneshot::Sender<Result<u64, AppendError>>;
+
 pub(crate) struct Append {
     pub payload: Bytes,
-    pub reply: oneshot::Sender<Result<u64, AppendError>>,
+    pub reply: Reply,
 }
 
 /// What the writer is asked to do.
@@ -38,14 +41,22 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>, active: Segment) -> std::io::Result<Self> {
-        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(segment::path(&shared.dir, active.base))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment::path(&shared.dir, active.base))?;
         file.seek(SeekFrom::Start(segment::HEADER_LEN + active.len))?;
-        Ok(Writer { shared, file, active, buffer: Vec::with_capacity(1024 * 1024) })
+        Ok(Writer {
+            shared,
+            file,
+            active,
+            buffer: Vec::with_capacity(1024 * 1024),
+        })
     }
 
     /// Runs until every sender is gone or a shutdown is requested.
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Command>) {
-        let mut group: Vec<(oneshot::Sender<Result<u64, AppendError>>, Result<u64, AppendError>)> = Vec::new();
+        let mut group: Vec<(Reply, Result<u64, AppendError>)> = Vec::new();
         while let Some(first) = requests.blocking_recv() {
             let mut gathered = 0usize;
             let mut next = Some(first);
@@ -90,11 +101,15 @@ impl Writer {
         if payload.len() > record::MAX_PAYLOAD {
             return Err(AppendError::TooLarge);
         }
-        if self.shared.disk_bytes() + self.buffer.len() as u64 + framed > self.shared.options.max_bytes {
+        if self.shared.disk_bytes() + self.buffer.len() as u64 + framed
+            > self.shared.options.max_bytes
+        {
             return Err(AppendError::Full);
         }
         let pending = self.buffer.len() as u64;
-        if self.active.len + pending > 0 && self.active.len + pending + framed > self.shared.options.segment_bytes {
+        if self.active.len + pending > 0
+            && self.active.len + pending + framed > self.shared.options.segment_bytes
+        {
             self.rotate().map_err(|e| AppendError::Io(e.to_string()))?;
         }
         record::encode(payload, &mut self.buffer);
@@ -107,7 +122,10 @@ impl Writer {
             return Ok(());
         }
         let written = self.buffer.len() as u64;
-        let result = self.file.write_all(&self.buffer).and_then(|()| self.file.sync_data());
+        let result = self
+            .file
+            .write_all(&self.buffer)
+            .and_then(|()| self.file.sync_data());
         self.buffer.clear();
         result?;
         self.active.len += written;

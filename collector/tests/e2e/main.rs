@@ -1,0 +1,10 @@
+//! End-to-end tests: a real `sift` process, real clients (the OpenTelemetry Python SDK, HTTP and
+//! gRPC), real files, real signals.
+
+mod cli;
+mod common;
+mod durability;
+mod ingest_grpc;
+mod ingest_http;
+mod ingest_sdk;
+mod overload;
