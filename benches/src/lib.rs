@@ -43,14 +43,7 @@ fn text(key: &str, value: impl Into<String>) -> KeyValue {
     kv(key, any_value::Value::StringValue(value.into()))
 }
 
-const SERVICES: [&str; 6] = [
-    "checkout",
-    "cart",
-    "payments",
-    "inventory",
-    "frontend",
-    "shipping",
-];
+const SERVICES: [&str; 6] = ["checkout", "cart", "payments", "inventory", "frontend", "shipping"];
 const ROUTES: [&str; 5] = ["/pay", "/cart", "/items/{id}", "/checkout", "/health"];
 
 /// A traces request of `spans` spans in traces of 1–30 spans, with 6 attributes per span,
@@ -95,10 +88,7 @@ pub fn traces_request(rng: &mut Rng, spans: usize) -> ExportTraceServiceRequest 
                         any_value::Value::IntValue(if error { 500 } else { 200 }),
                     ),
                     text("net.peer.name", "10.0.0.7"),
-                    kv(
-                        "order.id",
-                        any_value::Value::IntValue(rng.below(1_000_000) as i64),
-                    ),
+                    kv("order.id", any_value::Value::IntValue(rng.below(1_000_000) as i64)),
                     text("user.tier", if rng.below(2) == 0 { "gold" } else { "free" }),
                 ],
                 status: Some(Status {

@@ -6,7 +6,7 @@
 //! Bounded: requests in flight are limited by bytes; beyond it, and when the WAL is full or
 //! busy, `accept` fails with a retryable [`IngestError`] that receivers turn into 503/UNAVAILABLE.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use sift_storage::wal::{AppendError, WalAppender};
 use sift_storage::WalEntry;
 use tokio::sync::Semaphore;
 
+use crate::processor::ProcessorHandle;
 use crate::telemetry::Telemetry;
 
 /// How long a refused client is told to wait before retrying.
@@ -56,12 +57,19 @@ impl From<AppendError> for IngestError {
     }
 }
 
-/// Where one receiver's data of one signal goes: the names of the pipelines it feeds.
-type Routes = HashMap<(ComponentId, SignalKind), Vec<String>>;
+/// One pipeline a receiver feeds: its name (the WAL entry's tag) and its processors, in order.
+struct Route {
+    pipeline: String,
+    processors: Vec<ProcessorHandle>,
+}
+
+/// Where one receiver's data of one signal goes.
+type Routes = HashMap<(ComponentId, SignalKind), Vec<Route>>;
 
 /// The shared entry point of every receiver.
 pub struct Ingest {
     routes: Routes,
+    processors: BTreeMap<ComponentId, ProcessorHandle>,
     appender: WalAppender,
     in_flight: Semaphore,
     in_flight_limit: usize,
@@ -75,20 +83,31 @@ const IN_FLIGHT_BYTES: usize = 512 << 20;
 impl Ingest {
     /// Builds the routing table from the configured pipelines.
     pub fn new(config: &Config, appender: WalAppender, telemetry: Arc<Telemetry>) -> Ingest {
+        let processors: BTreeMap<ComponentId, ProcessorHandle> = config
+            .processors
+            .iter()
+            .map(|(id, p)| (id.clone(), ProcessorHandle::build(id, p)))
+            .collect();
         let mut routes: Routes = HashMap::new();
         for (id, pipeline) in &config.pipelines {
             let Some(signal) = SignalKind::parse(&id.signal) else {
                 continue;
             };
+            let chain: Vec<ProcessorHandle> = pipeline
+                .processors
+                .iter()
+                .filter_map(|p| processors.get(p).cloned())
+                .collect();
             for receiver in &pipeline.receivers {
-                routes
-                    .entry((receiver.clone(), signal))
-                    .or_default()
-                    .push(id.to_string());
+                routes.entry((receiver.clone(), signal)).or_default().push(Route {
+                    pipeline: id.to_string(),
+                    processors: chain.clone(),
+                });
             }
         }
         Ingest {
             routes,
+            processors,
             appender,
             in_flight: Semaphore::new(IN_FLIGHT_BYTES),
             in_flight_limit: IN_FLIGHT_BYTES,
@@ -105,6 +124,11 @@ impl Ingest {
     /// True while the last append was refused for lack of room (drives `/readyz`).
     pub fn is_refusing(&self) -> bool {
         self.refusing.load(Ordering::Relaxed)
+    }
+
+    /// The configured processors by id (their rules can be reloaded in place).
+    pub fn processors(&self) -> &BTreeMap<ComponentId, ProcessorHandle> {
+        &self.processors
     }
 
     /// The telemetry registry.
@@ -129,13 +153,8 @@ impl Ingest {
             .min(self.in_flight_limit);
         let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
         let Ok(_permit) = self.in_flight.try_acquire_many(permits) else {
-            self.telemetry.refused(
-                signal,
-                protocol,
-                "overloaded",
-                S::item_count(&request),
-                true,
-            );
+            self.telemetry
+                .refused(signal, protocol, "overloaded", S::item_count(&request), true);
             return Err(IngestError::Overloaded("too many bytes in flight".into()));
         };
         let rejected = S::reject_invalid(&mut request);
@@ -147,28 +166,38 @@ impl Ingest {
         if items == 0 {
             return Ok(rejected);
         }
-        let body = match raw {
-            Some(raw) if rejected.count == 0 => raw,
-            _ => Bytes::from(request.encode_to_vec()),
-        };
-        let pipelines = self
+        let routes = self
             .routes
             .get(&(receiver.clone(), S::KIND))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        for pipeline in pipelines {
-            let entry = WalEntry::encode(S::KIND, pipeline, &body);
+        let mut request = Some(request);
+        for (i, route) in routes.iter().enumerate() {
+            // The last pipeline takes the request; earlier ones (rare) work on a copy.
+            let mut own = match request.take() {
+                Some(r) if i + 1 == routes.len() => r,
+                Some(r) => {
+                    let copy = r.clone();
+                    request = Some(r);
+                    copy
+                }
+                None => break,
+            };
+            let mut changed = false;
+            for processor in &route.processors {
+                changed |= processor.process::<S>(&mut own, &self.telemetry);
+            }
+            let body = match &raw {
+                Some(raw) if rejected.count == 0 && !changed => raw.clone(),
+                _ => Bytes::from(own.encode_to_vec()),
+            };
+            let entry = WalEntry::encode(S::KIND, &route.pipeline, &body);
             if let Err(error) = self.appender.append(entry).await {
                 if matches!(error, AppendError::Full) {
                     self.refusing.store(true, Ordering::Relaxed);
                 }
-                self.telemetry.refused(
-                    signal,
-                    protocol,
-                    IngestError::from(error.clone()).reason(),
-                    items,
-                    true,
-                );
+                self.telemetry
+                    .refused(signal, protocol, IngestError::from(error.clone()).reason(), items, true);
                 return Err(error.into());
             }
         }

@@ -68,11 +68,8 @@ async fn when_set(mut flag: watch::Receiver<bool>) {
 /// Runs until SIGINT or SIGTERM, then shuts down cleanly.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let config = options.config;
-    let data_dir = options
-        .data_dir
-        .unwrap_or_else(|| config.storage.path.clone());
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let data_dir = options.data_dir.unwrap_or_else(|| config.storage.path.clone());
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let lock = File::create(data_dir.join(".lock")).context("creating the data directory lock")?;
     lock.try_lock().map_err(|_| {
         anyhow::anyhow!(
@@ -144,8 +141,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the query endpoint {}", config.query.endpoint))?;
     tracing::info!(component = "query", address = %query_listener.local_addr()?, "listening");
-    let query_server = axum::serve(query_listener, sift_query::router(health.clone()))
-        .with_graceful_shutdown(when_set(query_stop));
+    let query_server =
+        axum::serve(query_listener, sift_query::router(health.clone())).with_graceful_shutdown(when_set(query_stop));
     let query_server = tokio::spawn(async move { query_server.await });
 
     // Receivers.
@@ -154,26 +151,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     for (id, receiver_config) in &config.receivers {
         let ReceiverConfig::Otlp(otlp) = receiver_config;
         if let Some(grpc) = &otlp.protocols.grpc {
-            let (address, server) = receiver::grpc::bind(
-                id.clone(),
-                grpc,
-                ingest.clone(),
-                when_set(receivers_stop.clone()),
-            )
-            .await
-            .with_context(|| format!("binding {id} gRPC endpoint {}", grpc.endpoint))?;
+            let (address, server) =
+                receiver::grpc::bind(id.clone(), grpc, ingest.clone(), when_set(receivers_stop.clone()))
+                    .await
+                    .with_context(|| format!("binding {id} gRPC endpoint {}", grpc.endpoint))?;
             tracing::info!(component = %format!("{id}/grpc"), address = %address, "listening");
             receivers.spawn(async move { server.await.map_err(anyhow::Error::from) });
         }
         if let Some(http) = &otlp.protocols.http {
-            let (address, server) = receiver::http::bind(
-                id.clone(),
-                http,
-                ingest.clone(),
-                when_set(receivers_stop.clone()),
-            )
-            .await
-            .with_context(|| format!("binding {id} HTTP endpoint {}", http.endpoint))?;
+            let (address, server) =
+                receiver::http::bind(id.clone(), http, ingest.clone(), when_set(receivers_stop.clone()))
+                    .await
+                    .with_context(|| format!("binding {id} HTTP endpoint {}", http.endpoint))?;
             tracing::info!(component = %format!("{id}/http"), address = %address, "listening");
             receivers.spawn(async move { server.await.map_err(anyhow::Error::from) });
         }
@@ -181,7 +170,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!("sift is ready");
 
-    wait_for_shutdown(options.config_path.as_deref()).await;
+    wait_for_shutdown(options.config_path.as_deref(), &ingest, &config).await;
     health.ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: no longer accepting data");
 
@@ -195,10 +184,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             }
         }
     };
-    if tokio::time::timeout(DRAIN_TIMEOUT, receivers_done)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, receivers_done).await.is_err() {
         tracing::warn!("in-flight requests did not finish in time");
     }
     drop(ingest);
@@ -215,10 +201,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tracing::warn!("exporters did not drain in time; the rest stays in the write-ahead log");
         let _ = stop_exporters.send(true);
         let stopped = async { while exporters.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(2), stopped)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(2), stopped).await.is_err() {
             tracing::warn!("an exporter is blocked; leaving it behind");
             exporters.abort_all();
         }
@@ -230,8 +213,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP re-reads and re-validates the config file.
-async fn wait_for_shutdown(config_path: Option<&std::path::Path>) {
+/// Waits for SIGINT or SIGTERM. SIGHUP reloads processor rules from the config file.
+async fn wait_for_shutdown(config_path: Option<&std::path::Path>, ingest: &Ingest, running: &Config) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),
@@ -246,24 +229,42 @@ async fn wait_for_shutdown(config_path: Option<&std::path::Path>) {
         tokio::select! {
             _ = terminate.recv() => return,
             _ = interrupt.recv() => return,
-            _ = hangup.recv() => reload(config_path),
+            _ = hangup.recv() => reload(config_path, ingest, running),
         }
     }
 }
 
-fn reload(config_path: Option<&std::path::Path>) {
+/// Re-reads the config file and swaps in the rules of every processor it still defines. An invalid
+/// file changes nothing. Changes to receivers, exporters or pipelines need a restart.
+fn reload(config_path: Option<&std::path::Path>, ingest: &Ingest, running: &Config) {
     let Some(path) = config_path else {
         tracing::info!("SIGHUP: running on embedded defaults, nothing to reload");
         return;
     };
-    match Config::load(path) {
-        // Redaction and sampling rules are what SIGHUP swaps; until those processors exist the
-        // reload only checks the file.
-        Ok(_) => {
-            tracing::info!(config = %path.display(), "SIGHUP: configuration is valid; no reloadable rules are configured")
-        }
+    let config = match Config::load(path) {
+        Ok(config) => config,
         Err(errors) => {
-            tracing::error!(config = %path.display(), "SIGHUP: configuration rejected, keeping the running rules:\n{errors}")
+            tracing::error!(config = %path.display(), "SIGHUP: configuration rejected, keeping the running rules:\n{errors}");
+            return;
+        }
+    };
+    let mut reloaded = 0;
+    for (id, handle) in ingest.processors() {
+        match config.processors.get(id) {
+            Some(processor) => {
+                handle.reload(processor);
+                reloaded += 1;
+            }
+            None => {
+                tracing::warn!(processor = %id, "SIGHUP: processor no longer in the file; its rules stay until restart")
+            }
         }
     }
+    let structure_changed = config.receivers != running.receivers
+        || config.exporters != running.exporters
+        || config.pipelines != running.pipelines;
+    if structure_changed {
+        tracing::warn!("SIGHUP: receiver, exporter or pipeline changes take effect on restart");
+    }
+    tracing::info!(config = %path.display(), processors = reloaded, "SIGHUP: processor rules reloaded");
 }

@@ -39,6 +39,15 @@ pub struct ExporterLabels {
     pub signal: String,
 }
 
+/// `{signal, kind}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedactionLabels {
+    /// traces, logs or metrics.
+    pub signal: String,
+    /// masked_key, masked_value or removed_key.
+    pub kind: String,
+}
+
 /// `{exporter}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExporterOnly {
@@ -56,6 +65,8 @@ pub struct Telemetry {
     /// Requests refused by receivers (`sift_receiver_refused_requests_total`), including
     /// malformed ones whose items cannot be counted.
     pub receiver_refused_requests: Family<RefusedLabels, Counter>,
+    /// Values masked or keys removed by redaction (`sift_redaction_applied_total`).
+    pub redaction: Family<RedactionLabels, Counter>,
     /// Items exported (`sift_exporter_sent_total`).
     pub exporter_sent: Family<ExporterLabels, Counter>,
     /// Items an exporter failed to export for good (`sift_exporter_failed_total`).
@@ -72,57 +83,39 @@ impl Telemetry {
     /// Creates and registers every metric.
     pub fn new() -> Telemetry {
         let mut registry = Registry::default();
+        let r = &mut registry;
         let telemetry = Telemetry {
+            receiver_accepted: registered(
+                r,
+                "sift_receiver_accepted",
+                "Items (spans, log records, data points) accepted and written ahead",
+            ),
+            receiver_refused: registered(r, "sift_receiver_refused", "Items refused by receivers, by reason"),
+            receiver_refused_requests: registered(
+                r,
+                "sift_receiver_refused_requests",
+                "Requests refused by receivers, by reason",
+            ),
+            redaction: registered(
+                r,
+                "sift_redaction_applied",
+                "Values masked and keys removed by redaction, by kind",
+            ),
+            exporter_sent: registered(r, "sift_exporter_sent", "Items exported"),
+            exporter_failed: registered(
+                r,
+                "sift_exporter_failed",
+                "Items an exporter dropped after a permanent error",
+            ),
+            exporter_queue_bytes: registered(
+                r,
+                "sift_exporter_queue_bytes",
+                "Write-ahead log bytes an exporter has not handled yet",
+            ),
+            wal_bytes: registered(r, "sift_storage_wal_bytes", "Write-ahead log size on disk"),
+            memory_bytes: registered(r, "sift_memory_bytes", "Resident memory of the Sift process"),
             registry: Mutex::new(Registry::default()),
-            receiver_accepted: Family::default(),
-            receiver_refused: Family::default(),
-            receiver_refused_requests: Family::default(),
-            exporter_sent: Family::default(),
-            exporter_failed: Family::default(),
-            exporter_queue_bytes: Family::default(),
-            wal_bytes: Gauge::default(),
-            memory_bytes: Gauge::default(),
         };
-        registry.register(
-            "sift_receiver_accepted",
-            "Items (spans, log records, data points) accepted and written ahead",
-            telemetry.receiver_accepted.clone(),
-        );
-        registry.register(
-            "sift_receiver_refused",
-            "Items refused by receivers, by reason",
-            telemetry.receiver_refused.clone(),
-        );
-        registry.register(
-            "sift_receiver_refused_requests",
-            "Requests refused by receivers, by reason",
-            telemetry.receiver_refused_requests.clone(),
-        );
-        registry.register(
-            "sift_exporter_sent",
-            "Items exported",
-            telemetry.exporter_sent.clone(),
-        );
-        registry.register(
-            "sift_exporter_failed",
-            "Items an exporter dropped after a permanent error",
-            telemetry.exporter_failed.clone(),
-        );
-        registry.register(
-            "sift_exporter_queue_bytes",
-            "Write-ahead log bytes an exporter has not handled yet",
-            telemetry.exporter_queue_bytes.clone(),
-        );
-        registry.register(
-            "sift_storage_wal_bytes",
-            "Write-ahead log size on disk",
-            telemetry.wal_bytes.clone(),
-        );
-        registry.register(
-            "sift_memory_bytes",
-            "Resident memory of the Sift process",
-            telemetry.memory_bytes.clone(),
-        );
         *telemetry.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         telemetry
     }
@@ -139,14 +132,7 @@ impl Telemetry {
 
     /// Counts refused items (`items` is 0 when they could not be counted, e.g. a malformed body)
     /// and, when `whole_request`, the refused request.
-    pub fn refused(
-        &self,
-        signal: &str,
-        protocol: &str,
-        reason: &str,
-        items: u64,
-        whole_request: bool,
-    ) {
+    pub fn refused(&self, signal: &str, protocol: &str, reason: &str, items: u64, whole_request: bool) {
         let labels = RefusedLabels {
             signal: signal.to_owned(),
             protocol: protocol.to_owned(),
@@ -160,10 +146,19 @@ impl Telemetry {
         }
     }
 
+    /// Counts redactions.
+    pub fn redaction_applied(&self, signal: &str, kind: &str, n: u64) {
+        self.redaction
+            .get_or_create(&RedactionLabels {
+                signal: signal.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
-        self.memory_bytes
-            .set(resident_memory_bytes().unwrap_or(0) as i64);
+        self.memory_bytes.set(resident_memory_bytes().unwrap_or(0) as i64);
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -177,6 +172,18 @@ impl Default for Telemetry {
     fn default() -> Self {
         Telemetry::new()
     }
+}
+
+/// A new metric, registered under `name`: creating and registering are one step, so no metric
+/// can exist without being exported.
+fn registered<M: prometheus_client::registry::Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.

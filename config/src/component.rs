@@ -24,17 +24,14 @@ impl ComponentId {
             Some((kind, name)) => (kind, Some(name)),
             None => (text, None),
         };
-        let valid_kind =
-            !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid_kind = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_kind {
             return Err(format!(
                 "invalid component id {text:?}: the type must be letters, digits or _"
             ));
         }
         if name.is_some_and(|n| n.is_empty() || n.contains('/')) {
-            return Err(format!(
-                "invalid component id {text:?}: expected type or type/name"
-            ));
+            return Err(format!("invalid component id {text:?}: expected type or type/name"));
         }
         Ok(ComponentId {
             kind: kind.to_owned(),
@@ -53,9 +50,7 @@ impl fmt::Display for ComponentId {
 }
 
 /// Deserializes a present-but-empty YAML key (`grpc:`) as the default settings.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<Option<T>, D::Error> {
     Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 

@@ -34,10 +34,7 @@ pub(crate) fn expand(
 }
 
 /// `Ok(None)` when the string has no reference (the common case, no allocation).
-fn expand_str(
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, String> {
+fn expand_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
     if !text.contains('$') {
         return Ok(None);
     }
@@ -58,8 +55,7 @@ fn expand_str(
                 Some((name, default)) => (name, Some(default)),
                 None => (reference, None),
             };
-            let valid =
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("invalid environment variable name {name:?}"));
             }

@@ -64,10 +64,7 @@ pub(crate) fn join(parent: &str, child: &str) -> String {
 }
 
 /// Deserializes `value` into `T`, turning a serde error into a [`ConfigError`] with the full path.
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    base: &str,
-) -> Result<T, ConfigError> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value, base: &str) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let path = if inner == "." {

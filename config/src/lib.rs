@@ -8,6 +8,7 @@
 mod component;
 mod env;
 mod error;
+mod redaction;
 mod service;
 mod types;
 
@@ -18,11 +19,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use component::{
-    ComponentId, DebugExporterConfig, ExporterConfig, FileExporterConfig, GrpcServerConfig,
-    HttpServerConfig, NopExporterConfig, OtlpProtocols, OtlpReceiverConfig, ReceiverConfig,
-    Rotation, Verbosity,
+    ComponentId, DebugExporterConfig, ExporterConfig, FileExporterConfig, GrpcServerConfig, HttpServerConfig,
+    NopExporterConfig, OtlpProtocols, OtlpReceiverConfig, ReceiverConfig, Rotation, Verbosity,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use redaction::{BuiltinPattern, HashFunction, RedactionConfig, Summary, ValuePattern};
 pub use service::{PipelineConfig, PipelineId};
 pub use types::{Duration, Endpoint};
 
@@ -31,9 +32,12 @@ use error::{join, typed};
 /// The configuration `sift serve` uses when given no `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/default.yaml");
 
-/// A processor in a pipeline (none are implemented yet; the enum grows with them).
+/// A configured processor.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ProcessorConfig {}
+pub enum ProcessorConfig {
+    /// `redaction`: masks secrets and personal data before anything is written.
+    Redaction(RedactionConfig),
+}
 
 /// `storage`: where Sift keeps its data and for how long.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -156,7 +160,7 @@ fn components<T>(
     section: &str,
     raw: BTreeMap<String, Value>,
     errors: &mut Vec<ConfigError>,
-    build: impl Fn(&str, Value, &str) -> Result<T, ConfigError>,
+    build: impl Fn(&str, Value, &str) -> Result<T, Vec<ConfigError>>,
 ) -> BTreeMap<ComponentId, T> {
     let mut out = BTreeMap::new();
     for (key, value) in raw {
@@ -178,39 +182,47 @@ fn components<T>(
             Ok(component) => {
                 out.insert(id, component);
             }
-            Err(error) => errors.push(error),
+            Err(problems) => errors.extend(problems),
         }
     }
     out
 }
 
-fn receiver(kind: &str, value: Value, path: &str) -> Result<ReceiverConfig, ConfigError> {
-    match kind {
-        "otlp" => Ok(ReceiverConfig::Otlp(typed(value, path)?)),
+fn receiver(kind: &str, value: Value, path: &str) -> Result<ReceiverConfig, Vec<ConfigError>> {
+    let built = match kind {
+        "otlp" => typed(value, path).map(ReceiverConfig::Otlp),
         other => Err(ConfigError::new(
             path,
             format!("unknown receiver type {other:?} (known: otlp)"),
         )),
+    };
+    built.map_err(|e| vec![e])
+}
+
+fn processor(kind: &str, value: Value, path: &str) -> Result<ProcessorConfig, Vec<ConfigError>> {
+    match kind {
+        "redaction" => {
+            let raw = typed(value, path).map_err(|e| vec![e])?;
+            RedactionConfig::validate(raw, path).map(ProcessorConfig::Redaction)
+        }
+        other => Err(vec![ConfigError::new(
+            path,
+            format!("unknown processor type {other:?} (known: redaction)"),
+        )]),
     }
 }
 
-fn processor(kind: &str, _value: Value, path: &str) -> Result<ProcessorConfig, ConfigError> {
-    Err(ConfigError::new(
-        path,
-        format!("unknown processor type {kind:?} (none are available yet)"),
-    ))
-}
-
-fn exporter(kind: &str, value: Value, path: &str) -> Result<ExporterConfig, ConfigError> {
-    match kind {
-        "file" => Ok(ExporterConfig::File(typed(value, path)?)),
-        "debug" => Ok(ExporterConfig::Debug(typed(value, path)?)),
-        "nop" => Ok(ExporterConfig::Nop(typed(value, path)?)),
+fn exporter(kind: &str, value: Value, path: &str) -> Result<ExporterConfig, Vec<ConfigError>> {
+    let built = match kind {
+        "file" => typed(value, path).map(ExporterConfig::File),
+        "debug" => typed(value, path).map(ExporterConfig::Debug),
+        "nop" => typed(value, path).map(ExporterConfig::Nop),
         other => Err(ConfigError::new(
             path,
             format!("unknown exporter type {other:?} (known: debug, file, nop)"),
         )),
-    }
+    };
+    built.map_err(|e| vec![e])
 }
 
 impl Config {
@@ -220,12 +232,9 @@ impl Config {
     }
 
     /// As [`Config::from_yaml`], reading environment variables through `lookup`.
-    pub fn from_yaml_with_env(
-        text: &str,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigErrors> {
-        let mut document: Value = serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
+    pub fn from_yaml_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut document: Value =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
         if document.is_null() {
             document = Value::Object(Default::default());
         }
@@ -319,18 +328,13 @@ impl Config {
             if let ExporterConfig::File(file) = exporter {
                 if file.rotation.max_megabytes == 0 {
                     errors.push(ConfigError::new(
-                        join(
-                            &join("exporters", &id.to_string()),
-                            "rotation.max_megabytes",
-                        ),
+                        join(&join("exporters", &id.to_string()), "rotation.max_megabytes"),
                         "must be at least 1",
                     ));
                 }
             }
         }
-        if self.storage.wal.segment_size_mib == 0
-            || self.storage.wal.max_size_mib < self.storage.wal.segment_size_mib
-        {
+        if self.storage.wal.segment_size_mib == 0 || self.storage.wal.max_size_mib < self.storage.wal.segment_size_mib {
             errors.push(ConfigError::new(
                 "storage.wal",
                 "segment_size_mib must be at least 1 and at most max_size_mib",
@@ -339,11 +343,7 @@ impl Config {
     }
 }
 
-fn non_null<T: serde::de::DeserializeOwned + Default>(
-    value: Value,
-    path: &str,
-    errors: &mut Vec<ConfigError>,
-) -> T {
+fn non_null<T: serde::de::DeserializeOwned + Default>(value: Value, path: &str, errors: &mut Vec<ConfigError>) -> T {
     if value.is_null() {
         return T::default();
     }

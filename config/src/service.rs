@@ -74,10 +74,7 @@ fn ids(path: &str, names: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<Com
 }
 
 /// Parses `service` into pipelines, collecting problems into `errors`.
-pub(crate) fn pipelines(
-    service: Value,
-    errors: &mut Vec<ConfigError>,
-) -> BTreeMap<PipelineId, PipelineConfig> {
+pub(crate) fn pipelines(service: Value, errors: &mut Vec<ConfigError>) -> BTreeMap<PipelineId, PipelineConfig> {
     let service = if service.is_null() {
         Value::Object(Default::default())
     } else {
@@ -105,10 +102,7 @@ pub(crate) fn pipelines(
             continue;
         }
         if name.as_deref() == Some("") {
-            errors.push(ConfigError::new(
-                path,
-                "pipeline name after / must not be empty",
-            ));
+            errors.push(ConfigError::new(path, "pipeline name after / must not be empty"));
             continue;
         }
         let receivers = ids(&join(&path, "receivers"), pipeline.receivers, errors);

@@ -78,21 +78,15 @@ service: { pipelines: { traces: { receivers: [otlp, jaeger], exporters: [nop] } 
         "{rendered}"
     );
     assert!(rendered.contains("exporters.zipkin"), "{rendered}");
-    assert!(
-        rendered.contains("service.pipelines.traces.receivers[1]"),
-        "{rendered}"
-    );
+    assert!(rendered.contains("service.pipelines.traces.receivers[1]"), "{rendered}");
 }
 
 #[test]
 fn env_values_are_expanded() {
-    let text =
-        "receivers: { otlp: { protocols: { http: { endpoint: \"127.0.0.1:${env:PORT}\" } } } }\n\
+    let text = "receivers: { otlp: { protocols: { http: { endpoint: \"127.0.0.1:${env:PORT}\" } } } }\n\
                 exporters: { nop: {} }\n\
                 service: { pipelines: { logs: { receivers: [otlp], exporters: [nop] } } }\n";
-    let config =
-        Config::from_yaml_with_env(text, &|name| (name == "PORT").then(|| "9999".to_owned()))
-            .unwrap();
+    let config = Config::from_yaml_with_env(text, &|name| (name == "PORT").then(|| "9999".to_owned())).unwrap();
     let ReceiverConfig::Otlp(otlp) = config.receivers.values().next().unwrap();
     assert_eq!(otlp.protocols.http.as_ref().unwrap().endpoint.port, 9999);
     assert!(otlp.protocols.grpc.is_none());

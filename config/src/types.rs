@@ -60,11 +60,7 @@ impl Duration {
                 "m" => 60.0,
                 "h" => 3600.0,
                 "d" => 86_400.0,
-                "" => {
-                    return Err(format!(
-                        "invalid duration {text:?}: missing unit (ms, s, m, h, d)"
-                    ))
-                }
+                "" => return Err(format!("invalid duration {text:?}: missing unit (ms, s, m, h, d)")),
                 other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
             };
             total += StdDuration::try_from_secs_f64(number * seconds)
@@ -120,9 +116,8 @@ impl Endpoint {
         let port: u32 = port
             .parse()
             .map_err(|_| format!("invalid endpoint {text:?}: port {port:?} is not a number"))?;
-        let port = u16::try_from(port).map_err(|_| {
-            format!("invalid endpoint {text:?}: port {port} is out of range (0-65535)")
-        })?;
+        let port = u16::try_from(port)
+            .map_err(|_| format!("invalid endpoint {text:?}: port {port} is out of range (0-65535)"))?;
         Ok(Endpoint {
             host: host.to_owned(),
             port,
@@ -158,22 +153,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(
-            Duration::parse("250ms").unwrap().0,
-            StdDuration::from_millis(250)
-        );
-        assert_eq!(
-            Duration::parse("10s").unwrap().0,
-            StdDuration::from_secs(10)
-        );
-        assert_eq!(
-            Duration::parse("1m30s").unwrap().0,
-            StdDuration::from_secs(90)
-        );
-        assert_eq!(
-            Duration::parse("7d").unwrap().0,
-            StdDuration::from_secs(7 * 86_400)
-        );
+        assert_eq!(Duration::parse("250ms").unwrap().0, StdDuration::from_millis(250));
+        assert_eq!(Duration::parse("10s").unwrap().0, StdDuration::from_secs(10));
+        assert_eq!(Duration::parse("1m30s").unwrap().0, StdDuration::from_secs(90));
+        assert_eq!(Duration::parse("7d").unwrap().0, StdDuration::from_secs(7 * 86_400));
         assert_eq!(Duration::parse("0").unwrap().0, StdDuration::ZERO);
         assert!(Duration::parse("-5s").unwrap_err().contains("negative"));
         assert!(Duration::parse("10").unwrap_err().contains("missing unit"));
@@ -184,14 +167,9 @@ mod tests {
     fn endpoints() {
         let e = Endpoint::parse("127.0.0.1:4317").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 4317));
-        assert_eq!(
-            Endpoint::parse("[::1]:0").unwrap().to_bind_string(),
-            "[::1]:0"
-        );
+        assert_eq!(Endpoint::parse("[::1]:0").unwrap().to_bind_string(), "[::1]:0");
         assert!(Endpoint::parse("localhost").is_err());
-        assert!(Endpoint::parse("localhost:70000")
-            .unwrap_err()
-            .contains("out of range"));
+        assert!(Endpoint::parse("localhost:70000").unwrap_err().contains("out of range"));
         assert!(Endpoint::parse(":80").is_err());
     }
 }

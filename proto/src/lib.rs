@@ -12,7 +12,7 @@ pub mod status;
 
 pub use opentelemetry_proto::tonic as otlp;
 pub use signal::{
-    data_point_count, item_count_protobuf, protobuf_to_json, Logs, Metrics, Rejected, Signal,
+    data_point_count, item_count_protobuf, protobuf_to_json, AttributeSite, Logs, Metrics, Rejected, Signal,
     SignalKind, Traces,
 };
 

@@ -8,15 +8,14 @@ use prost::Message;
 use serde_json::{json, Value};
 
 use crate::json::{self, JsonError};
-use crate::otlp::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use crate::otlp::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
 use crate::otlp::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use crate::otlp::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use crate::otlp::common::v1::{AnyValue, KeyValue};
 use crate::otlp::metrics::v1::{metric, Metric};
 
 /// Which signal a batch carries.
@@ -94,6 +93,76 @@ pub trait Signal: Send + Sync + 'static {
     fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError>;
     /// Encodes a request as OTLP/JSON.
     fn encode_json(request: &Self::Request) -> Value;
+    /// Calls `f` on every attribute list in the request (resource, scope, item, event, link,
+    /// exemplar), saying where it sits.
+    fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>));
+    /// Calls `f` on every log body together with its record's attributes (logs only).
+    fn visit_log_bodies(_request: &mut Self::Request, _f: &mut dyn FnMut(&mut AnyValue, &mut Vec<KeyValue>)) {}
+}
+
+/// Where an attribute list sits in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttributeSite {
+    /// `Resource.attributes`.
+    Resource,
+    /// `InstrumentationScope.attributes`.
+    Scope,
+    /// `Span.attributes`.
+    Span,
+    /// `Span.Event.attributes`.
+    SpanEvent,
+    /// `Span.Link.attributes`.
+    SpanLink,
+    /// `LogRecord.attributes`.
+    LogRecord,
+    /// Attributes of a metric data point.
+    DataPoint,
+    /// `Exemplar.filtered_attributes`.
+    Exemplar,
+}
+
+fn visit_common(
+    resource: Option<&mut crate::otlp::resource::v1::Resource>,
+    f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>),
+) {
+    if let Some(resource) = resource {
+        f(AttributeSite::Resource, &mut resource.attributes);
+    }
+}
+
+fn visit_scope(
+    scope: Option<&mut crate::otlp::common::v1::InstrumentationScope>,
+    f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>),
+) {
+    if let Some(scope) = scope {
+        f(AttributeSite::Scope, &mut scope.attributes);
+    }
+}
+
+/// Visits the attributes of data points and their exemplars, whatever the metric type.
+fn visit_points(metric: &mut Metric, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>)) {
+    macro_rules! points {
+        ($points:expr) => {
+            for point in $points {
+                f(AttributeSite::DataPoint, &mut point.attributes);
+                for exemplar in &mut point.exemplars {
+                    f(AttributeSite::Exemplar, &mut exemplar.filtered_attributes);
+                }
+            }
+        };
+    }
+    match &mut metric.data {
+        None => {}
+        Some(metric::Data::Gauge(g)) => points!(&mut g.data_points),
+        Some(metric::Data::Sum(s)) => points!(&mut s.data_points),
+        Some(metric::Data::Histogram(h)) => points!(&mut h.data_points),
+        Some(metric::Data::ExponentialHistogram(h)) => points!(&mut h.data_points),
+        Some(metric::Data::Summary(s)) => {
+            for point in &mut s.data_points {
+                f(AttributeSite::DataPoint, &mut point.attributes);
+            }
+        }
+    }
 }
 
 fn partial_success_json(field: &str, rejected: &Rejected) -> Value {
@@ -108,11 +177,7 @@ fn valid_id(id: &[u8], len: usize) -> bool {
 }
 
 /// Removes items for which `invalid` returns a reason, counting them and keeping the first reason.
-fn retain_valid<T>(
-    items: &mut Vec<T>,
-    rejected: &mut Rejected,
-    invalid: impl Fn(&T) -> Option<&'static str>,
-) {
+fn retain_valid<T>(items: &mut Vec<T>, rejected: &mut Rejected, invalid: impl Fn(&T) -> Option<&'static str>) {
     items.retain(|item| match invalid(item) {
         None => true,
         Some(reason) => {
@@ -127,12 +192,7 @@ fn retain_valid<T>(
 
 fn finish(mut rejected: Rejected, kind: SignalKind) -> Rejected {
     if rejected.count > 0 {
-        rejected.message = format!(
-            "{} {} rejected: {}",
-            rejected.count,
-            kind.item_name(),
-            rejected.message
-        );
+        rejected.message = format!("{} {} rejected: {}", rejected.count, kind.item_name(), rejected.message);
     }
     rejected
 }
@@ -202,6 +262,24 @@ impl Signal for Traces {
     fn encode_json(request: &Self::Request) -> Value {
         json::encode_traces(request)
     }
+
+    fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>)) {
+        for rs in &mut request.resource_spans {
+            visit_common(rs.resource.as_mut(), f);
+            for ss in &mut rs.scope_spans {
+                visit_scope(ss.scope.as_mut(), f);
+                for span in &mut ss.spans {
+                    f(AttributeSite::Span, &mut span.attributes);
+                    for event in &mut span.events {
+                        f(AttributeSite::SpanEvent, &mut event.attributes);
+                    }
+                    for link in &mut span.links {
+                        f(AttributeSite::SpanLink, &mut link.attributes);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Signal for Logs {
@@ -256,6 +334,30 @@ impl Signal for Logs {
 
     fn encode_json(request: &Self::Request) -> Value {
         json::encode_logs(request)
+    }
+
+    fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>)) {
+        for rl in &mut request.resource_logs {
+            visit_common(rl.resource.as_mut(), f);
+            for sl in &mut rl.scope_logs {
+                visit_scope(sl.scope.as_mut(), f);
+                for log in &mut sl.log_records {
+                    f(AttributeSite::LogRecord, &mut log.attributes);
+                }
+            }
+        }
+    }
+
+    fn visit_log_bodies(request: &mut Self::Request, f: &mut dyn FnMut(&mut AnyValue, &mut Vec<KeyValue>)) {
+        for rl in &mut request.resource_logs {
+            for sl in &mut rl.scope_logs {
+                for log in &mut sl.log_records {
+                    if let Some(body) = log.body.as_mut() {
+                        f(body, &mut log.attributes);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -328,6 +430,18 @@ impl Signal for Metrics {
     fn encode_json(request: &Self::Request) -> Value {
         json::encode_metrics(request)
     }
+
+    fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>)) {
+        for rm in &mut request.resource_metrics {
+            visit_common(rm.resource.as_mut(), f);
+            for sm in &mut rm.scope_metrics {
+                visit_scope(sm.scope.as_mut(), f);
+                for metric in &mut sm.metrics {
+                    visit_points(metric, f);
+                }
+            }
+        }
+    }
 }
 
 /// Number of items in a protobuf-encoded request of `kind`.
@@ -368,17 +482,10 @@ mod tests {
         let rejected = Traces::reject_invalid(&mut request);
         assert_eq!(rejected.count, 2);
         assert_eq!(Traces::item_count(&request), 1);
-        assert!(
-            rejected.message.contains("trace id"),
-            "{}",
-            rejected.message
-        );
+        assert!(rejected.message.contains("trace id"), "{}", rejected.message);
         let response = Traces::response(&rejected);
         assert_eq!(response.partial_success.unwrap().rejected_spans, 2);
-        assert_eq!(
-            Traces::response_json(&rejected)["partialSuccess"]["rejectedSpans"],
-            "2"
-        );
+        assert_eq!(Traces::response_json(&rejected)["partialSuccess"]["rejectedSpans"], "2");
         assert_eq!(Traces::response_json(&Rejected::default()), json!({}));
     }
 }

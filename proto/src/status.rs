@@ -72,10 +72,7 @@ impl RpcStatus {
 
     /// The retry delay, if the details carry a `RetryInfo`.
     pub fn retry_delay(&self) -> Option<Duration> {
-        let any = self
-            .details
-            .iter()
-            .find(|d| d.type_url == RETRY_INFO_TYPE_URL)?;
+        let any = self.details.iter().find(|d| d.type_url == RETRY_INFO_TYPE_URL)?;
         let info: RetryInfo = prost::Message::decode(any.value.as_slice()).ok()?;
         let delay = info.retry_delay?;
         Some(Duration::new(

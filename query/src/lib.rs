@@ -36,10 +36,7 @@ pub fn router(health: Arc<dyn Health>) -> Router {
 async fn metrics(State(health): State<Arc<dyn Health>>) -> Response {
     let text = health.metrics_text();
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     )
         .into_response()
@@ -51,11 +48,7 @@ async fn healthz() -> Response {
 
 async fn readyz(State(health): State<Arc<dyn Health>>) -> Response {
     match health.readiness() {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response(),
         Err(reason) => ApiError::Unavailable(reason).into_response(),
     }
 }

@@ -62,8 +62,8 @@ impl WalEntry {
         if payload.len() < body_start {
             return Err(EntryError("pipeline name cut off"));
         }
-        let pipeline = std::str::from_utf8(&payload[3..body_start])
-            .map_err(|_| EntryError("pipeline name is not UTF-8"))?;
+        let pipeline =
+            std::str::from_utf8(&payload[3..body_start]).map_err(|_| EntryError("pipeline name is not UTF-8"))?;
         Ok(WalEntry {
             signal,
             pipeline: pipeline.to_owned(),

@@ -105,16 +105,13 @@ async fn connection(
     offset: usize,
 ) -> anyhow::Result<Vec<u32>> {
     let mut latencies = Vec::new();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
     let url = format!("http://{}/v1/traces", args.endpoint);
     let mut grpc = match args.protocol {
         Protocol::Grpc => {
-            let channel =
-                tonic::transport::Endpoint::from_shared(format!("http://{}", args.endpoint))?
-                    .connect()
-                    .await?;
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.endpoint))?
+                .connect()
+                .await?;
             Some(tonic::client::Grpc::new(channel).max_encoding_message_size(256 << 20))
         }
         Protocol::Http => None,
@@ -134,15 +131,9 @@ async fn connection(
         let outcome = match grpc.as_mut() {
             Some(grpc) => {
                 grpc.ready().await?;
-                match grpc
-                    .unary(tonic::Request::new(body), path.clone(), RawCodec)
-                    .await
-                {
+                match grpc.unary(tonic::Request::new(body), path.clone(), RawCodec).await {
                     Ok(_) => Outcome::Acked,
-                    Err(s)
-                        if s.code() == tonic::Code::Unavailable
-                            || s.code() == tonic::Code::ResourceExhausted =>
-                    {
+                    Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::ResourceExhausted => {
                         Outcome::Refused
                     }
                     Err(s) => Outcome::Failed(s.to_string()),
@@ -159,9 +150,7 @@ async fn connection(
                     r.bytes().await?;
                     Outcome::Acked
                 }
-                Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => {
-                    Outcome::Refused
-                }
+                Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => Outcome::Refused,
                 Ok(r) => Outcome::Failed(format!("HTTP {}", r.status())),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
@@ -200,16 +189,10 @@ fn main() -> anyhow::Result<()> {
     let args = Arc::new(args);
     let mut rng = Rng::new(args.seed);
     let payloads: Vec<Bytes> = (0..args.distinct.max(1))
-        .map(|_| {
-            traces_request(&mut rng, args.spans_per_request)
-                .encode_to_vec()
-                .into()
-        })
+        .map(|_| traces_request(&mut rng, args.spans_per_request).encode_to_vec().into())
         .collect();
     let request_bytes = payloads.iter().map(Bytes::len).sum::<usize>() / payloads.len();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let payloads = Arc::new(payloads);

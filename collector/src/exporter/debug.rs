@@ -40,10 +40,7 @@ impl DebugExporter {
 
 fn service_name(resource: Option<&Resource>) -> String {
     let found = resource.and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"));
-    match found
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-    {
+    match found.and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(name)) => name.clone(),
         _ => "unknown_service".to_owned(),
     }
@@ -75,9 +72,8 @@ impl Exporter for DebugExporter {
     fn export<'a>(&'a mut self, batch: &'a [WalEntry]) -> ExportFuture<'a> {
         Box::pin(async move {
             for entry in batch {
-                self.log(entry).map_err(|e| {
-                    ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal))
-                })?;
+                self.log(entry)
+                    .map_err(|e| ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal)))?;
             }
             Ok(())
         })

@@ -67,12 +67,10 @@ impl FileExporter {
         let mut line = Vec::with_capacity(4096);
         let (max_bytes, max_backups) = (self.max_bytes, self.max_backups);
         for entry in batch {
-            let json = protobuf_to_json(entry.signal, &entry.body).map_err(|e| {
-                ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal))
-            })?;
+            let json = protobuf_to_json(entry.signal, &entry.body)
+                .map_err(|e| ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal)))?;
             line.clear();
-            serde_json::to_writer(&mut line, &json)
-                .map_err(|e| ExportError::Permanent(e.to_string()))?;
+            serde_json::to_writer(&mut line, &json).map_err(|e| ExportError::Permanent(e.to_string()))?;
             line.push(b'\n');
             let path = self.path_for(entry.signal);
             let output = self.output(path).map_err(io)?;
@@ -116,11 +114,7 @@ fn rotate(output: &mut Output, max_backups: u32) -> std::io::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let dir = output
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = output.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut backup = dir.join(format!("{stem}-{millis}.{ext}"));
     let mut n = 1;
     while backup.exists() {
@@ -128,24 +122,17 @@ fn rotate(output: &mut Output, max_backups: u32) -> std::io::Result<()> {
         n += 1;
     }
     fs::rename(&output.path, &backup)?;
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&output.path)?;
+    let file = OpenOptions::new().create(true).append(true).open(&output.path)?;
     output.writer = BufWriter::with_capacity(1 << 20, file);
     output.size = 0;
     let prefix = format!("{stem}-");
     let mut backups: Vec<PathBuf> = fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p != &output.path)
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
         .filter(|p| {
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
-        })
-        .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                n.to_string_lossy()[prefix.len()..].starts_with(|c: char| c.is_ascii_digit())
-            })
+                .is_some_and(|n| n.to_string_lossy()[prefix.len()..].starts_with(|c: char| c.is_ascii_digit()))
         })
         .collect();
     backups.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());

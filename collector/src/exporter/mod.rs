@@ -46,16 +46,10 @@ pub trait Exporter: Send {
 }
 
 /// Builds the exporter for a config entry. `data_dir` anchors default file paths.
-pub fn build(
-    id: &ComponentId,
-    config: &ExporterConfig,
-    data_dir: &std::path::Path,
-) -> Box<dyn Exporter> {
+pub fn build(id: &ComponentId, config: &ExporterConfig, data_dir: &std::path::Path) -> Box<dyn Exporter> {
     match config {
         ExporterConfig::File(file) => Box::new(file::FileExporter::new(file, data_dir)),
-        ExporterConfig::Debug(debug) => {
-            Box::new(debug::DebugExporter::new(id.to_string(), debug.verbosity))
-        }
+        ExporterConfig::Debug(debug) => Box::new(debug::DebugExporter::new(id.to_string(), debug.verbosity)),
         ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
     }
 }
@@ -77,9 +71,7 @@ pub async fn run(
     let name = id.to_string();
     let queue_gauge = telemetry
         .exporter_queue_bytes
-        .get_or_create(&ExporterOnly {
-            exporter: name.clone(),
-        })
+        .get_or_create(&ExporterOnly { exporter: name.clone() })
         .clone();
     let mut handled = None;
     loop {
@@ -110,9 +102,7 @@ pub async fn run(
                 }
             }
         }
-        if !batch.is_empty()
-            && !export_with_retry(&name, exporter.as_mut(), &batch, &telemetry, &mut stop).await
-        {
+        if !batch.is_empty() && !export_with_retry(&name, exporter.as_mut(), &batch, &telemetry, &mut stop).await {
             break;
         }
         handled = Some(end);
@@ -166,10 +156,7 @@ async fn export_with_retry(
 }
 
 fn count(
-    family: &prometheus_client::metrics::family::Family<
-        ExporterLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
+    family: &prometheus_client::metrics::family::Family<ExporterLabels, prometheus_client::metrics::counter::Counter>,
     name: &str,
     batch: &[WalEntry],
 ) {

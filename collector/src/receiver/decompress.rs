@@ -49,11 +49,7 @@ pub enum DecompressError {
 }
 
 /// Decompresses `body`, refusing output larger than `limit`.
-pub fn decompress(
-    encoding: Encoding,
-    body: bytes::Bytes,
-    limit: usize,
-) -> Result<bytes::Bytes, DecompressError> {
+pub fn decompress(encoding: Encoding, body: bytes::Bytes, limit: usize) -> Result<bytes::Bytes, DecompressError> {
     let reader: Box<dyn Read + '_> = match encoding {
         Encoding::Identity => {
             if body.len() > limit {
@@ -102,21 +98,13 @@ mod tests {
     #[test]
     fn round_trips_and_limits() {
         let data = vec![b'a'; 10_000];
-        assert_eq!(
-            decompress(Encoding::Gzip, gzip(&data), 10_000)
-                .unwrap()
-                .len(),
-            10_000
-        );
+        assert_eq!(decompress(Encoding::Gzip, gzip(&data), 10_000).unwrap().len(), 10_000);
         assert_eq!(
             decompress(Encoding::Gzip, gzip(&data), 9_999),
             Err(DecompressError::TooLarge { limit: 9_999 })
         );
         let z = zstd::encode_all(&data[..], 3).unwrap();
-        assert_eq!(
-            decompress(Encoding::Zstd, z.into(), 10_000).unwrap().len(),
-            10_000
-        );
+        assert_eq!(decompress(Encoding::Zstd, z.into(), 10_000).unwrap().len(), 10_000);
         assert!(matches!(
             decompress(Encoding::Gzip, bytes::Bytes::from_static(b"not gzip"), 100),
             Err(DecompressError::Corrupt { .. })

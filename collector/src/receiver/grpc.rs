@@ -17,9 +17,7 @@ use sift_config::{ComponentId, GrpcServerConfig};
 use sift_proto::status::RpcStatus;
 use sift_proto::{Logs, Metrics, Signal, Traces};
 use tokio::net::TcpListener;
-use tonic::codec::{
-    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
-};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -46,8 +44,7 @@ impl GrpcSignal for Logs {
 
 impl GrpcSignal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const EXPORT_PATH: &'static str =
-        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 }
 
 /// Passes message bytes through untouched in both directions.
@@ -113,10 +110,7 @@ impl<S: GrpcSignal> NamedService for ExportService<S> {
     const NAME: &'static str = S::SERVICE;
 }
 
-async fn handle<S: GrpcSignal>(
-    shared: Arc<Shared>,
-    request: Request<Bytes>,
-) -> Result<Response<Vec<u8>>, Status> {
+async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Vec<u8>>, Status> {
     let signal = S::KIND.as_str();
     let telemetry = shared.ingest.telemetry();
     if !shared.ingest.serves(&shared.id, S::KIND) {
@@ -147,22 +141,14 @@ async fn handle<S: GrpcSignal>(
             )));
         }
     };
-    match shared
-        .ingest
-        .accept::<S>(&shared.id, "grpc", decoded, Some(body))
-        .await
-    {
+    match shared.ingest.accept::<S>(&shared.id, "grpc", decoded, Some(body)).await {
         Ok(rejected) => Ok(Response::new(S::response(&rejected).encode_to_vec())),
         Err(error) => Err(unavailable(&error)),
     }
 }
 
 fn unavailable(error: &IngestError) -> Status {
-    let status = RpcStatus::with_retry_delay(
-        tonic::Code::Unavailable as i32,
-        error.to_string(),
-        RETRY_AFTER,
-    );
+    let status = RpcStatus::with_retry_delay(tonic::Code::Unavailable as i32, error.to_string(), RETRY_AFTER);
     Status::with_details(
         tonic::Code::Unavailable,
         error.to_string(),
@@ -233,10 +219,7 @@ pub async fn bind(
     config: &GrpcServerConfig,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(
-    SocketAddr,
-    impl Future<Output = Result<(), tonic::transport::Error>>,
-)> {
+) -> std::io::Result<(SocketAddr, impl Future<Output = Result<(), tonic::transport::Error>>)> {
     let listener = TcpListener::bind(config.endpoint.to_bind_string()).await?;
     let address = listener.local_addr()?;
     let limit = usize::try_from(config.max_recv_msg_size_mib << 20).unwrap_or(usize::MAX);
@@ -254,9 +237,6 @@ pub async fn bind(
             shared,
             signal: PhantomData,
         })
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        );
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown);
     Ok((address, server))
 }

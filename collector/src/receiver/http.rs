@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use prost::Message;
 use sift_config::{ComponentId, HttpServerConfig};
 use sift_proto::status::RpcStatus;
@@ -62,12 +62,7 @@ fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
         PROTOBUF => Ok(Format::Protobuf),
         JSON => Ok(Format::Json),
@@ -95,12 +90,7 @@ fn grpc_code(status: StatusCode) -> tonic::Code {
     }
 }
 
-fn respond(
-    format: Format,
-    status: StatusCode,
-    protobuf: Vec<u8>,
-    json: serde_json::Value,
-) -> Response {
+fn respond(format: Format, status: StatusCode, protobuf: Vec<u8>, json: serde_json::Value) -> Response {
     let (content_type, body) = match format {
         Format::Protobuf => (PROTOBUF, protobuf),
         Format::Json => (JSON, json.to_string().into_bytes()),
@@ -128,18 +118,49 @@ fn error_response(format: Format, refusal: &Refusal) -> Response {
     let json = serde_json::json!({ "code": code, "message": refusal.message });
     let mut response = respond(format, refusal.status, status.encode_to_vec(), json);
     if unavailable {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(RETRY_AFTER.as_secs()),
-        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
     }
     response
 }
 
+/// Reads at most `limit` bytes of body. Past the limit the rest is read and discarded (up to
+/// [`DRAIN_LIMIT`]) so that the client receives the 413 instead of a reset connection.
+async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    let mut buffer = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("cannot read request body: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            buffer.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT.max(limit) {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body exceeds {limit} bytes"),
+        ));
+    }
+    Ok(buffer.freeze())
+}
+
+/// How much of an oversized body is read (and thrown away) before the connection is dropped.
+const DRAIN_LIMIT: usize = 64 << 20;
+
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    let encoding_header = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?"));
+    let encoding_header = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
     let encoding = Encoding::parse(encoding_header).ok_or_else(|| {
         Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -150,38 +171,14 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             ),
         )
     })?;
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request body exceeds {limit} bytes"),
-            ))
-        }
-        Err(e) => {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("cannot read request body: {e}"),
-            ))
-        }
-    };
+    let raw = collect_limited(body, limit).await?;
     decompress(encoding, raw, limit).map_err(|e| match e {
-        DecompressError::TooLarge { .. } => {
-            Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-        }
-        DecompressError::Corrupt { .. } => {
-            Refusal::new(StatusCode::BAD_REQUEST, "malformed", e.to_string())
-        }
+        DecompressError::TooLarge { .. } => Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        DecompressError::Corrupt { .. } => Refusal::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
     })
 }
 
-async fn export<S: Signal>(
-    State(receiver): State<Receiver>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn export<S: Signal>(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
     let signal = S::KIND.as_str();
     let format = match format_of(&headers) {
         Ok(format) => format,
@@ -203,9 +200,8 @@ async fn export<S: Signal>(
                     .telemetry()
                     .refused(signal, "http", refusal.reason, 0, true);
             }
-            if refusal.status.is_client_error() {
-                tracing::debug!(signal, status = %refusal.status, message = %refusal.message, "refused OTLP/HTTP request");
-            }
+            // The message may quote the (unredacted) input: it goes to the client only, never to the log.
+            tracing::debug!(signal, status = %refusal.status, reason = refusal.reason, "refused OTLP/HTTP request");
             error_response(format, &refusal)
         }
     }
@@ -251,13 +247,7 @@ async fn handle<S: Signal>(
         .ingest
         .accept::<S>(&receiver.id, "http", request, raw)
         .await
-        .map_err(|e| {
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
     Ok(respond(
         format,
         StatusCode::OK,

@@ -6,19 +6,12 @@ use crate::common::SIFT;
 
 #[test]
 fn validate_accepts_the_examples_and_lists_every_error_with_its_path() {
-    let examples = format!(
-        "{}/../config/examples/default.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let examples = format!("{}/../config/examples/default.yaml", env!("CARGO_MANIFEST_DIR"));
     let output = Command::new(SIFT)
         .args(["validate", "--config", &examples])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");

@@ -176,10 +176,7 @@ impl Sift {
             .text()
             .unwrap();
         text.lines()
-            .find_map(|line| {
-                line.strip_prefix(sample)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
+            .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
@@ -199,11 +196,14 @@ pub fn read_lines(path: &Path) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("bad line in {}: {e}", path.display()))
-        })
+    // The exporter may be writing right now: only lines that end in a newline are complete.
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line in {}: {e}", path.display())))
         .collect()
 }
 
@@ -212,27 +212,13 @@ pub fn count_items(requests: &[Value], signal: &str) -> usize {
     let mut n = 0;
     for request in requests {
         match signal {
-            "traces" => each(
-                request,
-                &["resourceSpans", "scopeSpans", "spans"],
-                &mut |_| n += 1,
-            ),
-            "logs" => each(
-                request,
-                &["resourceLogs", "scopeLogs", "logRecords"],
-                &mut |_| n += 1,
-            ),
+            "traces" => each(request, &["resourceSpans", "scopeSpans", "spans"], &mut |_| n += 1),
+            "logs" => each(request, &["resourceLogs", "scopeLogs", "logRecords"], &mut |_| n += 1),
             _ => each(
                 request,
                 &["resourceMetrics", "scopeMetrics", "metrics"],
                 &mut |metric| {
-                    for kind in [
-                        "gauge",
-                        "sum",
-                        "histogram",
-                        "exponentialHistogram",
-                        "summary",
-                    ] {
+                    for kind in ["gauge", "sum", "histogram", "exponentialHistogram", "summary"] {
                         n += metric[kind]["dataPoints"].as_array().map_or(0, Vec::len);
                     }
                 },
@@ -281,9 +267,7 @@ pub fn python() -> PathBuf {
 
 /// Runs `collector/tests/python/<script>` with `args`, returning its JSON output.
 pub fn run_python(script: &str, args: &[String]) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let output = Command::new(python())
         .arg(path)
         .args(args)
@@ -297,8 +281,7 @@ pub fn run_python(script: &str, args: &[String]) -> Value {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}"))
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}"))
 }
 
 /// Resident memory of a process in bytes (VmRSS) and its peak (VmHWM).

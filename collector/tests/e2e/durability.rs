@@ -62,10 +62,7 @@ fn send_acked(sift: &Sift, threads: usize, requests: usize) -> HashSet<(String, 
             })
         })
         .collect();
-    handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect()
+    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -139,11 +136,7 @@ fn damaged_wal_run(damage: impl Fn(&Path)) -> (HashSet<String>, String) {
     let temp = tempfile::tempdir().unwrap();
     let fifo = temp.path().join("blocked.jsonl");
     mkfifo(&fifo);
-    let blocked = config(
-        &format!("  file: {{ path: {} }}", fifo.display()),
-        "file",
-        "",
-    );
+    let blocked = config(&format!("  file: {{ path: {} }}", fifo.display()), "file", "");
     let mut sift = Sift::start_in(temp.path(), &blocked);
     let client = Client::new();
     for r in 0..10u8 {
@@ -163,11 +156,7 @@ fn damaged_wal_run(damage: impl Fn(&Path)) -> (HashSet<String>, String) {
     sift.kill();
     damage(&last_segment(temp.path()));
     let readable = temp.path().join("out.jsonl");
-    let fixed = config(
-        &format!("  file: {{ path: {} }}", readable.display()),
-        "file",
-        "",
-    );
+    let fixed = config(&format!("  file: {{ path: {} }}", readable.display()), "file", "");
     drop(sift);
     let sift = Sift::start_in(temp.path(), &fixed);
     let mut traces = HashSet::new();

@@ -68,11 +68,7 @@ fn compressed_requests_and_partial_success() {
             .partial_success
             .unwrap();
         assert_eq!(partial.rejected_spans, 1);
-        assert!(
-            partial.error_message.contains("trace id"),
-            "{}",
-            partial.error_message
-        );
+        assert!(partial.error_message.contains("trace id"), "{}", partial.error_message);
     });
     assert!(eventually(Duration::from_secs(10), || count_items(
         &sift.exported("traces"),

@@ -11,19 +11,11 @@ use sift_proto::status::RpcStatus;
 use crate::common::{config, count_items, eventually, file_config, Sift};
 
 fn example(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../proto/testdata/otlp-json/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../proto/testdata/otlp-json/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn post(
-    sift: &Sift,
-    path: &str,
-    content_type: &str,
-    body: impl Into<reqwest::blocking::Body>,
-) -> Response {
+fn post(sift: &Sift, path: &str, content_type: &str, body: impl Into<reqwest::blocking::Body>) -> Response {
     Client::new()
         .post(sift.http_url(path))
         .header("Content-Type", content_type)
@@ -42,12 +34,7 @@ fn protocol_examples_come_out_of_the_file_exporter_field_by_field() {
         ("metrics.json", "metrics"),
     ];
     for (file, signal) in cases {
-        let response = post(
-            &sift,
-            &format!("/v1/{signal}"),
-            "application/json",
-            example(file),
-        );
+        let response = post(&sift, &format!("/v1/{signal}"), "application/json", example(file));
         assert_eq!(response.status(), 200, "{file}");
         assert_eq!(response.headers()["content-type"], "application/json");
         assert_eq!(
@@ -56,15 +43,9 @@ fn protocol_examples_come_out_of_the_file_exporter_field_by_field() {
             "{file}: no partial success"
         );
     }
-    assert!(eventually(Duration::from_secs(10), || sift
-        .exported("logs")
-        .len()
-        == 2
+    assert!(eventually(Duration::from_secs(10), || sift.exported("logs").len() == 2
         && sift.exported("metrics").len() == 1));
-    assert!(eventually(Duration::from_secs(10), || sift
-        .exported("traces")
-        .len()
-        == 1));
+    assert!(eventually(Duration::from_secs(10), || sift.exported("traces").len() == 1));
     let pairs = [
         ("trace.json", sift.exported("traces")[0].clone()),
         ("logs.json", sift.exported("logs")[0].clone()),
@@ -100,10 +81,7 @@ fn lenient_json_and_partial_success() {
         .as_str()
         .unwrap()
         .contains("trace id"));
-    assert!(eventually(Duration::from_secs(10), || sift
-        .exported("traces")
-        .len()
-        == 1));
+    assert!(eventually(Duration::from_secs(10), || sift.exported("traces").len() == 1));
     let span = &sift.exported("traces")[0]["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
     assert_eq!(span["kind"], 2);
     assert_eq!(span["status"]["code"], 2);
@@ -114,9 +92,7 @@ fn lenient_json_and_partial_success() {
     );
     assert_eq!(count_items(&sift.exported("traces"), "traces"), 1);
     assert_eq!(
-        sift.metric(
-            "sift_receiver_refused_total{signal=\"traces\",protocol=\"http\",reason=\"invalid\"}"
-        ),
+        sift.metric("sift_receiver_refused_total{signal=\"traces\",protocol=\"http\",reason=\"invalid\"}"),
         1.0
     );
 }
@@ -137,10 +113,7 @@ fn bad_input_gets_its_status_and_a_message_and_the_server_keeps_serving() {
     let good = example("trace.json");
 
     // (what, request, expected status, expected message fragment)
-    let big = format!(
-        "{{\"resourceSpans\": [], \"pad\": \"{}\"}}",
-        "x".repeat(2 << 20)
-    );
+    let big = format!("{{\"resourceSpans\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20));
     let bomb = gzip(&vec![b' '; 64 << 20]);
     assert!(bomb.len() < 1 << 20, "the bomb itself is small");
     let bad_point = json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
@@ -255,12 +228,7 @@ fn bad_input_gets_its_status_and_a_message_and_the_server_keeps_serving() {
     }
     // The malformed metrics request was refused whole: nothing of it was stored.
     // A protobuf request gets a protobuf google.rpc.Status.
-    let response = post(
-        &sift,
-        "/v1/logs",
-        "application/x-protobuf",
-        vec![0xff_u8; 3],
-    );
+    let response = post(&sift, "/v1/logs", "application/x-protobuf", vec![0xff_u8; 3]);
     assert_eq!(response.status(), 400);
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
     let status = RpcStatus::decode(response.bytes().unwrap()).unwrap();
@@ -270,15 +238,13 @@ fn bad_input_gets_its_status_and_a_message_and_the_server_keeps_serving() {
     // Still serving.
     let response = post(&sift, "/v1/traces", "application/json", good);
     assert_eq!(response.status(), 200);
-    assert!(eventually(Duration::from_secs(10), || sift
-        .exported("traces")
-        .len()
-        == 1));
+    assert!(eventually(Duration::from_secs(10), || sift.exported("traces").len() == 1));
     assert!(
         sift.exported("metrics").is_empty(),
         "a request with one bad point is refused whole, never half-stored"
     );
-    let refused = sift.metric("sift_receiver_refused_requests_total{signal=\"traces\",protocol=\"http\",reason=\"too_large\"}");
+    let refused =
+        sift.metric("sift_receiver_refused_requests_total{signal=\"traces\",protocol=\"http\",reason=\"too_large\"}");
     assert_eq!(refused, 2.0);
     let (rss, _) = crate::common::memory_of(sift.pid());
     eprintln!(
@@ -289,26 +255,15 @@ fn bad_input_gets_its_status_and_a_message_and_the_server_keeps_serving() {
 
 #[test]
 fn protobuf_requests_are_answered_in_protobuf() {
-    use sift_proto::otlp::collector::logs::v1::{
-        ExportLogsServiceRequest, ExportLogsServiceResponse,
-    };
+    use sift_proto::otlp::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
     let sift = Sift::start(&file_config());
-    let request: ExportLogsServiceRequest =
-        sift_proto::json::decode_logs(&example("logs.json")).unwrap();
-    let response = post(
-        &sift,
-        "/v1/logs",
-        "application/x-protobuf",
-        request.encode_to_vec(),
-    );
+    let request: ExportLogsServiceRequest = sift_proto::json::decode_logs(&example("logs.json")).unwrap();
+    let response = post(&sift, "/v1/logs", "application/x-protobuf", request.encode_to_vec());
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
     let decoded = ExportLogsServiceResponse::decode(response.bytes().unwrap()).unwrap();
     assert_eq!(decoded.partial_success, None);
-    assert!(eventually(Duration::from_secs(10), || sift
-        .exported("logs")
-        .len()
-        == 1));
+    assert!(eventually(Duration::from_secs(10), || sift.exported("logs").len() == 1));
     let input: Value = serde_json::from_slice(&example("logs.json")).unwrap();
     sift_proto::json::equivalent(&input, &sift.exported("logs")[0]).unwrap();
 }

@@ -7,12 +7,7 @@ use crate::common::{count_items, eventually, file_config, run_python, Sift};
 #[test]
 fn python_sdk_exports_all_signals_over_grpc_and_http_and_every_item_arrives() {
     let sift = Sift::start(&file_config());
-    let runs = [
-        ("grpc", "none"),
-        ("http", "none"),
-        ("grpc", "gzip"),
-        ("http", "gzip"),
-    ];
+    let runs = [("grpc", "none"), ("http", "none"), ("grpc", "gzip"), ("http", "gzip")];
     let mut expected = [0u64; 3];
     let mut per_protocol = std::collections::HashMap::new();
     for (protocol, compression) in runs {
@@ -36,10 +31,7 @@ fn python_sdk_exports_all_signals_over_grpc_and_http_and_every_item_arrives() {
                 compression.into(),
             ],
         );
-        assert_eq!(
-            sent["failed_exports"], 0,
-            "{protocol}/{compression}: {sent}"
-        );
+        assert_eq!(sent["failed_exports"], 0, "{protocol}/{compression}: {sent}");
         let counts = [
             sent["spans"].as_u64().unwrap(),
             sent["logs"].as_u64().unwrap(),
@@ -58,11 +50,7 @@ fn python_sdk_exports_all_signals_over_grpc_and_http_and_every_item_arrives() {
         let arrived = eventually(Duration::from_secs(20), || {
             count_items(&sift.exported(signal), signal) as u64 >= expected[i]
         });
-        assert!(
-            arrived,
-            "{signal}: expected {} items in the file",
-            expected[i]
-        );
+        assert!(arrived, "{signal}: expected {} items in the file", expected[i]);
         assert_eq!(
             count_items(&sift.exported(signal), signal) as u64,
             expected[i],
@@ -86,16 +74,12 @@ fn python_sdk_exports_all_signals_over_grpc_and_http_and_every_item_arrives() {
     // Logs written inside spans carry their trace and span ids.
     let logs = sift.exported("logs");
     let mut with_trace = 0;
-    crate::common::each(
-        &logs[0],
-        &["resourceLogs", "scopeLogs", "logRecords"],
-        &mut |log| {
-            if log["traceId"].as_str().is_some_and(|t| t.len() == 32)
-                && log["spanId"].as_str().is_some_and(|s| s.len() == 16)
-            {
-                with_trace += 1;
-            }
-        },
-    );
+    crate::common::each(&logs[0], &["resourceLogs", "scopeLogs", "logRecords"], &mut |log| {
+        if log["traceId"].as_str().is_some_and(|t| t.len() == 32)
+            && log["spanId"].as_str().is_some_and(|s| s.len() == 16)
+        {
+            with_trace += 1;
+        }
+    });
     assert!(with_trace > 0);
 }

@@ -8,3 +8,4 @@ mod ingest_grpc;
 mod ingest_http;
 mod ingest_sdk;
 mod overload;
+mod redaction;

@@ -51,18 +51,9 @@ fn a_blocked_exporter_makes_receivers_refuse_with_retry_advice_and_memory_stays_
     assert_eq!(refusal.headers()["retry-after"], "1");
     let status = RpcStatus::decode(refusal.bytes().unwrap()).unwrap();
     assert_eq!(status.code, 14);
-    assert!(
-        status.message.contains("write-ahead log is full"),
-        "{}",
-        status.message
-    );
+    assert!(status.message.contains("write-ahead log is full"), "{}", status.message);
     assert_eq!(status.retry_delay(), Some(Duration::from_secs(1)));
-    assert_eq!(
-        reqwest::blocking::get(sift.query_url("/readyz"))
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(reqwest::blocking::get(sift.query_url("/readyz")).unwrap().status(), 503);
 
     let grpc_status = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,7 +83,10 @@ fn a_blocked_exporter_makes_receivers_refuse_with_retry_advice_and_memory_stays_
         after < before + (32 << 20),
         "RSS grew from {before} to {after} while refusing"
     );
-    assert!(sift.metric("sift_receiver_refused_total{signal=\"traces\",protocol=\"http\",reason=\"overloaded\"}") >= 300.0 * 200.0);
+    assert!(
+        sift.metric("sift_receiver_refused_total{signal=\"traces\",protocol=\"http\",reason=\"overloaded\"}")
+            >= 300.0 * 200.0
+    );
 
     // Unblock the exporter: the WAL drains and Sift accepts again.
     let reader = std::thread::spawn(move || {
@@ -108,13 +102,12 @@ fn a_blocked_exporter_makes_receivers_refuse_with_retry_advice_and_memory_stays_
         eventually(Duration::from_secs(30), || send().status() == 200),
         "accepts again once drained"
     );
-    assert!(eventually(
-        Duration::from_secs(10),
-        || reqwest::blocking::get(sift.query_url("/readyz"))
-            .unwrap()
-            .status()
-            == 200
-    ));
+    assert!(eventually(Duration::from_secs(10), || reqwest::blocking::get(
+        sift.query_url("/readyz")
+    )
+    .unwrap()
+    .status()
+        == 200));
     drop(sift);
     reader.join().unwrap();
 }

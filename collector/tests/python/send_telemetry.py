@@ -6,6 +6,7 @@ figures with what Sift counted and stored.
 
 usage: send_telemetry.py --protocol grpc|http --endpoint URL [--traces N] [--logs-per-span N]
                          [--compression none|gzip] [--service NAME] [--attr KEY=VALUE ...]
+                         [--log-suffix TEXT]
 """
 
 import argparse
@@ -83,6 +84,7 @@ def main():
     parser.add_argument("--compression", choices=["none", "gzip"], default="none")
     parser.add_argument("--service", default="checkout")
     parser.add_argument("--attr", action="append", default=[], help="KEY=VALUE set on every span, log and point")
+    parser.add_argument("--log-suffix", default="", help="text appended to every log body")
     args = parser.parse_args()
 
     extra = dict(kv.split("=", 1) for kv in args.attr)
@@ -130,7 +132,7 @@ def main():
                     child.set_status(Status(StatusCode.ERROR, "deadlock detected"))
                     child.add_event("exception", {"exception.message": "deadlock detected", **extra})
                 for j in range(args.logs_per_span):
-                    log.info("charged order %d step %d", i, j, extra={"order.id": i, **extra})
+                    log.info("charged order %d step %d%s", i, j, args.log_suffix, extra={"order.id": i, **extra})
         route = "/pay" if i % 2 else "/refund"
         requests.add(1, {"http.route": route, **extra})
         latency.record(10.0 + i, {"http.route": route, **extra})

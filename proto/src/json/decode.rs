@@ -5,21 +5,18 @@ use serde_json::Value;
 
 use super::path::Path;
 use super::scalar::{
-    boolean, bytes, canonical_name, enumeration, error, f64_value, i32_value, i64_value, id,
-    object, repeated, string, u32_value, u64_value, Result,
+    boolean, bytes, canonical_name, enumeration, error, f64_value, i32_value, i64_value, id, object, repeated, string,
+    u32_value, u64_value, Result,
 };
 use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use crate::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use crate::otlp::common::v1::{
-    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
-};
+use crate::otlp::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
 use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use crate::otlp::metrics::v1::{
-    exemplar, exponential_histogram_data_point, metric, number_data_point, summary_data_point,
-    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
-    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    Summary, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point, metric, number_data_point, summary_data_point, AggregationTemporality,
+    Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
@@ -193,10 +190,7 @@ fn span(value: &Value, path: &Path<'_>) -> Result<Span> {
             "parentSpanId" => out.parent_span_id = id(v, p, SPAN_ID_LEN)?,
             "flags" => out.flags = u32_value(v, p)?,
             "name" => out.name = string(v, p)?,
-            "kind" => {
-                out.kind =
-                    enumeration(v, p, |n| span::SpanKind::from_str_name(n).map(|k| k as i32))?
-            }
+            "kind" => out.kind = enumeration(v, p, |n| span::SpanKind::from_str_name(n).map(|k| k as i32))?,
             "startTimeUnixNano" => out.start_time_unix_nano = u64_value(v, p)?,
             "endTimeUnixNano" => out.end_time_unix_nano = u64_value(v, p)?,
             "attributes" => out.attributes = attributes(v, p)?,
@@ -250,11 +244,7 @@ fn span_status(value: &Value, path: &Path<'_>) -> Result<Status> {
     each_field(value, path, |key, v, p| {
         match key {
             "message" => out.message = string(v, p)?,
-            "code" => {
-                out.code = enumeration(v, p, |n| {
-                    status::StatusCode::from_str_name(n).map(|c| c as i32)
-                })?
-            }
+            "code" => out.code = enumeration(v, p, |n| status::StatusCode::from_str_name(n).map(|c| c as i32))?,
             _ => {}
         }
         Ok(())
@@ -310,8 +300,7 @@ fn log_record(value: &Value, path: &Path<'_>) -> Result<LogRecord> {
             "timeUnixNano" => out.time_unix_nano = u64_value(v, p)?,
             "observedTimeUnixNano" => out.observed_time_unix_nano = u64_value(v, p)?,
             "severityNumber" => {
-                out.severity_number =
-                    enumeration(v, p, |n| SeverityNumber::from_str_name(n).map(|s| s as i32))?
+                out.severity_number = enumeration(v, p, |n| SeverityNumber::from_str_name(n).map(|s| s as i32))?
             }
             "severityText" => out.severity_text = string(v, p)?,
             "body" => out.body = Some(any_value(v, p)?),
@@ -330,10 +319,7 @@ fn log_record(value: &Value, path: &Path<'_>) -> Result<LogRecord> {
 
 // ---- metrics --------------------------------------------------------------------------------
 
-pub(crate) fn metrics_request(
-    value: &Value,
-    path: &Path<'_>,
-) -> Result<ExportMetricsServiceRequest> {
+pub(crate) fn metrics_request(value: &Value, path: &Path<'_>) -> Result<ExportMetricsServiceRequest> {
     let mut out = ExportMetricsServiceRequest::default();
     each_field(value, path, |key, v, p| {
         if key == "resourceMetrics" {
@@ -382,24 +368,14 @@ fn metric(value: &Value, path: &Path<'_>) -> Result<Metric> {
             "metadata" => out.metadata = attributes(v, p)?,
             "gauge" => set_oneof(&mut out.data, metric::Data::Gauge(gauge(v, p)?), p, "data")?,
             "sum" => set_oneof(&mut out.data, metric::Data::Sum(sum(v, p)?), p, "data")?,
-            "histogram" => set_oneof(
-                &mut out.data,
-                metric::Data::Histogram(histogram(v, p)?),
-                p,
-                "data",
-            )?,
+            "histogram" => set_oneof(&mut out.data, metric::Data::Histogram(histogram(v, p)?), p, "data")?,
             "exponentialHistogram" => set_oneof(
                 &mut out.data,
                 metric::Data::ExponentialHistogram(exponential_histogram(v, p)?),
                 p,
                 "data",
             )?,
-            "summary" => set_oneof(
-                &mut out.data,
-                metric::Data::Summary(summary(v, p)?),
-                p,
-                "data",
-            )?,
+            "summary" => set_oneof(&mut out.data, metric::Data::Summary(summary(v, p)?), p, "data")?,
             _ => {}
         }
         Ok(())
@@ -545,10 +521,7 @@ fn buckets(value: &Value, path: &Path<'_>) -> Result<exponential_histogram_data_
     Ok(out)
 }
 
-fn exponential_histogram_data_point(
-    value: &Value,
-    path: &Path<'_>,
-) -> Result<ExponentialHistogramDataPoint> {
+fn exponential_histogram_data_point(value: &Value, path: &Path<'_>) -> Result<ExponentialHistogramDataPoint> {
     let mut out = ExponentialHistogramDataPoint::default();
     each_field(value, path, |key, v, p| {
         match key {
@@ -591,10 +564,7 @@ fn summary_data_point(value: &Value, path: &Path<'_>) -> Result<SummaryDataPoint
     Ok(out)
 }
 
-fn value_at_quantile(
-    value: &Value,
-    path: &Path<'_>,
-) -> Result<summary_data_point::ValueAtQuantile> {
+fn value_at_quantile(value: &Value, path: &Path<'_>) -> Result<summary_data_point::ValueAtQuantile> {
     let mut out = summary_data_point::ValueAtQuantile::default();
     each_field(value, path, |key, v, p| {
         match key {
@@ -615,18 +585,8 @@ fn exemplar(value: &Value, path: &Path<'_>) -> Result<Exemplar> {
             "timeUnixNano" => out.time_unix_nano = u64_value(v, p)?,
             "spanId" => out.span_id = id(v, p, SPAN_ID_LEN)?,
             "traceId" => out.trace_id = id(v, p, TRACE_ID_LEN)?,
-            "asDouble" => set_oneof(
-                &mut out.value,
-                exemplar::Value::AsDouble(f64_value(v, p)?),
-                p,
-                "value",
-            )?,
-            "asInt" => set_oneof(
-                &mut out.value,
-                exemplar::Value::AsInt(i64_value(v, p)?),
-                p,
-                "value",
-            )?,
+            "asDouble" => set_oneof(&mut out.value, exemplar::Value::AsDouble(f64_value(v, p)?), p, "value")?,
+            "asInt" => set_oneof(&mut out.value, exemplar::Value::AsInt(i64_value(v, p)?), p, "value")?,
             _ => {}
         }
         Ok(())

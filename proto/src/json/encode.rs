@@ -11,9 +11,8 @@ use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use crate::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use crate::otlp::metrics::v1::{
-    exemplar, exponential_histogram_data_point, metric, number_data_point, Exemplar,
-    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
-    ScopeMetrics, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point, metric, number_data_point, Exemplar, ExponentialHistogramDataPoint,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, SummaryDataPoint,
 };
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
@@ -126,17 +125,14 @@ pub(crate) fn any_value(value: &AnyValue) -> Value {
             "bytesValue",
             Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
         ),
-        Some(any_value::Value::ArrayValue(a)) => obj.put(
-            "arrayValue",
-            Obj::default().list("values", &a.values, any_value).done(),
-        ),
+        Some(any_value::Value::ArrayValue(a)) => {
+            obj.put("arrayValue", Obj::default().list("values", &a.values, any_value).done())
+        }
         Some(any_value::Value::KvlistValue(kv)) => obj.put(
             "kvlistValue",
             Obj::default().list("values", &kv.values, key_value).done(),
         ),
-        Some(any_value::Value::StringValueStrindex(i)) => {
-            obj.put("stringValueStrindex", Value::from(*i))
-        }
+        Some(any_value::Value::StringValueStrindex(i)) => obj.put("stringValueStrindex", Value::from(*i)),
     }
     .done()
 }
@@ -230,10 +226,7 @@ fn span_link(l: &span::Link) -> Value {
 }
 
 fn span_status(s: &Status) -> Value {
-    Obj::default()
-        .string("message", &s.message)
-        .i32("code", s.code)
-        .done()
+    Obj::default().string("message", &s.message).i32("code", s.code).done()
 }
 
 // ---- logs -----------------------------------------------------------------------------------
@@ -332,11 +325,7 @@ fn metric(m: &Metric) -> Value {
         Some(metric::Data::ExponentialHistogram(h)) => obj.put(
             "exponentialHistogram",
             Obj::default()
-                .list(
-                    "dataPoints",
-                    &h.data_points,
-                    exponential_histogram_data_point,
-                )
+                .list("dataPoints", &h.data_points, exponential_histogram_data_point)
                 .i32("aggregationTemporality", h.aggregation_temporality)
                 .done(),
         ),
@@ -372,9 +361,7 @@ fn histogram_data_point(p: &HistogramDataPoint) -> Value {
         .u64("timeUnixNano", p.time_unix_nano)
         .u64("count", p.count)
         .opt_f64("sum", p.sum)
-        .list("bucketCounts", &p.bucket_counts, |c| {
-            Value::String(c.to_string())
-        })
+        .list("bucketCounts", &p.bucket_counts, |c| Value::String(c.to_string()))
         .list("explicitBounds", &p.explicit_bounds, |b| double(*b))
         .list("exemplars", &p.exemplars, exemplar)
         .u32("flags", p.flags)
@@ -386,9 +373,7 @@ fn histogram_data_point(p: &HistogramDataPoint) -> Value {
 fn buckets(b: &exponential_histogram_data_point::Buckets) -> Value {
     Obj::default()
         .i32("offset", b.offset)
-        .list("bucketCounts", &b.bucket_counts, |c| {
-            Value::String(c.to_string())
-        })
+        .list("bucketCounts", &b.bucket_counts, |c| Value::String(c.to_string()))
         .done()
 }
 
@@ -419,10 +404,7 @@ fn summary_data_point(p: &SummaryDataPoint) -> Value {
         .u64("count", p.count)
         .f64("sum", p.sum)
         .list("quantileValues", &p.quantile_values, |q| {
-            Obj::default()
-                .f64("quantile", q.quantile)
-                .f64("value", q.value)
-                .done()
+            Obj::default().f64("quantile", q.quantile).f64("value", q.value).done()
         })
         .u32("flags", p.flags)
         .done()

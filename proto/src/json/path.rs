@@ -45,11 +45,7 @@ impl fmt::Display for Path<'_> {
         }
         match self.segment {
             Segment::Root => Ok(()),
-            Segment::Field(name)
-                if self
-                    .parent
-                    .is_some_and(|p| !matches!(p.segment, Segment::Root)) =>
-            {
+            Segment::Field(name) if self.parent.is_some_and(|p| !matches!(p.segment, Segment::Root)) => {
                 write!(f, ".{name}")
             }
             Segment::Field(name) => write!(f, "{name}"),

@@ -55,10 +55,7 @@ pub(crate) fn canonical_name(key: &str) -> Cow<'_, str> {
 }
 
 /// An object, or `None` for `null` (the message's default).
-pub(crate) fn object<'v>(
-    value: &'v Value,
-    path: &Path<'_>,
-) -> Result<Option<&'v Map<String, Value>>> {
+pub(crate) fn object<'v>(value: &'v Value, path: &Path<'_>) -> Result<Option<&'v Map<String, Value>>> {
     match value {
         Value::Null => Ok(None),
         Value::Object(map) => Ok(Some(map)),
@@ -130,12 +127,9 @@ pub(crate) fn i64_value(value: &Value, path: &Path<'_>) -> Result<i64> {
     let in_range = |f: &f64| *f >= -9_223_372_036_854_775_808.0 && *f < 9_223_372_036_854_775_808.0;
     let parsed = match value {
         Value::Null => return Ok(0),
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .and_then(integral_f64)
-                .filter(in_range)
-                .map(|f| f as i64)
-        }),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().and_then(integral_f64).filter(in_range).map(|f| f as i64)),
         Value::String(s) => s.trim().parse::<i64>().ok().or_else(|| {
             s.parse::<f64>()
                 .ok()
@@ -150,26 +144,18 @@ pub(crate) fn i64_value(value: &Value, path: &Path<'_>) -> Result<i64> {
 
 pub(crate) fn u32_value(value: &Value, path: &Path<'_>) -> Result<u32> {
     let wide = u64_value(value, path)?;
-    u32::try_from(wide).map_err(|_| {
-        error(
-            path,
-            format!("{wide} is out of range for an unsigned 32-bit integer"),
-        )
-    })
+    u32::try_from(wide).map_err(|_| error(path, format!("{wide} is out of range for an unsigned 32-bit integer")))
 }
 
 pub(crate) fn i32_value(value: &Value, path: &Path<'_>) -> Result<i32> {
     let wide = i64_value(value, path)?;
-    i32::try_from(wide)
-        .map_err(|_| error(path, format!("{wide} is out of range for a 32-bit integer")))
+    i32::try_from(wide).map_err(|_| error(path, format!("{wide} is out of range for a 32-bit integer")))
 }
 
 pub(crate) fn f64_value(value: &Value, path: &Path<'_>) -> Result<f64> {
     match value {
         Value::Null => Ok(0.0),
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| error(path, format!("{n} is not a double"))),
+        Value::Number(n) => n.as_f64().ok_or_else(|| error(path, format!("{n} is not a double"))),
         Value::String(s) => match s.as_str() {
             "NaN" => Ok(f64::NAN),
             "Infinity" => Ok(f64::INFINITY),
@@ -186,11 +172,7 @@ pub(crate) fn f64_value(value: &Value, path: &Path<'_>) -> Result<f64> {
 }
 
 /// An enum given as its number or its name; `from_name` maps a name to its number.
-pub(crate) fn enumeration(
-    value: &Value,
-    path: &Path<'_>,
-    from_name: fn(&str) -> Option<i32>,
-) -> Result<i32> {
+pub(crate) fn enumeration(value: &Value, path: &Path<'_>, from_name: fn(&str) -> Option<i32>) -> Result<i32> {
     match value {
         Value::String(name) => match from_name(name) {
             Some(number) => Ok(number),
@@ -212,16 +194,11 @@ pub(crate) fn id(value: &Value, path: &Path<'_>, expected_len: usize) -> Result<
     if text.is_empty() {
         return Ok(Vec::new());
     }
-    let bytes =
-        hex::decode(text).map_err(|e| error(path, format!("{text:?} is not a hex id: {e}")))?;
+    let bytes = hex::decode(text).map_err(|e| error(path, format!("{text:?} is not a hex id: {e}")))?;
     if bytes.len() != expected_len {
         return Err(error(
             path,
-            format!(
-                "id must be {} hex characters, found {}",
-                expected_len * 2,
-                text.len()
-            ),
+            format!("id must be {} hex characters, found {}", expected_len * 2, text.len()),
         ));
     }
     Ok(bytes)
@@ -271,10 +248,7 @@ mod tests {
         assert_eq!(at(u64_value, json!(1e3)).unwrap(), 1000);
         assert_eq!(at(i64_value, json!("-7")).unwrap(), -7);
         assert!(at(u64_value, json!("-1")).is_err());
-        assert!(at(u64_value, json!("soon"))
-            .unwrap_err()
-            .to_string()
-            .starts_with("x: "));
+        assert!(at(u64_value, json!("soon")).unwrap_err().to_string().starts_with("x: "));
         assert!(at(u64_value, json!(1.5)).is_err());
         assert!(at(u32_value, json!(5_000_000_000u64)).is_err());
     }
@@ -283,10 +257,7 @@ mod tests {
     fn doubles_accept_special_strings() {
         assert!(at(f64_value, json!("NaN")).unwrap().is_nan());
         assert_eq!(at(f64_value, json!("Infinity")).unwrap(), f64::INFINITY);
-        assert_eq!(
-            at(f64_value, json!("-Infinity")).unwrap(),
-            f64::NEG_INFINITY
-        );
+        assert_eq!(at(f64_value, json!("-Infinity")).unwrap(), f64::NEG_INFINITY);
         assert_eq!(at(f64_value, json!("2.5")).unwrap(), 2.5);
         assert_eq!(at(f64_value, json!(3)).unwrap(), 3.0);
         assert!(at(f64_value, json!(true)).is_err());
@@ -294,12 +265,7 @@ mod tests {
 
     #[test]
     fn ids_are_hex_of_the_right_length() {
-        assert_eq!(
-            at(|v, p| id(v, p, 8), json!("EEE19B7EC3C1B174"))
-                .unwrap()
-                .len(),
-            8
-        );
+        assert_eq!(at(|v, p| id(v, p, 8), json!("EEE19B7EC3C1B174")).unwrap().len(), 8);
         assert!(at(|v, p| id(v, p, 8), json!("eee19b")).is_err());
         assert!(at(|v, p| id(v, p, 8), json!("zzzzzzzzzzzzzzzz")).is_err());
         assert!(at(|v, p| id(v, p, 8), json!("")).unwrap().is_empty());

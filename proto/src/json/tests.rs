@@ -15,31 +15,21 @@ fn round_trip(name: &str, decode: fn(&[u8]) -> Result<Value, JsonError>) {
 
 #[test]
 fn protocol_examples_round_trip_field_by_field() {
-    round_trip("trace.json", |b| {
-        decode_traces(b).map(|r| encode_traces(&r))
-    });
+    round_trip("trace.json", |b| decode_traces(b).map(|r| encode_traces(&r)));
     round_trip("logs.json", |b| decode_logs(b).map(|r| encode_logs(&r)));
     round_trip("events.json", |b| decode_logs(b).map(|r| encode_logs(&r)));
-    round_trip("metrics.json", |b| {
-        decode_metrics(b).map(|r| encode_metrics(&r))
-    });
+    round_trip("metrics.json", |b| decode_metrics(b).map(|r| encode_metrics(&r)));
 }
 
 #[test]
 fn protocol_examples_decode_to_the_expected_values() {
     let traces = decode_traces(&vector("trace.json")).unwrap();
     let span = &traces.resource_spans[0].scope_spans[0].spans[0];
-    assert_eq!(
-        hex::encode(&span.trace_id),
-        "5b8efff798038103d269b633813fc60c"
-    );
+    assert_eq!(hex::encode(&span.trace_id), "5b8efff798038103d269b633813fc60c");
     assert_eq!(span.start_time_unix_nano, 1_544_712_660_000_000_000);
     assert_eq!(span.kind, 2);
     let metrics = decode_metrics(&vector("metrics.json")).unwrap();
-    assert_eq!(
-        metrics.resource_metrics[0].scope_metrics[0].metrics.len(),
-        4
-    );
+    assert_eq!(metrics.resource_metrics[0].scope_metrics[0].metrics.len(), 4);
 }
 
 #[test]
@@ -118,19 +108,12 @@ fn structural_errors_are_reported() {
         .message
         .starts_with("invalid JSON"));
     let err = decode_traces(br#"{"resourceSpans": {}}"#).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "resourceSpans: expected an array, found an object"
-    );
-    let err =
-        decode_traces(br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]}"#)
-            .unwrap_err();
+    assert_eq!(err.to_string(), "resourceSpans: expected an array, found an object");
+    let err = decode_traces(br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]}"#).unwrap_err();
     assert_eq!(err.path, "resourceSpans[0].scopeSpans[0].spans[0].traceId");
-    let two_members = br#"{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "a", "intValue": 1}}]}]}]}"#;
-    assert!(decode_logs(two_members)
-        .unwrap_err()
-        .message
-        .contains("oneof"));
+    let two_members =
+        br#"{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "a", "intValue": 1}}]}]}]}"#;
+    assert!(decode_logs(two_members).unwrap_err().message.contains("oneof"));
 }
 
 mod properties {

@@ -29,10 +29,7 @@ pub(crate) fn load(dir: &Path, consumer: &str) -> Option<u64> {
     match text.trim().parse() {
         Ok(position) => Some(position),
         Err(_) => {
-            tracing::warn!(
-                consumer,
-                "unreadable WAL checkpoint, replaying from the oldest segment"
-            );
+            tracing::warn!(consumer, "unreadable WAL checkpoint, replaying from the oldest segment");
             None
         }
     }

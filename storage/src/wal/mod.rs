@@ -149,8 +149,7 @@ impl Shared {
 
     fn add_segment(&self, segment: Segment) {
         self.lock_segments().push(segment);
-        self.disk_bytes
-            .fetch_add(segment::HEADER_LEN, Ordering::Relaxed);
+        self.disk_bytes.fetch_add(segment::HEADER_LEN, Ordering::Relaxed);
     }
 
     /// Where `position` is: inside a segment, before the next segment (collected or a gap left by
@@ -180,10 +179,7 @@ impl Shared {
     }
 
     fn poisoned(&self) -> Option<String> {
-        self.poison
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.poison.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Deletes every segment that all registered consumers have fully read (never the active one).
@@ -228,10 +224,8 @@ pub struct Wal {
 impl Wal {
     /// Opens (or creates) the log in `dir`, repairing a torn tail, and starts the writer thread.
     pub fn open(dir: &Path, options: WalOptions) -> Result<Wal, WalError> {
-        let (segments, recovery) = segment::recover(dir).map_err(io_context(format!(
-            "recovering the WAL in {}",
-            dir.display()
-        )))?;
+        let (segments, recovery) =
+            segment::recover(dir).map_err(io_context(format!("recovering the WAL in {}", dir.display())))?;
         let disk_bytes = segments.iter().map(|s| s.len + segment::HEADER_LEN).sum();
         let active = *segments.last().expect("recover creates a segment");
         let (committed, _) = watch::channel(active.end());
@@ -245,8 +239,7 @@ impl Wal {
             closing: AtomicBool::new(false),
             poison: Mutex::new(None),
         });
-        let writer = Writer::new(shared.clone(), active)
-            .map_err(io_context("opening the active WAL segment"))?;
+        let writer = Writer::new(shared.clone(), active).map_err(io_context("opening the active WAL segment"))?;
         let (sender, requests) = mpsc::channel(options.queue_depth.max(1));
         let handle = std::thread::Builder::new()
             .name("sift-wal".into())
@@ -392,10 +385,7 @@ impl WalConsumer {
 
     /// Waits for committed records past this consumer's read position and returns about
     /// `max_bytes` of them. Returns `None` once the log is closed and everything was read.
-    pub async fn next_batch(
-        &mut self,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<WalRecord>>, WalError> {
+    pub async fn next_batch(&mut self, max_bytes: usize) -> Result<Option<Vec<WalRecord>>, WalError> {
         loop {
             let mut reader = self.reader.take().expect("reader is always put back");
             let (reader, result) = tokio::task::spawn_blocking(move || {
@@ -409,8 +399,7 @@ impl WalConsumer {
             })?;
             let position = reader.position();
             self.reader = Some(reader);
-            let records =
-                result.map_err(io_context(format!("reading the WAL for {}", self.name)))?;
+            let records = result.map_err(io_context(format!("reading the WAL for {}", self.name)))?;
             if !records.is_empty() {
                 return Ok(Some(records));
             }
@@ -436,9 +425,8 @@ impl WalConsumer {
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.name.clone(), position);
         if position != self.stored && (force || self.last_store.elapsed() >= CHECKPOINT_INTERVAL) {
-            checkpoint::store(&self.shared.dir, &self.name, position).map_err(io_context(
-                format!("storing the WAL checkpoint of {}", self.name),
-            ))?;
+            checkpoint::store(&self.shared.dir, &self.name, position)
+                .map_err(io_context(format!("storing the WAL checkpoint of {}", self.name)))?;
             self.stored = position;
             self.last_store = Instant::now();
         }

@@ -64,8 +64,7 @@ impl Reader {
                 Locate::End => break,
             };
             let readable_end = segment.end().min(committed);
-            let want =
-                ((readable_end - self.position) as usize).min(budget.max(record::HEADER_LEN));
+            let want = ((readable_end - self.position) as usize).min(budget.max(record::HEADER_LEN));
             let bytes = self.read_bytes(segment, want)?;
             let consumed = self.decode_into(&bytes, readable_end, &mut out)?;
             budget = budget.saturating_sub(consumed.max(1));
@@ -93,12 +92,7 @@ impl Reader {
 
     /// Decodes records from `bytes` (read at the current position), advancing the position.
     /// Returns how many bytes were consumed.
-    fn decode_into(
-        &mut self,
-        bytes: &[u8],
-        readable_end: u64,
-        out: &mut Vec<WalRecord>,
-    ) -> io::Result<usize> {
+    fn decode_into(&mut self, bytes: &[u8], readable_end: u64, out: &mut Vec<WalRecord>) -> io::Result<usize> {
         let mut at = 0usize;
         while at < bytes.len() {
             match record::decode(&bytes[at..]) {

@@ -69,10 +69,7 @@ pub(crate) fn recover(dir: &Path) -> io::Result<(Vec<Segment>, RecoveryReport)> 
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(base) = name
-            .strip_suffix(".wal")
-            .and_then(|b| b.parse::<u64>().ok())
-        {
+        if let Some(base) = name.strip_suffix(".wal").and_then(|b| b.parse::<u64>().ok()) {
             bases.push(base);
         }
     }

@@ -66,9 +66,7 @@ async fn concurrent_appends_share_commits_and_all_succeed() {
     let mut tasks = Vec::new();
     for i in 0..400 {
         let appender = wal.appender();
-        tasks.push(tokio::spawn(
-            async move { appender.append(payload(i)).await },
-        ));
+        tasks.push(tokio::spawn(async move { appender.append(payload(i)).await }));
     }
     for task in tasks {
         task.await.unwrap().unwrap();
@@ -96,11 +94,7 @@ async fn a_full_log_refuses_until_consumers_catch_up() {
     assert!(wal.disk_bytes() <= 4096);
     let records = read_all(&mut consumer, accepted).await;
     consumer.commit(records.last().unwrap().end, true).unwrap();
-    assert!(
-        wal.disk_bytes() < 2048,
-        "segments were collected: {}",
-        wal.disk_bytes()
-    );
+    assert!(wal.disk_bytes() < 2048, "segments were collected: {}", wal.disk_bytes());
     appender.append(Bytes::from(vec![7u8; 200])).await.unwrap();
 }
 
@@ -133,10 +127,7 @@ async fn reopen_and_read(dir: &std::path::Path, expected: usize) -> (Vec<Bytes>,
             .await
             .is_err()
     );
-    wal.appender()
-        .append(Bytes::from_static(b"after"))
-        .await
-        .unwrap();
+    wal.appender().append(Bytes::from_static(b"after")).await.unwrap();
     (records.into_iter().map(|r| r.payload).collect(), report)
 }
 
@@ -164,11 +155,7 @@ async fn a_bit_flip_loses_only_the_damaged_record() {
     let file = last_segment(dir.path());
     let len = std::fs::metadata(&file).unwrap().len();
     // Damage the last record, then one in the middle.
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&file)
-        .unwrap();
+    let mut f = OpenOptions::new().read(true).write(true).open(&file).unwrap();
     for at in [len - 3, 8 + 100] {
         f.seek(SeekFrom::Start(at)).unwrap();
         let mut byte = [0u8];
@@ -182,10 +169,7 @@ async fn a_bit_flip_loses_only_the_damaged_record() {
     assert_eq!(records[0], payload(0));
     assert!(!records.contains(&payload(9)));
     assert_eq!(records.last().unwrap(), &payload(8));
-    assert!(
-        report.corrupt_bytes > 0 && report.truncated_bytes > 0,
-        "{report:?}"
-    );
+    assert!(report.corrupt_bytes > 0 && report.truncated_bytes > 0, "{report:?}");
 }
 
 #[tokio::test]

@@ -101,15 +101,11 @@ impl Writer {
         if payload.len() > record::MAX_PAYLOAD {
             return Err(AppendError::TooLarge);
         }
-        if self.shared.disk_bytes() + self.buffer.len() as u64 + framed
-            > self.shared.options.max_bytes
-        {
+        if self.shared.disk_bytes() + self.buffer.len() as u64 + framed > self.shared.options.max_bytes {
             return Err(AppendError::Full);
         }
         let pending = self.buffer.len() as u64;
-        if self.active.len + pending > 0
-            && self.active.len + pending + framed > self.shared.options.segment_bytes
-        {
+        if self.active.len + pending > 0 && self.active.len + pending + framed > self.shared.options.segment_bytes {
             self.rotate().map_err(|e| AppendError::Io(e.to_string()))?;
         }
         record::encode(payload, &mut self.buffer);
@@ -122,10 +118,7 @@ impl Writer {
             return Ok(());
         }
         let written = self.buffer.len() as u64;
-        let result = self
-            .file
-            .write_all(&self.buffer)
-            .and_then(|()| self.file.sync_data());
+        let result = self.file.write_all(&self.buffer).and_then(|()| self.file.sync_data());
         self.buffer.clear();
         result?;
         self.active.len += written;
