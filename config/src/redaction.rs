@@ -79,15 +79,17 @@ impl BuiltinPattern {
     /// The regular expression that finds candidates (a validator may still reject a candidate).
     pub fn regex(self) -> &'static str {
         match self {
-            BuiltinPattern::CreditCard => r"\b\d(?:[ -]?\d){12,18}\b",
-            BuiltinPattern::Email => r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
-            BuiltinPattern::Jwt => r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
-            BuiltinPattern::BearerToken => r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}",
-            BuiltinPattern::AwsAccessKey => r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",
-            BuiltinPattern::Ipv4 => {
-                r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"
+            BuiltinPattern::CreditCard => r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
+            BuiltinPattern::Email => {
+                r"(?-u:\b)[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)"
             }
-            BuiltinPattern::UsSsn => r"\b\d{3}-\d{2}-\d{4}\b",
+            BuiltinPattern::Jwt => r"(?-u:\b)eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+            BuiltinPattern::BearerToken => r"(?i)(?-u:\b)bearer\s+[A-Za-z0-9._~+/=-]{8,}",
+            BuiltinPattern::AwsAccessKey => r"(?-u:\b)(?:AKIA|ASIA)[A-Z0-9]{16}(?-u:\b)",
+            BuiltinPattern::Ipv4 => {
+                r"(?-u:\b)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?-u:\b)"
+            }
+            BuiltinPattern::UsSsn => r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)",
         }
     }
 

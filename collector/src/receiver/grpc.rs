@@ -224,7 +224,11 @@ pub async fn bind(
     let address = listener.local_addr()?;
     let limit = usize::try_from(config.max_recv_msg_size_mib << 20).unwrap_or(usize::MAX);
     let shared = Arc::new(Shared { id, ingest, limit });
+    // Requests are large (hundreds of KiB): with HTTP/2's default 64 KiB windows a client stalls
+    // on window updates, so let a whole request be in flight per stream.
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
         .add_service(ExportService::<Traces> {
             shared: shared.clone(),
             signal: PhantomData,

@@ -66,6 +66,25 @@ struct ListReport {
     removed: Vec<String>,
 }
 
+/// The decision for one attribute key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyRule {
+    /// Left alone (ignored keys, Sift's own summary attributes).
+    Ignore,
+    /// Not on the allow-list.
+    Remove,
+    /// A blocked key: the whole value is masked.
+    MaskWhole,
+    /// Look for blocked values inside.
+    Scan,
+}
+
+/// Key decisions remembered for the length of one request: the same keys repeat on every span.
+#[derive(Default)]
+struct Memo {
+    keys: std::collections::HashMap<String, KeyRule>,
+}
+
 /// Compiled redaction rules.
 pub struct Redactor {
     allow_all_keys: bool,
@@ -131,56 +150,76 @@ impl Redactor {
     /// Redacts every attribute list and log body of `request`.
     pub fn redact<S: Signal>(&self, request: &mut S::Request) -> Counts {
         let mut total = Counts::default();
+        // The same keys repeat on every span of a request: decide each once.
+        let mut memo = Memo::default();
         S::visit_log_bodies(request, &mut |body, attributes| {
             let mut report = ListReport::default();
-            self.redact_value(body, "body", &mut report);
+            self.redact_value(body, "body", &mut memo, &mut report);
             total.add(&report.counts);
             self.summarize(attributes, &report);
         });
         S::visit_attributes(request, &mut |_site, attributes| {
             let mut report = ListReport::default();
-            self.redact_list(attributes, &mut report);
+            self.redact_list(attributes, &mut memo, &mut report);
             total.add(&report.counts);
             self.summarize(attributes, &report);
         });
         total
     }
 
-    fn ignored(&self, key: &str) -> bool {
-        self.ignored_keys.contains(key) || self.ignored_key_patterns.as_ref().is_some_and(|set| set.is_match(key))
+    /// What happens to the values of `key`, whatever they are.
+    fn key_rule(&self, key: &str) -> KeyRule {
+        let ignored =
+            self.ignored_keys.contains(key) || self.ignored_key_patterns.as_ref().is_some_and(|set| set.is_match(key));
+        if key.starts_with("redaction.") || ignored {
+            KeyRule::Ignore
+        } else if !self.allow_all_keys && !self.allowed_keys.contains(key) {
+            KeyRule::Remove
+        } else if self.blocked_key_patterns.as_ref().is_some_and(|set| set.is_match(key)) {
+            KeyRule::MaskWhole
+        } else {
+            KeyRule::Scan
+        }
     }
 
-    fn redact_list(&self, attributes: &mut Vec<KeyValue>, report: &mut ListReport) {
+    fn redact_list(&self, attributes: &mut Vec<KeyValue>, memo: &mut Memo, report: &mut ListReport) {
         attributes.retain_mut(|kv| {
-            if kv.key.starts_with("redaction.") || self.ignored(&kv.key) {
-                return true;
-            }
-            if !self.allow_all_keys && !self.allowed_keys.contains(&kv.key) {
-                report.counts.removed_keys += 1;
-                report.removed.push(kv.key.clone());
-                return false;
-            }
-            let Some(value) = kv.value.as_mut() else { return true };
-            if self
-                .blocked_key_patterns
-                .as_ref()
-                .is_some_and(|set| set.is_match(&kv.key))
-            {
-                if value.value.is_some() {
-                    let rendered = render(value);
-                    value.value = Some(any_value::Value::StringValue(self.masker.mask(&rendered)));
-                    report.counts.masked_keys += 1;
-                    report.masked.push(kv.key.clone());
+            let rule = match memo.keys.get(&kv.key) {
+                Some(rule) => *rule,
+                None => {
+                    let rule = self.key_rule(&kv.key);
+                    memo.keys.insert(kv.key.clone(), rule);
+                    rule
                 }
-                return true;
+            };
+            match rule {
+                KeyRule::Ignore => true,
+                KeyRule::Remove => {
+                    report.counts.removed_keys += 1;
+                    report.removed.push(kv.key.clone());
+                    false
+                }
+                KeyRule::MaskWhole => {
+                    if let Some(value) = kv.value.as_mut().filter(|v| v.value.is_some()) {
+                        let rendered = render(value);
+                        value.value = Some(any_value::Value::StringValue(self.masker.mask(&rendered)));
+                        report.counts.masked_keys += 1;
+                        report.masked.push(kv.key.clone());
+                    }
+                    true
+                }
+                KeyRule::Scan => {
+                    if let Some(value) = kv.value.as_mut() {
+                        self.redact_value(value, &kv.key, memo, report);
+                    }
+                    true
+                }
             }
-            self.redact_value(value, &kv.key, report);
-            true
         });
     }
 
     /// Masks blocked matches inside `value` (recursing into arrays and maps).
-    fn redact_value(&self, value: &mut AnyValue, key: &str, report: &mut ListReport) {
+    fn redact_value(&self, value: &mut AnyValue, key: &str, memo: &mut Memo, report: &mut ListReport) {
         let masked_before = report.counts.masked_values;
         match value.value.as_mut() {
             None => {}
@@ -192,10 +231,10 @@ impl Redactor {
             }
             Some(any_value::Value::ArrayValue(array)) => {
                 for item in &mut array.values {
-                    self.redact_value(item, key, report);
+                    self.redact_value(item, key, memo, report);
                 }
             }
-            Some(any_value::Value::KvlistValue(list)) => self.redact_list(&mut list.values, report),
+            Some(any_value::Value::KvlistValue(list)) => self.redact_list(&mut list.values, memo, report),
             Some(other) if self.redact_all_types => {
                 let rendered = render(&AnyValue {
                     value: Some(other.clone()),

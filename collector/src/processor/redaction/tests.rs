@@ -49,7 +49,7 @@ fn int_of(attributes: &[KeyValue], key: &str) -> Option<i64> {
 
 fn redact_list(redactor: &Redactor, mut attributes: Vec<KeyValue>) -> (Vec<KeyValue>, Counts) {
     let mut report = ListReport::default();
-    redactor.redact_list(&mut attributes, &mut report);
+    redactor.redact_list(&mut attributes, &mut Memo::default(), &mut report);
     redactor.summarize(&mut attributes, &report);
     (attributes, report.counts)
 }
