@@ -118,7 +118,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             continue;
         };
         let consumer = wal.consumer(&format!("exporter.{id}"));
-        let built = exporter::build(id, exporter_config, &data_dir);
+        let built =
+            exporter::build(id, exporter_config, &data_dir).with_context(|| format!("building exporter {id}"))?;
         exporters.spawn(exporter::run(
             id.clone(),
             built,

@@ -71,6 +71,14 @@ pub struct Telemetry {
     pub exporter_sent: Family<ExporterLabels, Counter>,
     /// Items an exporter failed to export for good (`sift_exporter_failed_total`).
     pub exporter_failed: Family<ExporterLabels, Counter>,
+    /// Items sent again after a retryable failure (`sift_exporter_retried_total`).
+    pub exporter_retried: Family<ExporterLabels, Counter>,
+    /// Items skipped because an exporter's backlog exceeded its queue (`sift_exporter_dropped_total`).
+    pub exporter_dropped: Family<ExporterLabels, Counter>,
+    /// Items a downstream refused in a partial success (`sift_exporter_rejected_total`).
+    pub exporter_rejected: Family<ExporterLabels, Counter>,
+    /// Seconds an exporter has been behind the WAL head (`sift_exporter_lag_seconds`).
+    pub exporter_lag_seconds: Family<ExporterOnly, Gauge>,
     /// WAL bytes an exporter has not handled yet (`sift_exporter_queue_bytes`).
     pub exporter_queue_bytes: Family<ExporterOnly, Gauge>,
     /// WAL size on disk (`sift_storage_wal_bytes`).
@@ -106,6 +114,22 @@ impl Telemetry {
                 r,
                 "sift_exporter_failed",
                 "Items an exporter dropped after a permanent error",
+            ),
+            exporter_retried: registered(r, "sift_exporter_retried", "Items sent again after a retryable failure"),
+            exporter_dropped: registered(
+                r,
+                "sift_exporter_dropped",
+                "Items skipped because the exporter's backlog exceeded its sending queue (drop_oldest)",
+            ),
+            exporter_rejected: registered(
+                r,
+                "sift_exporter_rejected",
+                "Items a downstream refused in a partial success response",
+            ),
+            exporter_lag_seconds: registered(
+                r,
+                "sift_exporter_lag_seconds",
+                "Seconds the exporter has been behind the write-ahead log head",
             ),
             exporter_queue_bytes: registered(
                 r,

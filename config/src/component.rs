@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::types::Endpoint;
+use crate::types::{Duration, Endpoint};
 
 /// `type` or `type/name`, e.g. `otlp`, `otlp/downstream`, `file/audit`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,9 +187,151 @@ pub struct DebugExporterConfig {
 #[serde(deny_unknown_fields)]
 pub struct NopExporterConfig {}
 
+/// `exporters.otlp/<name>.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    HttpJson,
+}
+
+/// `exporters.otlp/<name>.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip (the Collector's default).
+    #[default]
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// None.
+    None,
+}
+
+/// `exporters.otlp/<name>.tls`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientConfig {
+    /// PEM file of the CA to trust (default: the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `exporters.otlp/<name>.sending_queue.full_policy`: what happens when an exporter's backlog
+/// exceeds `queue_size_mib`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Keep everything: the WAL fills and receivers refuse with a retryable status.
+    #[default]
+    Block,
+    /// Skip the oldest backlog of this exporter (counted as dropped); others are unaffected.
+    DropOldest,
+}
+
+/// `exporters.otlp/<name>.sending_queue`. The queue is the WAL itself: persistent by design.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendingQueue {
+    /// Accepted for Collector compatibility; the WAL-backed queue cannot be turned off.
+    pub enabled: bool,
+    /// Accepted for Collector compatibility: only `disk` exists.
+    pub storage: String,
+    /// Backlog (WAL bytes not yet sent) at which `full_policy` applies.
+    pub queue_size_mib: u64,
+    /// `block` or `drop_oldest`.
+    pub full_policy: FullPolicy,
+}
+
+impl Default for SendingQueue {
+    fn default() -> Self {
+        SendingQueue {
+            enabled: true,
+            storage: "disk".into(),
+            queue_size_mib: 256,
+            full_policy: FullPolicy::Block,
+        }
+    }
+}
+
+/// `exporters.otlp/<name>.retry_on_failure`: exponential backoff with jitter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryOnFailure {
+    /// Retry retryable failures at all.
+    pub enabled: bool,
+    /// First wait.
+    pub initial_interval: Duration,
+    /// Longest wait.
+    pub max_interval: Duration,
+    /// Give up on a batch (drop and count it) after retrying this long; 0 retries forever.
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RetryOnFailure {
+    fn default() -> Self {
+        RetryOnFailure {
+            enabled: true,
+            initial_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `exporters.otlp/<name>`: forwarding to a downstream OTLP backend.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// `http://host:port` or `https://host:port` (for HTTP, a base URL; `/v1/<signal>` is appended).
+    pub endpoint: String,
+    /// Transport and encoding.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Request compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Extra request headers (gRPC metadata), e.g. an API key from `${env:...}`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// TLS settings for `https://` endpoints.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    /// Largest request sent downstream, in MiB; larger WAL batches are split.
+    #[serde(default = "default_max_request_mib")]
+    pub max_request_size_mib: u64,
+    /// Backlog bound and policy.
+    #[serde(default)]
+    pub sending_queue: SendingQueue,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry_on_failure: RetryOnFailure,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_request_mib() -> u64 {
+    4
+}
+
 /// A configured exporter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExporterConfig {
+    /// `otlp`: forwards to a downstream OTLP backend.
+    Otlp(Box<OtlpExporterConfig>),
     /// `file`.
     File(FileExporterConfig),
     /// `debug`.

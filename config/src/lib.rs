@@ -19,8 +19,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use component::{
-    ComponentId, DebugExporterConfig, ExporterConfig, FileExporterConfig, GrpcServerConfig, HttpServerConfig,
-    NopExporterConfig, OtlpProtocols, OtlpReceiverConfig, ReceiverConfig, Rotation, Verbosity,
+    ComponentId, Compression, DebugExporterConfig, ExporterConfig, FileExporterConfig, FullPolicy, GrpcServerConfig,
+    HttpServerConfig, NopExporterConfig, OtlpExporterConfig, OtlpProtocol, OtlpProtocols, OtlpReceiverConfig,
+    ReceiverConfig, RetryOnFailure, Rotation, SendingQueue, TlsClientConfig, Verbosity,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use redaction::{BuiltinPattern, HashFunction, RedactionConfig, Summary, ValuePattern};
@@ -217,12 +218,70 @@ fn exporter(kind: &str, value: Value, path: &str) -> Result<ExporterConfig, Vec<
         "file" => typed(value, path).map(ExporterConfig::File),
         "debug" => typed(value, path).map(ExporterConfig::Debug),
         "nop" => typed(value, path).map(ExporterConfig::Nop),
+        "otlp" => typed(value, path).map(|otlp| ExporterConfig::Otlp(Box::new(otlp))),
         other => Err(ConfigError::new(
             path,
-            format!("unknown exporter type {other:?} (known: debug, file, nop)"),
+            format!("unknown exporter type {other:?} (known: debug, file, nop, otlp)"),
         )),
     };
-    built.map_err(|e| vec![e])
+    let built = built.map_err(|e| vec![e])?;
+    if let ExporterConfig::Otlp(otlp) = &built {
+        check_otlp(otlp, path)?;
+    }
+    Ok(built)
+}
+
+fn check_otlp(otlp: &OtlpExporterConfig, path: &str) -> Result<(), Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let endpoint = &otlp.endpoint;
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"));
+    match rest {
+        None => errors.push(ConfigError::new(
+            join(path, "endpoint"),
+            format!("{endpoint:?} must start with http:// or https://"),
+        )),
+        Some(rest) => {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if let Err(message) = Endpoint::parse(authority) {
+                errors.push(ConfigError::new(join(path, "endpoint"), message));
+            }
+        }
+    }
+    if otlp.timeout.0.is_zero() {
+        errors.push(ConfigError::new(join(path, "timeout"), "must be more than 0"));
+    }
+    if otlp.max_request_size_mib == 0 {
+        errors.push(ConfigError::new(
+            join(path, "max_request_size_mib"),
+            "must be at least 1",
+        ));
+    }
+    if otlp.sending_queue.storage != "disk" {
+        errors.push(ConfigError::new(
+            join(path, "sending_queue.storage"),
+            "only `disk` (the write-ahead log) is supported",
+        ));
+    }
+    if otlp.tls.cert_file.is_some() != otlp.tls.key_file.is_some() {
+        errors.push(ConfigError::new(
+            join(path, "tls"),
+            "cert_file and key_file go together",
+        ));
+    }
+    let retry = &otlp.retry_on_failure;
+    if retry.initial_interval.0.is_zero() || retry.max_interval < retry.initial_interval {
+        errors.push(ConfigError::new(
+            join(path, "retry_on_failure"),
+            "initial_interval must be more than 0 and at most max_interval",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 impl Config {

@@ -81,6 +81,9 @@ pub trait Signal: Send + Sync + 'static {
     /// Which signal this is.
     const KIND: SignalKind;
 
+    /// The OTLP/JSON name of the partial-success count (`rejectedSpans`, ...).
+    const REJECTED_FIELD: &'static str;
+
     /// Number of items (spans, log records, data points) in a request.
     fn item_count(request: &Self::Request) -> u64;
     /// Removes the items OTLP says a receiver must refuse (e.g. all-zero trace ids) and says why.
@@ -88,7 +91,14 @@ pub trait Signal: Send + Sync + 'static {
     /// The response for a request of which `rejected` items were refused.
     fn response(rejected: &Rejected) -> Self::Response;
     /// The response as OTLP/JSON.
-    fn response_json(rejected: &Rejected) -> Value;
+    fn response_json(rejected: &Rejected) -> Value {
+        if rejected.count == 0 {
+            return json!({});
+        }
+        json!({ "partialSuccess": { Self::REJECTED_FIELD: rejected.count.to_string(), "errorMessage": rejected.message } })
+    }
+    /// What a response says was rejected (partial success).
+    fn rejected_in(response: &Self::Response) -> Rejected;
     /// Decodes an OTLP/JSON request body.
     fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError>;
     /// Encodes a request as OTLP/JSON.
@@ -165,13 +175,6 @@ fn visit_points(metric: &mut Metric, f: &mut dyn FnMut(AttributeSite, &mut Vec<K
     }
 }
 
-fn partial_success_json(field: &str, rejected: &Rejected) -> Value {
-    if rejected.count == 0 {
-        return json!({});
-    }
-    json!({ "partialSuccess": { field: rejected.count.to_string(), "errorMessage": rejected.message } })
-}
-
 fn valid_id(id: &[u8], len: usize) -> bool {
     id.len() == len && id.iter().any(|b| *b != 0)
 }
@@ -211,6 +214,7 @@ impl Signal for Traces {
     type Request = ExportTraceServiceRequest;
     type Response = ExportTraceServiceResponse;
     const KIND: SignalKind = SignalKind::Traces;
+    const REJECTED_FIELD: &'static str = "rejectedSpans";
 
     fn item_count(request: &Self::Request) -> u64 {
         let mut count = 0;
@@ -251,8 +255,14 @@ impl Signal for Traces {
         }
     }
 
-    fn response_json(rejected: &Rejected) -> Value {
-        partial_success_json("rejectedSpans", rejected)
+    fn rejected_in(response: &Self::Response) -> Rejected {
+        response
+            .partial_success
+            .as_ref()
+            .map_or_else(Rejected::default, |p| Rejected {
+                count: u64::try_from(p.rejected_spans).unwrap_or(0),
+                message: p.error_message.clone(),
+            })
     }
 
     fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError> {
@@ -286,6 +296,7 @@ impl Signal for Logs {
     type Request = ExportLogsServiceRequest;
     type Response = ExportLogsServiceResponse;
     const KIND: SignalKind = SignalKind::Logs;
+    const REJECTED_FIELD: &'static str = "rejectedLogRecords";
 
     fn item_count(request: &Self::Request) -> u64 {
         let mut count = 0;
@@ -324,8 +335,14 @@ impl Signal for Logs {
         }
     }
 
-    fn response_json(rejected: &Rejected) -> Value {
-        partial_success_json("rejectedLogRecords", rejected)
+    fn rejected_in(response: &Self::Response) -> Rejected {
+        response
+            .partial_success
+            .as_ref()
+            .map_or_else(Rejected::default, |p| Rejected {
+                count: u64::try_from(p.rejected_log_records).unwrap_or(0),
+                message: p.error_message.clone(),
+            })
     }
 
     fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError> {
@@ -378,6 +395,7 @@ impl Signal for Metrics {
     type Request = ExportMetricsServiceRequest;
     type Response = ExportMetricsServiceResponse;
     const KIND: SignalKind = SignalKind::Metrics;
+    const REJECTED_FIELD: &'static str = "rejectedDataPoints";
 
     fn item_count(request: &Self::Request) -> u64 {
         let mut count = 0;
@@ -419,8 +437,14 @@ impl Signal for Metrics {
         }
     }
 
-    fn response_json(rejected: &Rejected) -> Value {
-        partial_success_json("rejectedDataPoints", rejected)
+    fn rejected_in(response: &Self::Response) -> Rejected {
+        response
+            .partial_success
+            .as_ref()
+            .map_or_else(Rejected::default, |p| Rejected {
+                count: u64::try_from(p.rejected_data_points).unwrap_or(0),
+                message: p.error_message.clone(),
+            })
     }
 
     fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError> {

@@ -8,7 +8,7 @@ use sift_proto::otlp::resource::v1::Resource;
 use sift_proto::{with_signal, Signal};
 use sift_storage::WalEntry;
 
-use super::{ExportError, ExportFuture, Exporter};
+use super::{Delivery, ExportError, ExportFuture, Exporter};
 
 pub(super) struct DebugExporter {
     name: String,
@@ -75,7 +75,7 @@ impl Exporter for DebugExporter {
                 self.log(entry)
                     .map_err(|e| ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal)))?;
             }
-            Ok(())
+            Ok(Delivery::default())
         })
     }
 }

@@ -11,7 +11,7 @@ use sift_config::FileExporterConfig;
 use sift_proto::{protobuf_to_json, SignalKind};
 use sift_storage::WalEntry;
 
-use super::{ExportError, ExportFuture, Exporter};
+use super::{Delivery, ExportError, ExportFuture, Exporter};
 
 struct Output {
     path: PathBuf,
@@ -63,7 +63,7 @@ impl FileExporter {
     }
 
     fn write(&mut self, batch: &[WalEntry]) -> Result<(), ExportError> {
-        let io = |e: std::io::Error| ExportError::Retryable(format!("file exporter: {e}"));
+        let io = |e: std::io::Error| ExportError::retryable(format!("file exporter: {e}"));
         let mut line = Vec::with_capacity(4096);
         let (max_bytes, max_backups) = (self.max_bytes, self.max_backups);
         for entry in batch {
@@ -145,7 +145,7 @@ fn rotate(output: &mut Output, max_backups: u32) -> std::io::Result<()> {
 impl Exporter for FileExporter {
     fn export<'a>(&'a mut self, batch: &'a [WalEntry]) -> ExportFuture<'a> {
         // File I/O blocks (the path may even be a FIFO nobody reads): keep it off the async workers.
-        Box::pin(async move { tokio::task::block_in_place(|| self.write(batch)) })
+        Box::pin(async move { tokio::task::block_in_place(|| self.write(batch)).map(|()| Delivery::default()) })
     }
 }
 

@@ -3,61 +3,160 @@
 //! Every exporter is a WAL consumer with its own checkpoint ([`run`]): it reads batches of entries
 //! from the log at its own pace, keeps those of the pipelines that list it, hands them to the
 //! [`Exporter`] and checkpoints once the exporter returns. A retryable failure is retried with
-//! backoff (the batch stays in the log); a permanent one is counted and skipped. So a slow or dead
-//! exporter never slows the receivers or the others until the WAL's size limit is reached.
+//! exponential backoff and jitter, never sooner than the destination asked (the batch stays in
+//! the log meanwhile); a permanent one is counted and skipped. A slow or dead exporter therefore
+//! slows nobody else until the WAL's size limit, or, with `drop_oldest`, its own queue size.
 
 mod debug;
 mod file;
 mod nop;
+pub mod otlp;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sift_config::{ComponentId, ExporterConfig};
-use sift_proto::item_count_protobuf;
-use sift_storage::wal::WalConsumer;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use sift_config::{ComponentId, ExporterConfig, FullPolicy};
+use sift_proto::{item_count_protobuf, SignalKind};
+use sift_storage::wal::{WalConsumer, WalRecord};
 use sift_storage::WalEntry;
 use tokio::sync::watch;
 
 use crate::telemetry::{ExporterLabels, ExporterOnly, Telemetry};
 
 /// The future an exporter returns.
-pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ExportError>> + Send + 'a>>;
+pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, ExportError>> + Send + 'a>>;
+
+/// What happened to a batch that was handled: items dropped for good (a permanent error on part of
+/// it) and items the destination refused individually (partial success).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Items not delivered because of a permanent error, per signal.
+    pub dropped: BTreeMap<SignalKind, u64>,
+    /// Items the destination accepted the request of but refused (partial success), per signal.
+    pub rejected: BTreeMap<SignalKind, u64>,
+}
 
 /// An export failure; the variant says whether retrying can help.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// Try again later (the destination is down, busy, ...).
-    #[error("retryable export error: {0}")]
-    Retryable(String),
+    /// Try again later (the destination is down, busy, ...), not before `after` if given.
+    #[error("retryable export error: {message}")]
+    Retryable {
+        /// What went wrong.
+        message: String,
+        /// The destination's `Retry-After` / `RetryInfo`.
+        after: Option<Duration>,
+    },
     /// The batch will never be accepted; it is dropped and counted.
     #[error("permanent export error: {0}")]
     Permanent(String),
 }
 
+impl ExportError {
+    /// A retryable error without retry advice.
+    pub fn retryable(message: impl Into<String>) -> ExportError {
+        ExportError::Retryable {
+            message: message.into(),
+            after: None,
+        }
+    }
+}
+
+/// How an exporter's retryable failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retry at all (otherwise a retryable failure drops the batch).
+    pub enabled: bool,
+    /// First wait.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+    /// Give up on a batch after this long (`None`: never).
+    pub max_elapsed: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            enabled: true,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            max_elapsed: None,
+        }
+    }
+}
+
 /// A destination for batches. After `export` returns `Ok`, the batch is no longer the
 /// exporter's concern: it will not be offered again (unless Sift crashes before checkpointing).
+/// A batch that failed retryably is offered again, unchanged, until it succeeds.
 pub trait Exporter: Send {
     /// Exports a batch of WAL entries (all of pipelines that list this exporter).
     fn export<'a>(&'a mut self, batch: &'a [WalEntry]) -> ExportFuture<'a>;
+
+    /// How retryable failures are retried.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    /// The exporter's own backlog bound and what to do beyond it (`None`: only the WAL's bound).
+    fn queue_limit(&self) -> Option<(u64, FullPolicy)> {
+        None
+    }
 }
 
 /// Builds the exporter for a config entry. `data_dir` anchors default file paths.
-pub fn build(id: &ComponentId, config: &ExporterConfig, data_dir: &std::path::Path) -> Box<dyn Exporter> {
-    match config {
+pub fn build(
+    id: &ComponentId,
+    config: &ExporterConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Box<dyn Exporter>> {
+    Ok(match config {
         ExporterConfig::File(file) => Box::new(file::FileExporter::new(file, data_dir)),
         ExporterConfig::Debug(debug) => Box::new(debug::DebugExporter::new(id.to_string(), debug.verbosity)),
         ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
-    }
+        ExporterConfig::Otlp(otlp) => Box::new(otlp::OtlpExporter::new(id.to_string(), otlp)?),
+    })
 }
 
 /// Bytes of WAL read per batch.
 const BATCH_BYTES: usize = 4 << 20;
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The per-exporter gauges, refreshed as the exporter moves.
+struct Gauges {
+    queue_bytes: prometheus_client::metrics::gauge::Gauge,
+    lag_seconds: prometheus_client::metrics::gauge::Gauge,
+    behind_since: Option<Instant>,
+}
+
+impl Gauges {
+    fn new(name: &str, telemetry: &Telemetry) -> Gauges {
+        let labels = ExporterOnly {
+            exporter: name.to_owned(),
+        };
+        Gauges {
+            queue_bytes: telemetry.exporter_queue_bytes.get_or_create(&labels).clone(),
+            lag_seconds: telemetry.exporter_lag_seconds.get_or_create(&labels).clone(),
+            behind_since: None,
+        }
+    }
+
+    /// `backlog`: WAL bytes after the batch being handled (`handling` says whether one is).
+    fn update(&mut self, backlog: u64, handling: bool) {
+        self.queue_bytes.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        if backlog == 0 && !handling {
+            self.behind_since = None;
+        } else if self.behind_since.is_none() {
+            self.behind_since = Some(Instant::now());
+        }
+        let behind = self.behind_since.map_or(0, |since| since.elapsed().as_secs());
+        self.lag_seconds.set(i64::try_from(behind).unwrap_or(i64::MAX));
+    }
+}
 
 /// Drives one exporter from the WAL until the log is closed and drained, or `stop` is set.
 pub async fn run(
@@ -69,13 +168,11 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = id.to_string();
-    let queue_gauge = telemetry
-        .exporter_queue_bytes
-        .get_or_create(&ExporterOnly { exporter: name.clone() })
-        .clone();
+    let mut gauges = Gauges::new(&name, &telemetry);
     let mut handled = None;
+    let queue_limit = exporter.queue_limit();
     loop {
-        queue_gauge.set(i64::try_from(consumer.lag_bytes()).unwrap_or(i64::MAX));
+        gauges.update(consumer.lag_bytes(), false);
         let next = tokio::select! {
             next = consumer.next_batch(BATCH_BYTES) => next,
             _ = stop.wait_for(|stop| *stop) => break,
@@ -85,25 +182,35 @@ pub async fn run(
             Ok(None) => break,
             Err(e) => {
                 tracing::error!(exporter = %name, error = %e, "cannot read the WAL");
-                tokio::time::sleep(MAX_BACKOFF).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
         let Some(end) = records.last().map(|r| r.end) else {
             continue;
         };
-        let mut batch = Vec::with_capacity(records.len());
-        for record in &records {
-            match WalEntry::decode(&record.payload) {
-                Ok(entry) if pipelines.contains(&entry.pipeline) => batch.push(entry),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(exporter = %name, position = record.position, error = %e, "skipping WAL entry")
-                }
+        let batch = entries(&name, &records, &pipelines);
+        let over_queue = queue_limit
+            .filter(|(_, policy)| *policy == FullPolicy::DropOldest)
+            .is_some_and(|(limit, _)| consumer.lag_bytes() > limit);
+        if over_queue {
+            count(&telemetry.exporter_dropped, &name, &batch, &BTreeMap::new());
+            tracing::warn!(exporter = %name, entries = batch.len(), "backlog over the sending queue size: dropping the oldest");
+        } else if !batch.is_empty() {
+            gauges.update(consumer.lag_bytes(), true);
+            let delivered = export_with_retry(
+                &name,
+                exporter.as_mut(),
+                &batch,
+                &telemetry,
+                &mut gauges,
+                &consumer,
+                &mut stop,
+            )
+            .await;
+            if !delivered {
+                break;
             }
-        }
-        if !batch.is_empty() && !export_with_retry(&name, exporter.as_mut(), &batch, &telemetry, &mut stop).await {
-            break;
         }
         handled = Some(end);
         if let Err(e) = consumer.commit(end, false) {
@@ -115,58 +222,106 @@ pub async fn run(
             tracing::error!(exporter = %name, error = %e, "cannot store WAL checkpoint");
         }
     }
-    queue_gauge.set(i64::try_from(consumer.lag_bytes()).unwrap_or(i64::MAX));
+    gauges.update(consumer.lag_bytes(), false);
     tracing::debug!(exporter = %name, "exporter stopped");
 }
 
-/// Exports `batch`, retrying retryable failures with backoff. Returns false if stopped first.
+/// The entries of `records` that belong to `pipelines`.
+fn entries(name: &str, records: &[WalRecord], pipelines: &HashSet<String>) -> Vec<WalEntry> {
+    let mut batch = Vec::with_capacity(records.len());
+    for record in records {
+        match WalEntry::decode(&record.payload) {
+            Ok(entry) if pipelines.contains(&entry.pipeline) => batch.push(entry),
+            Ok(_) => {}
+            Err(e) => tracing::error!(exporter = name, position = record.position, error = %e, "skipping WAL entry"),
+        }
+    }
+    batch
+}
+
+/// A factor in [0.5, 1.5) for jitter, from the clock (no shared RNG needed).
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = (u64::from(nanos)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    0.5 + (mixed as f64 / (1u64 << 53) as f64)
+}
+
+/// Exports `batch`, retrying retryable failures per the exporter's policy. Returns false if
+/// stopped before the batch was handled (it stays in the WAL).
 async fn export_with_retry(
     name: &str,
     exporter: &mut dyn Exporter,
     batch: &[WalEntry],
     telemetry: &Telemetry,
+    gauges: &mut Gauges,
+    consumer: &WalConsumer,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
-    let mut backoff = MIN_BACKOFF;
+    let policy = exporter.retry_policy();
+    let mut backoff = policy.initial;
+    let started = Instant::now();
     loop {
         let result = tokio::select! {
             result = exporter.export(batch) => result,
             _ = stop.wait_for(|stop| *stop) => return false,
         };
-        match result {
-            Ok(()) => {
-                count(&telemetry.exporter_sent, name, batch);
+        let (message, after) = match result {
+            Ok(delivery) => {
+                count(&telemetry.exporter_sent, name, batch, &delivery.dropped);
+                for (signal, items) in &delivery.dropped {
+                    family_get(&telemetry.exporter_failed, name, *signal).inc_by(*items);
+                }
+                for (signal, items) in &delivery.rejected {
+                    family_get(&telemetry.exporter_rejected, name, *signal).inc_by(*items);
+                }
                 return true;
             }
             Err(ExportError::Permanent(message)) => {
                 tracing::error!(exporter = name, error = %message, "dropping batch after a permanent error");
-                count(&telemetry.exporter_failed, name, batch);
+                count(&telemetry.exporter_failed, name, batch, &BTreeMap::new());
                 return true;
             }
-            Err(ExportError::Retryable(message)) => {
-                tracing::warn!(exporter = name, error = %message, retry_in = ?backoff, "export failed, will retry");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|stop| *stop) => return false,
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+            Err(ExportError::Retryable { message, after }) => (message, after),
+        };
+        let expired = policy.max_elapsed.is_some_and(|limit| started.elapsed() >= limit);
+        if !policy.enabled || expired {
+            tracing::error!(exporter = name, error = %message, "giving up on batch after retrying");
+            count(&telemetry.exporter_failed, name, batch, &BTreeMap::new());
+            return true;
         }
+        let wait = backoff.mul_f64(jitter()).max(after.unwrap_or_default());
+        tracing::warn!(exporter = name, error = %message, retry_in = ?wait, "export failed, will retry");
+        count(&telemetry.exporter_retried, name, batch, &BTreeMap::new());
+        gauges.update(consumer.lag_bytes(), true);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stop| *stop) => return false,
+        }
+        backoff = (backoff * 2).min(policy.max);
     }
 }
 
-fn count(
-    family: &prometheus_client::metrics::family::Family<ExporterLabels, prometheus_client::metrics::counter::Counter>,
-    name: &str,
-    batch: &[WalEntry],
-) {
+fn family_get(family: &Family<ExporterLabels, Counter>, name: &str, signal: SignalKind) -> Counter {
+    family
+        .get_or_create(&ExporterLabels {
+            exporter: name.to_owned(),
+            signal: signal.as_str().to_owned(),
+        })
+        .clone()
+}
+
+/// Adds the items of `batch`, less `minus`, to `family` per signal.
+fn count(family: &Family<ExporterLabels, Counter>, name: &str, batch: &[WalEntry], minus: &BTreeMap<SignalKind, u64>) {
+    let mut items: BTreeMap<SignalKind, u64> = BTreeMap::new();
     for entry in batch {
-        let items = item_count_protobuf(entry.signal, &entry.body).unwrap_or(0);
-        family
-            .get_or_create(&ExporterLabels {
-                exporter: name.to_owned(),
-                signal: entry.signal.as_str().to_owned(),
-            })
-            .inc_by(items);
+        *items.entry(entry.signal).or_default() += item_count_protobuf(entry.signal, &entry.body).unwrap_or(0);
+    }
+    for (signal, n) in items {
+        let n = n.saturating_sub(minus.get(&signal).copied().unwrap_or(0));
+        if n > 0 {
+            family_get(family, name, signal).inc_by(n);
+        }
     }
 }

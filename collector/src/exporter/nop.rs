@@ -2,12 +2,12 @@
 
 use sift_storage::WalEntry;
 
-use super::{ExportFuture, Exporter};
+use super::{Delivery, ExportFuture, Exporter};
 
 pub(super) struct NopExporter;
 
 impl Exporter for NopExporter {
     fn export<'a>(&'a mut self, _batch: &'a [WalEntry]) -> ExportFuture<'a> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(Delivery::default()) })
     }
 }

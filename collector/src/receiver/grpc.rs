@@ -11,17 +11,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use prost::Message;
 use sift_config::{ComponentId, GrpcServerConfig};
 use sift_proto::status::RpcStatus;
 use sift_proto::{Logs, Metrics, Signal, Traces};
 use tokio::net::TcpListener;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder};
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{http, BoxFuture, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
+use crate::grpc_codec::RawCodec;
 use crate::pipeline::{Ingest, IngestError, RETRY_AFTER};
 
 /// The gRPC names of a signal's export service.
@@ -45,44 +46,6 @@ impl GrpcSignal for Logs {
 impl GrpcSignal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-}
-
-/// Passes message bytes through untouched in both directions.
-#[derive(Default, Clone, Copy)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }
 
 struct Shared {
@@ -110,7 +73,7 @@ impl<S: GrpcSignal> NamedService for ExportService<S> {
     const NAME: &'static str = S::SERVICE;
 }
 
-async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Vec<u8>>, Status> {
+async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
     let signal = S::KIND.as_str();
     let telemetry = shared.ingest.telemetry();
     if !shared.ingest.serves(&shared.id, S::KIND) {
@@ -142,7 +105,7 @@ async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> 
         }
     };
     match shared.ingest.accept::<S>(&shared.id, "grpc", decoded, Some(body)).await {
-        Ok(rejected) => Ok(Response::new(S::response(&rejected).encode_to_vec())),
+        Ok(rejected) => Ok(Response::new(S::response(&rejected).encode_to_vec().into())),
         Err(error) => Err(unavailable(&error)),
     }
 }
@@ -162,8 +125,8 @@ struct Unary<S> {
 }
 
 impl<S: GrpcSignal> UnaryService<Bytes> for Unary<S> {
-    type Response = Vec<u8>;
-    type Future = BoxFuture<Response<Vec<u8>>, Status>;
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         Box::pin(handle::<S>(self.shared.clone(), request))

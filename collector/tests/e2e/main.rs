@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod durability;
+mod forwarding;
 mod ingest_grpc;
 mod ingest_http;
 mod ingest_sdk;
