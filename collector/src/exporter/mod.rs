@@ -285,6 +285,15 @@ async fn export_with_retry(
             }
             Err(ExportError::Retryable { message, after }) => (message, after),
         };
+        let over_queue = exporter
+            .queue_limit()
+            .filter(|(_, policy)| *policy == FullPolicy::DropOldest)
+            .is_some_and(|(limit, _)| consumer.lag_bytes() > limit);
+        if over_queue {
+            tracing::warn!(exporter = name, error = %message, "backlog over the sending queue size: dropping the oldest");
+            count(&telemetry.exporter_dropped, name, batch, &BTreeMap::new());
+            return true;
+        }
         let expired = policy.max_elapsed.is_some_and(|limit| started.elapsed() >= limit);
         if !policy.enabled || expired {
             tracing::error!(exporter = name, error = %message, "giving up on batch after retrying");

@@ -381,3 +381,41 @@ fn a_429_with_retry_after_is_honoured() {
     assert!(waited < Duration::from_secs(4), "not much later either: {waited:?}");
     assert_eq!(decoded_span_names(&received[1].1).len(), 100, "the whole request again");
 }
+
+#[test]
+fn drop_oldest_keeps_a_dead_downstream_from_filling_the_wal() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let yaml = config(
+        &format!(
+            "  file: {{}}\n  otlp/dead:\n    endpoint: {dead}\n    retry_on_failure: {{ initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 0 }}\n    sending_queue: {{ queue_size_mib: 1, full_policy: drop_oldest }}"
+        ),
+        "file, otlp/dead",
+        "storage:\n  wal: { max_size_mib: 6, segment_size_mib: 1 }",
+    );
+    let a = Sift::start(&yaml);
+    let client = Client::new();
+    let body = spans(200, 1, 200).encode_to_vec();
+    for _ in 0..200 {
+        let response = client
+            .post(a.http_url("/v1/traces"))
+            .header("Content-Type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "never refused: the dead exporter drops its oldest backlog instead"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let total = 200.0 * 200.0;
+    assert!(eventually(
+        Duration::from_secs(10),
+        || count_items(&a.exported("traces"), "traces") as f64 == total
+    ));
+    let dropped = a.metric("sift_exporter_dropped_total{exporter=\"otlp/dead\",signal=\"traces\"}");
+    assert!(dropped > 0.0 && dropped <= total, "{dropped}");
+    assert!(a.metric("sift_storage_wal_bytes") <= (6 << 20) as f64);
+    eprintln!("drop_oldest: {dropped} of {total} spans dropped for the dead downstream, none refused");
+}

@@ -13,14 +13,26 @@ const EMAIL: &str = "alice.liddell@example.com";
 const STRIPE: &str = "sk_live_abcdefghijklmnopqrstuvwx";
 
 fn redacting_config(rules: &str) -> String {
+    redacting_config_forwarding_to(rules, None)
+}
+
+/// `rules` in front of `file` and `debug` exporters, and an `otlp/b` one when `downstream` is given.
+fn redacting_config_forwarding_to(rules: &str, downstream: Option<&str>) -> String {
+    let (forward, names) = match downstream {
+        Some(endpoint) => (
+            format!("  otlp/b: {{ endpoint: \"{endpoint}\" }}\n"),
+            "file, debug, otlp/b",
+        ),
+        None => (String::new(), "file, debug"),
+    };
     format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:0 }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
          processors:\n  redaction:\n{rules}\n\
-         exporters:\n  file: {{}}\n  debug: {{ verbosity: detailed }}\n\
+         exporters:\n  file: {{}}\n  debug: {{ verbosity: detailed }}\n{forward}\
          service:\n  pipelines:\n\
-         \x20   traces: {{ receivers: [otlp], processors: [redaction], exporters: [file, debug] }}\n\
-         \x20   logs: {{ receivers: [otlp], processors: [redaction], exporters: [file, debug] }}\n\
-         \x20   metrics: {{ receivers: [otlp], processors: [redaction], exporters: [file, debug] }}\n\
+         \x20   traces: {{ receivers: [otlp], processors: [redaction], exporters: [{names}] }}\n\
+         \x20   logs: {{ receivers: [otlp], processors: [redaction], exporters: [{names}] }}\n\
+         \x20   metrics: {{ receivers: [otlp], processors: [redaction], exporters: [{names}] }}\n\
          query:\n  endpoint: 127.0.0.1:0\n"
     )
 }
@@ -55,7 +67,8 @@ fn string_attribute(attributes: &Value, key: &str) -> Option<String> {
 
 #[test]
 fn planted_secrets_never_reach_disk_exports_or_the_log() {
-    let sift = Sift::start(&redacting_config(RULES));
+    let downstream = Sift::start(&crate::common::file_config());
+    let sift = Sift::start(&redacting_config_forwarding_to(RULES, Some(&downstream.grpc_url())));
     let mut expected = [0u64; 3];
     for protocol in ["grpc", "http"] {
         let endpoint = if protocol == "grpc" {
@@ -95,6 +108,13 @@ fn planted_secrets_never_reach_disk_exports_or_the_log() {
                 as u64
                 == expected[i]),
             "{signal} arrived"
+        );
+        assert!(
+            eventually(
+                Duration::from_secs(20),
+                || count_items(&downstream.exported(signal), signal) as u64 == expected[i]
+            ),
+            "{signal} forwarded"
         );
     }
     let log = sift.log_text();
