@@ -419,3 +419,102 @@ fn drop_oldest_keeps_a_dead_downstream_from_filling_the_wal() {
     assert!(a.metric("sift_storage_wal_bytes") <= (6 << 20) as f64);
     eprintln!("drop_oldest: {dropped} of {total} spans dropped for the dead downstream, none refused");
 }
+
+/// A gRPC OTLP trace receiver behind TLS with a freshly made certificate, counting spans.
+struct TlsDownstream {
+    address: SocketAddr,
+    spans: Arc<Mutex<usize>>,
+    ca_pem: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[derive(Clone)]
+struct CountingTraces(Arc<Mutex<usize>>);
+
+#[tonic::async_trait]
+impl sift_proto::otlp::collector::trace::v1::trace_service_server::TraceService for CountingTraces {
+    async fn export(
+        &self,
+        request: tonic::Request<sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<sift_proto::otlp::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status>
+    {
+        let n: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        *self.0.lock().unwrap() += n;
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl TlsDownstream {
+    fn start() -> TlsDownstream {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap();
+        let spans = Arc::new(Mutex::new(0));
+        let service = sift_proto::otlp::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            CountingTraces(spans.clone()),
+        )
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(&cert, &key));
+        runtime.spawn(async move {
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap()
+        });
+        TlsDownstream {
+            address,
+            spans,
+            ca_pem: cert,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn forwarding_over_tls_trusts_the_configured_ca_and_nothing_else() {
+    let downstream = TlsDownstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &downstream.ca_pem).unwrap();
+    let port = downstream.address.port();
+    let exporter = |tls: &str| {
+        config(
+            &format!(
+                "  file: {{}}\n  otlp/b:\n    endpoint: https://localhost:{port}\n    retry_on_failure: {{ initial_interval: 100ms, max_interval: 200ms, max_elapsed_time: 0 }}\n{tls}"
+            ),
+            "file, otlp/b",
+            "",
+        )
+    };
+    // Without the CA the server is not trusted: nothing arrives, the exporter keeps retrying.
+    let untrusted = Sift::start(&exporter(""));
+    post_spans(&Client::new(), &untrusted, 1);
+    assert!(eventually(Duration::from_secs(10), || {
+        untrusted.metric("sift_exporter_retried_total{exporter=\"otlp/b\",signal=\"traces\"}") > 0.0
+    }));
+    assert_eq!(*downstream.spans.lock().unwrap(), 0);
+    drop(untrusted);
+    // With it, everything arrives.
+    let trusted = Sift::start(&exporter(&format!("    tls: {{ ca_file: {} }}", ca.display())));
+    post_spans(&Client::new(), &trusted, 2);
+    assert!(eventually(Duration::from_secs(10), || *downstream
+        .spans
+        .lock()
+        .unwrap()
+        == 100));
+}
