@@ -3,7 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod exporter;
-mod grpc_codec;
 pub mod pipeline;
 pub mod processor;
 pub mod receiver;

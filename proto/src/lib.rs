@@ -4,12 +4,15 @@
 //! - [`Signal`]: traces, logs and metrics behind one trait, so every pipeline stage is written once.
 //! - [`json`]: Sift's own OTLP/JSON codec (lenient where the mapping allows, never silently lossy).
 //! - [`status`]: `google.rpc.Status` and `RetryInfo` for error bodies and retry advice.
+//! - [`RawCodec`]: a tonic codec that passes OTLP message bytes through untouched.
 #![warn(missing_docs)]
 
+mod grpc_codec;
 pub mod json;
 mod signal;
 pub mod status;
 
+pub use grpc_codec::RawCodec;
 pub use opentelemetry_proto::tonic as otlp;
 pub use signal::{
     data_point_count, item_count_protobuf, protobuf_to_json, AttributeSite, Logs, Metrics, Rejected, Signal,

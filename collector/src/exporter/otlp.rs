@@ -23,7 +23,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use super::{Delivery, ExportError, ExportFuture, Exporter, RetryPolicy};
-use crate::grpc_codec::RawCodec;
+use sift_proto::RawCodec;
 
 enum Transport {
     Grpc {

@@ -22,8 +22,8 @@ use tonic::codegen::{http, BoxFuture, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use crate::grpc_codec::RawCodec;
 use crate::pipeline::{Ingest, IngestError, RETRY_AFTER};
+use sift_proto::RawCodec;
 
 /// The gRPC names of a signal's export service.
 pub trait GrpcSignal: Signal {

@@ -152,6 +152,21 @@ impl Sift {
         self.spawn();
     }
 
+    /// POSTs a protobuf-encoded OTLP request to `path` (e.g. `/v1/traces`) of the HTTP receiver.
+    pub fn post_protobuf(
+        &self,
+        client: &reqwest::blocking::Client,
+        path: &str,
+        body: Vec<u8>,
+    ) -> reqwest::blocking::Response {
+        client
+            .post(self.http_url(path))
+            .header("Content-Type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .unwrap()
+    }
+
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }

@@ -145,12 +145,7 @@ fn damaged_wal_run(damage: impl Fn(&Path)) -> (HashSet<String>, String) {
             .spans
             .iter_mut()
             .for_each(|s| s.trace_id = vec![r + 1; 16]);
-        let response = client
-            .post(sift.http_url("/v1/traces"))
-            .header("Content-Type", "application/x-protobuf")
-            .body(request.encode_to_vec())
-            .send()
-            .unwrap();
+        let response = sift.post_protobuf(&client, "/v1/traces", request.encode_to_vec());
         assert_eq!(response.status(), 200);
     }
     sift.kill();

@@ -139,12 +139,7 @@ fn post_spans(client: &Client, a: &Sift, seed: u64) {
     for span in &mut request.resource_spans[0].scope_spans[0].spans {
         span.trace_id = [seed.to_be_bytes(), [7; 8]].concat();
     }
-    let response = client
-        .post(a.http_url("/v1/traces"))
-        .header("Content-Type", "application/x-protobuf")
-        .body(request.encode_to_vec())
-        .send()
-        .unwrap();
+    let response = a.post_protobuf(client, "/v1/traces", request.encode_to_vec());
     assert_eq!(response.status(), 200);
 }
 
@@ -330,12 +325,7 @@ fn requests_a_downstream_refuses_with_400_are_dropped_and_counted_and_the_rest_a
                 span.name = format!("poison {i}");
             }
         }
-        let response = client
-            .post(a.http_url("/v1/traces"))
-            .header("Content-Type", "application/x-protobuf")
-            .body(request.encode_to_vec())
-            .send()
-            .unwrap();
+        let response = a.post_protobuf(&client, "/v1/traces", request.encode_to_vec());
         assert_eq!(response.status(), 200);
         // One request at a time, so that no good request is merged with a poisoned one.
         assert!(eventually(
@@ -396,12 +386,7 @@ fn drop_oldest_keeps_a_dead_downstream_from_filling_the_wal() {
     let client = Client::new();
     let body = spans(200, 1, 200).encode_to_vec();
     for _ in 0..200 {
-        let response = client
-            .post(a.http_url("/v1/traces"))
-            .header("Content-Type", "application/x-protobuf")
-            .body(body.clone())
-            .send()
-            .unwrap();
+        let response = a.post_protobuf(&client, "/v1/traces", body.clone());
         assert_eq!(
             response.status(),
             200,

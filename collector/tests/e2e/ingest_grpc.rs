@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use sift_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use sift_proto::RawCodec;
+use tonic::codec::CompressionEncoding;
 
 use crate::common::{count_items, eventually, file_config, Sift};
 
@@ -80,41 +81,8 @@ fn compressed_requests_and_partial_success() {
     );
 }
 
-/// Sends arbitrary bytes as the request message.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
 async fn raw_export(url: &str, path: &'static str, body: Vec<u8>) -> Result<Bytes, tonic::Status> {
+    let body = Bytes::from(body);
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .unwrap()
         .connect()

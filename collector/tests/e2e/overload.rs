@@ -30,14 +30,7 @@ fn a_blocked_exporter_makes_receivers_refuse_with_retry_advice_and_memory_stays_
     let body = spans(200, 1, 200).encode_to_vec();
     assert!(body.len() > 40_000);
 
-    let send = || {
-        client
-            .post(sift.http_url("/v1/traces"))
-            .header("Content-Type", "application/x-protobuf")
-            .body(body.clone())
-            .send()
-            .unwrap()
-    };
+    let send = || sift.post_protobuf(&client, "/v1/traces", body.clone());
     let mut accepted = 0;
     let refusal = loop {
         let response = send();

@@ -1,6 +1,6 @@
-//! A tonic codec that passes message bytes through untouched, used where Sift already holds the
-//! encoded message (receiving: decode ourselves for OTLP status codes; forwarding: send the WAL's
-//! bytes without re-encoding).
+//! A tonic codec that passes message bytes through untouched, for where the encoded message is
+//! already at hand: Sift decodes received requests itself (for OTLP's status codes) and forwards
+//! the WAL's bytes without re-encoding them.
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
