@@ -287,6 +287,27 @@ impl Default for RetryOnFailure {
     }
 }
 
+/// `exporters.otlp/<name>.batch`: batching by size and age. WAL entries already available are
+/// always sent together; with a `flush_timeout`, a request smaller than `min_size_kib` also waits
+/// up to that long for more.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Longest wait for more data when a request is small (0: send at once).
+    pub flush_timeout: Duration,
+    /// Requests at least this large go out without waiting.
+    pub min_size_kib: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            flush_timeout: Duration::from_millis(200),
+            min_size_kib: 512,
+        }
+    }
+}
+
 /// `exporters.otlp/<name>`: forwarding to a downstream OTLP backend.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +332,9 @@ pub struct OtlpExporterConfig {
     /// Largest request sent downstream, in MiB; larger WAL batches are split.
     #[serde(default = "default_max_request_mib")]
     pub max_request_size_mib: u64,
+    /// Batching by age.
+    #[serde(default)]
+    pub batch: BatchConfig,
     /// Backlog bound and policy.
     #[serde(default)]
     pub sending_queue: SendingQueue,

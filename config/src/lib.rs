@@ -19,9 +19,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use component::{
-    ComponentId, Compression, DebugExporterConfig, ExporterConfig, FileExporterConfig, FullPolicy, GrpcServerConfig,
-    HttpServerConfig, NopExporterConfig, OtlpExporterConfig, OtlpProtocol, OtlpProtocols, OtlpReceiverConfig,
-    ReceiverConfig, RetryOnFailure, Rotation, SendingQueue, TlsClientConfig, Verbosity,
+    BatchConfig, ComponentId, Compression, DebugExporterConfig, ExporterConfig, FileExporterConfig, FullPolicy,
+    GrpcServerConfig, HttpServerConfig, NopExporterConfig, OtlpExporterConfig, OtlpProtocol, OtlpProtocols,
+    OtlpReceiverConfig, ReceiverConfig, RetryOnFailure, Rotation, SendingQueue, TlsClientConfig, Verbosity,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use redaction::{BuiltinPattern, HashFunction, RedactionConfig, Summary, ValuePattern};

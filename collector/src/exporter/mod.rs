@@ -107,6 +107,11 @@ pub trait Exporter: Send {
     fn queue_limit(&self) -> Option<(u64, FullPolicy)> {
         None
     }
+
+    /// Batching by age: a batch smaller than `.0` bytes waits up to `.1` for more (`None`: never).
+    fn batching(&self) -> Option<(usize, Duration)> {
+        None
+    }
 }
 
 /// Builds the exporter for a config entry. `data_dir` anchors default file paths.
@@ -177,7 +182,7 @@ pub async fn run(
             next = consumer.next_batch(BATCH_BYTES) => next,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let records = match next {
+        let mut records = match next {
             Ok(Some(records)) => records,
             Ok(None) => break,
             Err(e) => {
@@ -186,6 +191,9 @@ pub async fn run(
                 continue;
             }
         };
+        if let Some((min_bytes, flush_timeout)) = exporter.batching() {
+            fill_batch(&mut consumer, &mut records, min_bytes, flush_timeout).await;
+        }
         let Some(end) = records.last().map(|r| r.end) else {
             continue;
         };
@@ -224,6 +232,28 @@ pub async fn run(
     }
     gauges.update(consumer.lag_bytes(), false);
     tracing::debug!(exporter = %name, "exporter stopped");
+}
+
+/// Waits up to `flush_timeout` for more records while the batch is under `min_bytes`.
+async fn fill_batch(
+    consumer: &mut WalConsumer,
+    records: &mut Vec<WalRecord>,
+    min_bytes: usize,
+    flush_timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + flush_timeout;
+    let mut bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+    while bytes < min_bytes {
+        let more = tokio::time::timeout_at(deadline, consumer.next_batch(BATCH_BYTES.saturating_sub(bytes))).await;
+        match more {
+            Ok(Ok(Some(more))) => {
+                bytes += more.iter().map(|r| r.payload.len()).sum::<usize>();
+                records.extend(more);
+            }
+            // The deadline, the end of the log, or a read error (retried by the main loop).
+            _ => break,
+        }
+    }
 }
 
 /// The entries of `records` that belong to `pipelines`.

@@ -47,6 +47,7 @@ pub struct OtlpExporter {
     max_request: usize,
     retry: RetryPolicy,
     queue: (u64, FullPolicy),
+    batching: Option<(usize, Duration)>,
     /// (identity of the batch, entries of it already handled, what happened to them).
     progress: Option<(usize, usize, Delivery)>,
 }
@@ -134,6 +135,12 @@ impl OtlpExporter {
                 config.sending_queue.queue_size_mib << 20,
                 config.sending_queue.full_policy,
             ),
+            batching: (!config.batch.flush_timeout.0.is_zero()).then(|| {
+                (
+                    usize::try_from(config.batch.min_size_kib << 10).unwrap_or(usize::MAX),
+                    config.batch.flush_timeout.0,
+                )
+            }),
             progress: None,
         })
     }
@@ -390,6 +397,10 @@ impl Exporter for OtlpExporter {
 
     fn queue_limit(&self) -> Option<(u64, FullPolicy)> {
         Some(self.queue)
+    }
+
+    fn batching(&self) -> Option<(usize, Duration)> {
+        self.batching
     }
 }
 

@@ -436,7 +436,8 @@ impl sift_proto::otlp::collector::trace::v1::trace_service_server::TraceService 
 }
 
 impl TlsDownstream {
-    fn start() -> TlsDownstream {
+    /// `client_ca`: when given, clients must present a certificate issued by it (mutual TLS).
+    fn start(client_ca: Option<&str>) -> TlsDownstream {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -451,7 +452,11 @@ impl TlsDownstream {
             CountingTraces(spans.clone()),
         )
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(&cert, &key));
+        let mut tls =
+            tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(&cert, &key));
+        if let Some(client_ca) = client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(client_ca));
+        }
         runtime.spawn(async move {
             tonic::transport::Server::builder()
                 .tls_config(tls)
@@ -472,7 +477,7 @@ impl TlsDownstream {
 
 #[test]
 fn forwarding_over_tls_trusts_the_configured_ca_and_nothing_else() {
-    let downstream = TlsDownstream::start();
+    let downstream = TlsDownstream::start(None);
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &downstream.ca_pem).unwrap();
@@ -497,6 +502,81 @@ fn forwarding_over_tls_trusts_the_configured_ca_and_nothing_else() {
     // With it, everything arrives.
     let trusted = Sift::start(&exporter(&format!("    tls: {{ ca_file: {} }}", ca.display())));
     post_spans(&Client::new(), &trusted, 2);
+    assert!(eventually(Duration::from_secs(10), || *downstream
+        .spans
+        .lock()
+        .unwrap()
+        == 100));
+}
+
+#[test]
+fn small_requests_are_batched_by_age() {
+    let fake = FakeDownstream::start(Arc::new(|_, _: &[u8]| (200, Vec::new())));
+    let yaml = forwarding_config(&format!("http://{}", fake.address), "http_protobuf", "none").replace(
+        "    retry_on_failure:",
+        "    batch: { flush_timeout: 1s, min_size_kib: 1024 }\n    retry_on_failure:",
+    );
+    let a = Sift::start(&yaml);
+    let client = Client::new();
+    for i in 0..5u64 {
+        let mut request = spans(3, 1, 1);
+        for span in &mut request.resource_spans[0].scope_spans[0].spans {
+            span.trace_id = [i.to_be_bytes(), [5; 8]].concat();
+        }
+        assert_eq!(
+            a.post_protobuf(&client, "/v1/traces", request.encode_to_vec()).status(),
+            200
+        );
+    }
+    assert!(eventually(Duration::from_secs(5), || a
+        .metric("sift_exporter_sent_total{exporter=\"otlp/b\",signal=\"traces\"}")
+        == 15.0));
+    let received = fake.received.lock().unwrap();
+    assert_eq!(
+        received.len(),
+        1,
+        "five small requests within the flush timeout go out as one"
+    );
+    assert_eq!(decoded_span_names(&received[0].1).len(), 15);
+}
+
+#[test]
+fn mutual_tls_presents_the_configured_client_certificate() {
+    let client = rcgen::generate_simple_self_signed(vec!["sift-a".to_owned()]).unwrap();
+    let (client_cert, client_key) = (client.cert.pem(), client.signing_key.serialize_pem());
+    let downstream = TlsDownstream::start(Some(&client_cert));
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &downstream.ca_pem),
+        write("client.pem", &client_cert),
+        write("client.key", &client_key),
+    );
+    let port = downstream.address.port();
+    let exporter = |tls: String| {
+        config(
+            &format!(
+                "  file: {{}}\n  otlp/b:\n    endpoint: https://localhost:{port}\n    retry_on_failure: {{ initial_interval: 100ms, max_interval: 200ms, max_elapsed_time: 0 }}\n    tls: {tls}"
+            ),
+            "file, otlp/b",
+            "",
+        )
+    };
+    let anonymous = Sift::start(&exporter(format!("{{ ca_file: {ca} }}")));
+    post_spans(&Client::new(), &anonymous, 1);
+    assert!(eventually(Duration::from_secs(10), || {
+        anonymous.metric("sift_exporter_retried_total{exporter=\"otlp/b\",signal=\"traces\"}") > 0.0
+    }));
+    assert_eq!(*downstream.spans.lock().unwrap(), 0, "no client certificate, no entry");
+    drop(anonymous);
+    let identified = Sift::start(&exporter(format!(
+        "{{ ca_file: {ca}, cert_file: {cert}, key_file: {key} }}"
+    )));
+    post_spans(&Client::new(), &identified, 2);
     assert!(eventually(Duration::from_secs(10), || *downstream
         .spans
         .lock()
