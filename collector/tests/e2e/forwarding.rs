@@ -97,10 +97,10 @@ fn sift_a_forwards_every_signal_to_sift_b_over_every_protocol() {
                 expected[i],
                 "{protocol}: A stored {signal}"
             );
-            let forwarded = a.metric(&format!(
-                "sift_exporter_sent_total{{exporter=\"otlp/b\",signal=\"{signal}\"}}"
-            ));
-            assert_eq!(forwarded as u64, expected[i], "{protocol}: {signal} counted as sent");
+            // B acknowledged before A counts: allow A a moment to record the send.
+            let sample = format!("sift_exporter_sent_total{{exporter=\"otlp/b\",signal=\"{signal}\"}}");
+            let counted = eventually(Duration::from_secs(5), || a.metric(&sample) as u64 == expected[i]);
+            assert!(counted, "{protocol}: {signal} counted as sent: {}", a.metric(&sample));
         }
         assert_eq!(span_keys(&a), span_keys(&b), "{protocol}: the same spans, once each");
         // Field by field: what B stored is what A stored.

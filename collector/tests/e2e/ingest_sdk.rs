@@ -66,10 +66,10 @@ fn python_sdk_exports_all_signals_over_grpc_and_http_and_every_item_arrives() {
                 "{signal} over {protocol}"
             );
         }
-        let sent = sift.metric(&format!(
-            "sift_exporter_sent_total{{exporter=\"file\",signal=\"{signal}\"}}"
-        ));
-        assert_eq!(sent as u64, expected[i], "{signal} exported");
+        // The file is written before the exporter returns and the counter moves: allow a moment.
+        let sample = format!("sift_exporter_sent_total{{exporter=\"file\",signal=\"{signal}\"}}");
+        let counted = eventually(Duration::from_secs(5), || sift.metric(&sample) as u64 == expected[i]);
+        assert!(counted, "{signal} exported: {}", sift.metric(&sample));
     }
     // Logs written inside spans carry their trace and span ids.
     let logs = sift.exported("logs");
