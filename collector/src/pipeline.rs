@@ -191,7 +191,7 @@ impl Ingest {
                 Some(raw) if rejected.count == 0 && !changed => raw.clone(),
                 _ => Bytes::from(own.encode_to_vec()),
             };
-            let entry = WalEntry::encode(S::KIND, &route.pipeline, &body);
+            let entry = WalEntry::encode(S::KIND, &route.pipeline, items, &body);
             if let Err(error) = self.appender.append(entry).await {
                 if matches!(error, AppendError::Full) {
                     self.refusing.store(true, Ordering::Relaxed);

@@ -165,6 +165,7 @@ mod tests {
         WalEntry {
             signal: SignalKind::Logs,
             pipeline: "logs".into(),
+            items: 1,
             body: prost::Message::encode_to_vec(&request).into(),
         }
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sift_config::{ComponentId, ExporterConfig, FullPolicy};
-use sift_proto::{item_count_protobuf, SignalKind};
+use sift_proto::SignalKind;
 use sift_storage::wal::{WalConsumer, WalRecord};
 use sift_storage::WalEntry;
 use tokio::sync::watch;
@@ -355,7 +355,7 @@ fn family_get(family: &Family<ExporterLabels, Counter>, name: &str, signal: Sign
 fn count(family: &Family<ExporterLabels, Counter>, name: &str, batch: &[WalEntry], minus: &BTreeMap<SignalKind, u64>) {
     let mut items: BTreeMap<SignalKind, u64> = BTreeMap::new();
     for entry in batch {
-        *items.entry(entry.signal).or_default() += item_count_protobuf(entry.signal, &entry.body).unwrap_or(0);
+        *items.entry(entry.signal).or_default() += entry.items;
     }
     for (signal, n) in items {
         let n = n.saturating_sub(minus.get(&signal).copied().unwrap_or(0));

@@ -163,10 +163,7 @@ impl OtlpExporter {
                     }
                 }
                 Err(ExportError::Permanent(message)) => {
-                    let items: u64 = entries
-                        .iter()
-                        .map(|e| sift_proto::item_count_protobuf(signal, &e.body).unwrap_or(0))
-                        .sum();
+                    let items: u64 = entries.iter().map(|e| e.items).sum();
                     tracing::error!(exporter = %self.name, signal = %signal, items, error = %message, "downstream refused a request for good; dropping it");
                     *delivery.dropped.entry(signal).or_default() += items;
                 }
@@ -412,6 +409,7 @@ mod tests {
         WalEntry {
             signal,
             pipeline: "p".into(),
+            items: 1,
             body: Bytes::from(vec![0u8; len]),
         }
     }
@@ -440,11 +438,13 @@ mod tests {
             WalEntry {
                 signal: SignalKind::Traces,
                 pipeline: "t".into(),
+                items: 1,
                 body: body.clone(),
             },
             WalEntry {
                 signal: SignalKind::Traces,
                 pipeline: "t".into(),
+                items: 1,
                 body,
             },
         ]);

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Sift against Rotel (a Rust OpenTelemetry collector, PyPI `rotel`) on the
+# same machine, the same load and the same core budget. The server is pinned to core 0, the load
+# generator to core 1. Writes benches/results/latest.md.
+#
+#   benches/compare.sh                 # DURATION=10 CONNECTIONS=8 SPANS=512 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-8}
+SPANS=${SPANS:-512}
+ROTEL_VERSION=0.0.1a15
+target="${CARGO_TARGET_DIR:-$PWD/target}/release"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cargo build --release --locked -p sift-collector -p sift-benches --bins
+
+venv=benches/.venv-rotel
+rotel=$(find "$venv" -name rotel-agent -type f 2>/dev/null | head -n 1 || true)
+if [ -z "$rotel" ]; then
+  echo "installing rotel $ROTEL_VERSION into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --pre "rotel==$ROTEL_VERSION"
+  rotel=$(find "$venv" -name rotel-agent -type f | head -n 1)
+fi
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+rows=()
+# measure NAME PROTOCOL -- server command...
+measure() {
+  local name=$1 protocol=$2
+  shift 3
+  local port=4318
+  [ "$protocol" = grpc ] && port=4317
+  taskset -c 0 "$@" >"$work/server.log" 2>&1 &
+  local pid=$!
+  wait_port "$port"
+  local before
+  before=$(cpu_ticks "$pid")
+  local report
+  report=$(taskset -c 1 "$target/sift-loadgen" --protocol "$protocol" --endpoint "127.0.0.1:$port" \
+    --connections "$CONNECTIONS" --duration "$DURATION" --spans-per-request "$SPANS" --json 2>/dev/null)
+  local after hwm
+  after=$(cpu_ticks "$pid")
+  hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+  local row
+  row=$(python3 - "$name" "$protocol" "$report" "$((after - before))" "$(getconf CLK_TCK)" "$hwm" <<'PY'
+import json, sys
+name, protocol, report, ticks, hz, hwm = sys.argv[1:7]
+r = json.loads(report)
+cpu = int(ticks) / int(hz)
+spans = r["requests_acked"] * r["spans_per_request"]
+per_cpu = spans / cpu if cpu else 0
+lat = r["ack_latency_ms"]
+print(f"| {name} | {protocol} | {r['spans_per_sec']:,.0f} | {cpu:.1f} | {per_cpu:,.0f} | {lat['p50']:.1f} / {lat['p99']:.1f} | {r['requests_refused']} | {int(hwm) / 1024:.0f} MB |")
+PY
+)
+  echo "$row"
+  rows+=("$row")
+}
+
+cat >"$work/sift-nop.yaml" <<'YAML'
+receivers: { otlp: { protocols: { grpc: { endpoint: 127.0.0.1:4317 }, http: { endpoint: 127.0.0.1:4318 } } } }
+exporters: { nop: {} }
+service: { pipelines: { traces: { receivers: [otlp], exporters: [nop] } } }
+storage: { wal: { max_size_mib: 16384 } }
+query: { endpoint: 127.0.0.1:3200 }
+YAML
+
+for protocol in http grpc; do
+  measure "Rotel $ROTEL_VERSION → blackhole" "$protocol" -- "$rotel" start --exporter blackhole \
+    --otlp-grpc-endpoint 127.0.0.1:4317 --otlp-http-endpoint 127.0.0.1:4318
+  rm -rf "$work/data"
+  measure "Sift → WAL (fsync) → nop" "$protocol" -- "$target/sift" serve --config "$work/sift-nop.yaml" --data-dir "$work/data"
+  rm -rf "$work/data"
+  measure "Sift default config (redaction → WAL → file)" "$protocol" -- "$target/sift" serve --data-dir "$work/data"
+done
+
+{
+  echo "# Sift vs Rotel — $(date -u +%Y-%m-%d)"
+  echo
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)."
+  echo "Server pinned to core 0, \`sift-loadgen\` to core 1; $CONNECTIONS connections, ${DURATION}s per run,"
+  echo "pre-encoded requests of $SPANS spans (6 attributes each). Spans per CPU-second = acknowledged spans /"
+  echo "(user + system CPU time of the server during the run, from /proc/PID/stat)."
+  echo
+  echo "| server | protocol | spans/s | server CPU s | spans per CPU-second | ack p50 / p99 ms | refused | peak RSS |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "Command: \`benches/compare.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS SPANS=$SPANS)."
+  echo "Rotel acknowledges before anything is durable; Sift acknowledges after the batch is fsynced in its WAL."
+} >benches/results/latest.md
+cat benches/results/latest.md
