@@ -53,7 +53,10 @@ impl sift_query::Health for Health {
         if !self.ready.load(Ordering::Relaxed) {
             return Err("sift is starting or shutting down".into());
         }
-        if self.ingest.is_refusing() {
+        // Refusing, and still nearly full: ready again as soon as exporters make room, even
+        // before the next request proves it.
+        let nearly_full = self.wal.disk_bytes() >= self.wal.max_bytes() / 10 * 9;
+        if self.ingest.is_refusing() && nearly_full {
             return Err("the write-ahead log is full: exporters are behind".into());
         }
         Ok(())
