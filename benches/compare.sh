@@ -63,7 +63,7 @@ import json, sys
 name, protocol, report, ticks, hz, hwm = sys.argv[1:7]
 r = json.loads(report)
 cpu = int(ticks) / int(hz)
-spans = r["requests_acked"] * r["spans_per_request"]
+spans = r["spans_acked"]
 per_cpu = spans / cpu if cpu else 0
 lat = r["ack_latency_ms"]
 print(f"| {name} | {protocol} | {r['spans_per_sec']:,.0f} | {cpu:.1f} | {per_cpu:,.0f} | {lat['p50']:.1f} / {lat['p99']:.1f} | {r['requests_refused']} | {int(hwm) / 1024:.0f} MB |")
