@@ -153,7 +153,7 @@ pub fn generate(rng: &mut Rng, spans: usize, shape: &Shape) -> Generated {
     let mut out = Vec::with_capacity(spans);
     let mut logs = Vec::with_capacity(spans / 2 + 1);
     let mut requests = vec![0i64; ROUTES.len()];
-    let mut latency: Vec<Vec<(f64, Vec<u8>, Vec<u8>)>> = vec![Vec::new(); ROUTES.len()];
+    let mut latency: Vec<Vec<Sample>> = vec![Vec::new(); ROUTES.len()];
     while out.len() < spans {
         let trace_id = [rng.next_u64().to_be_bytes(), rng.next_u64().to_be_bytes()].concat();
         let trace_len = (1 + rng.below(30) as usize).min(spans - out.len());
@@ -278,10 +278,13 @@ pub fn generate(rng: &mut Rng, spans: usize, shape: &Shape) -> Generated {
     }
 }
 
+/// One root span's latency in ms with its trace and span ids (for exemplars).
+type Sample = (f64, Vec<u8>, Vec<u8>);
+
 const BOUNDS_MS: [f64; 8] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 
 /// A request counter and a latency histogram per route; exemplars point at the slowest trace.
-fn metrics(now: u64, requests: &[i64], latency: &[Vec<(f64, Vec<u8>, Vec<u8>)>]) -> Vec<Metric> {
+fn metrics(now: u64, requests: &[i64], latency: &[Vec<Sample>]) -> Vec<Metric> {
     let mut counter_points = Vec::new();
     let mut histogram_points = Vec::new();
     for (i, route) in ROUTES.iter().enumerate() {
