@@ -10,6 +10,7 @@ mod env;
 mod error;
 mod redaction;
 mod service;
+mod tail_sampling;
 mod types;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,11 @@ pub use component::{
 pub use error::{ConfigError, ConfigErrors};
 pub use redaction::{BuiltinPattern, HashFunction, RedactionConfig, Summary, ValuePattern};
 pub use service::{PipelineConfig, PipelineId};
+pub use tail_sampling::{
+    AndConfig, BooleanAttributeConfig, CompositeConfig, DecisionCache, DropConfig, LatencyConfig,
+    NumericAttributeConfig, Policy, PolicyConfig, ProbabilisticConfig, RateAllocation, RateLimitingConfig,
+    SpanCountConfig, StatusCodeConfig, StatusCodeName, StringAttributeConfig, TailSamplingConfig, TraceStateConfig,
+};
 pub use types::{Duration, Endpoint};
 
 use error::{join, typed};
@@ -205,6 +211,14 @@ fn processor(kind: &str, value: Value, path: &str) -> Result<ProcessorConfig, Ve
         "redaction" => {
             let raw = typed(value, path).map_err(|e| vec![e])?;
             RedactionConfig::validate(raw, path).map(ProcessorConfig::Redaction)
+        }
+        "tail_sampling" => {
+            // Validate it fully, so that configs are ready when the processor lands.
+            TailSamplingConfig::parse(value, path)?;
+            Err(vec![ConfigError::new(
+                path,
+                "processor type \"tail_sampling\" is not available yet: its policies are implemented, its trace buffer is not",
+            )])
         }
         other => Err(vec![ConfigError::new(
             path,
