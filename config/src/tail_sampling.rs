@@ -480,13 +480,13 @@ pub struct RateAllocation {
 
 fn check_policy(policy: &Policy, at: &str, errors: &mut Vec<ConfigError>) {
     match policy {
-        Policy::Latency { latency } => {
-            if latency.upper_threshold_ms != 0 && latency.upper_threshold_ms < latency.threshold_ms {
-                errors.push(ConfigError::new(
-                    format!("{at}.latency.upper_threshold_ms"),
-                    "must be 0 or at least threshold_ms",
-                ));
-            }
+        Policy::Latency { latency }
+            if latency.upper_threshold_ms != 0 && latency.upper_threshold_ms < latency.threshold_ms =>
+        {
+            errors.push(ConfigError::new(
+                format!("{at}.latency.upper_threshold_ms"),
+                "must be 0 or at least threshold_ms",
+            ));
         }
         Policy::StatusCode { status_code } if status_code.status_codes.is_empty() => {
             errors.push(ConfigError::new(
@@ -494,14 +494,11 @@ fn check_policy(policy: &Policy, at: &str, errors: &mut Vec<ConfigError>) {
                 "must not be empty",
             ));
         }
-        Policy::Probabilistic { probabilistic } => {
-            let p = probabilistic.sampling_percentage;
-            if !(0.0..=100.0).contains(&p) {
-                errors.push(ConfigError::new(
-                    format!("{at}.probabilistic.sampling_percentage"),
-                    format!("{p} is not between 0 and 100"),
-                ));
-            }
+        Policy::Probabilistic { probabilistic } if !(0.0..=100.0).contains(&probabilistic.sampling_percentage) => {
+            errors.push(ConfigError::new(
+                format!("{at}.probabilistic.sampling_percentage"),
+                format!("{} is not between 0 and 100", probabilistic.sampling_percentage),
+            ));
         }
         Policy::StringAttribute { string_attribute } if string_attribute.enabled_regex_matching => {
             for (j, value) in string_attribute.values.iter().enumerate() {
