@@ -6,6 +6,7 @@
 //! (SIGHUP) without touching the pipelines that use it.
 
 pub mod redaction;
+pub mod tail_sampling;
 
 use std::sync::{Arc, RwLock};
 
