@@ -3,9 +3,8 @@
 
 use prost::Message;
 use sift_config::Verbosity;
-use sift_proto::otlp::common::v1::any_value;
-use sift_proto::otlp::resource::v1::Resource;
-use sift_proto::{with_signal, Signal};
+use sift_proto::otlp::common::v1::{any_value, KeyValue};
+use sift_proto::{with_signal, AttributeSite, Signal};
 use sift_storage::WalEntry;
 
 use super::{Delivery, ExportError, ExportFuture, Exporter};
@@ -22,50 +21,32 @@ impl DebugExporter {
 
     fn log(&self, entry: &WalEntry) -> Result<(), prost::DecodeError> {
         with_signal!(entry.signal, S => {
-            let request = <S as Signal>::Request::decode(entry.body.clone())?;
+            let mut request = <S as Signal>::Request::decode(entry.body.clone())?;
             let items = S::item_count(&request);
             tracing::info!(exporter = %self.name, signal = %entry.signal, pipeline = %entry.pipeline, items, "{} {}", items, entry.signal.item_name());
-            if self.verbosity == Verbosity::Detailed {
-                tracing::info!(exporter = %self.name, signal = %entry.signal, "{}", S::encode_json(&request));
+            match self.verbosity {
+                Verbosity::Basic => {}
+                Verbosity::Normal => S::visit_attributes(&mut request, &mut |site, attributes| {
+                    if site == AttributeSite::Resource {
+                        let service = service_name(attributes);
+                        tracing::info!(exporter = %self.name, signal = %entry.signal, service = %service, "resource");
+                    }
+                }),
+                Verbosity::Detailed => {
+                    tracing::info!(exporter = %self.name, signal = %entry.signal, "{}", S::encode_json(&request));
+                }
             }
         });
-        if self.verbosity == Verbosity::Normal {
-            for service in services(entry)? {
-                tracing::info!(exporter = %self.name, signal = %entry.signal, service = %service, "resource");
-            }
-        }
         Ok(())
     }
 }
 
-fn service_name(resource: Option<&Resource>) -> String {
-    let found = resource.and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"));
+fn service_name(attributes: &[KeyValue]) -> &str {
+    let found = attributes.iter().find(|kv| kv.key == "service.name");
     match found.and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(name)) => name.clone(),
-        _ => "unknown_service".to_owned(),
+        Some(any_value::Value::StringValue(name)) => name,
+        _ => "unknown_service",
     }
-}
-
-fn services(entry: &WalEntry) -> Result<Vec<String>, prost::DecodeError> {
-    use sift_proto::SignalKind;
-    let body = entry.body.clone();
-    Ok(match entry.signal {
-        SignalKind::Traces => <sift_proto::Traces as Signal>::Request::decode(body)?
-            .resource_spans
-            .iter()
-            .map(|r| service_name(r.resource.as_ref()))
-            .collect(),
-        SignalKind::Logs => <sift_proto::Logs as Signal>::Request::decode(body)?
-            .resource_logs
-            .iter()
-            .map(|r| service_name(r.resource.as_ref()))
-            .collect(),
-        SignalKind::Metrics => <sift_proto::Metrics as Signal>::Request::decode(body)?
-            .resource_metrics
-            .iter()
-            .map(|r| service_name(r.resource.as_ref()))
-            .collect(),
-    })
 }
 
 impl Exporter for DebugExporter {
