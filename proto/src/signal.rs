@@ -101,8 +101,10 @@ pub trait Signal: Send + Sync + 'static {
     fn rejected_in(response: &Self::Response) -> Rejected;
     /// Decodes an OTLP/JSON request body.
     fn decode_json(body: &[u8]) -> Result<Self::Request, JsonError>;
-    /// Encodes a request as OTLP/JSON.
+    /// Encodes a request as an OTLP/JSON value (for tests and inspection).
     fn encode_json(request: &Self::Request) -> Value;
+    /// Writes a request as OTLP/JSON text (the fast path for exporters).
+    fn write_json(request: &Self::Request, out: &mut String);
     /// Calls `f` on every attribute list in the request (resource, scope, item, event, link,
     /// exemplar), saying where it sits.
     fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>));
@@ -273,6 +275,10 @@ impl Signal for Traces {
         json::encode_traces(request)
     }
 
+    fn write_json(request: &Self::Request, out: &mut String) {
+        json::write_traces(request, out)
+    }
+
     fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>)) {
         for rs in &mut request.resource_spans {
             visit_common(rs.resource.as_mut(), f);
@@ -351,6 +357,10 @@ impl Signal for Logs {
 
     fn encode_json(request: &Self::Request) -> Value {
         json::encode_logs(request)
+    }
+
+    fn write_json(request: &Self::Request, out: &mut String) {
+        json::write_logs(request, out)
     }
 
     fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>)) {
@@ -455,6 +465,10 @@ impl Signal for Metrics {
         json::encode_metrics(request)
     }
 
+    fn write_json(request: &Self::Request, out: &mut String) {
+        json::write_metrics(request, out)
+    }
+
     fn visit_attributes(request: &mut Self::Request, f: &mut dyn FnMut(AttributeSite, &mut Vec<KeyValue>)) {
         for rm in &mut request.resource_metrics {
             visit_common(rm.resource.as_mut(), f);
@@ -473,9 +487,9 @@ pub fn item_count_protobuf(kind: SignalKind, body: &[u8]) -> Result<u64, prost::
     crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::item_count(&r)))
 }
 
-/// A protobuf-encoded request of `kind` as OTLP/JSON.
-pub fn protobuf_to_json(kind: SignalKind, body: &[u8]) -> Result<Value, prost::DecodeError> {
-    crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::encode_json(&r)))
+/// Appends a protobuf-encoded request of `kind` to `out` as OTLP/JSON text.
+pub fn protobuf_to_json(kind: SignalKind, body: &[u8], out: &mut String) -> Result<(), prost::DecodeError> {
+    crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::write_json(&r, out)))
 }
 
 #[cfg(test)]

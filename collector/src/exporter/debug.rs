@@ -33,7 +33,9 @@ impl DebugExporter {
                     }
                 }),
                 Verbosity::Detailed => {
-                    tracing::info!(exporter = %self.name, signal = %entry.signal, "{}", S::encode_json(&request));
+                    let mut text = String::new();
+                    S::write_json(&request, &mut text);
+                    tracing::info!(exporter = %self.name, signal = %entry.signal, "{text}");
                 }
             }
         });

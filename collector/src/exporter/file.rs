@@ -64,20 +64,19 @@ impl FileExporter {
 
     fn write(&mut self, batch: &[WalEntry]) -> Result<(), ExportError> {
         let io = |e: std::io::Error| ExportError::retryable(format!("file exporter: {e}"));
-        let mut line = Vec::with_capacity(4096);
+        let mut line = String::with_capacity(64 << 10);
         let (max_bytes, max_backups) = (self.max_bytes, self.max_backups);
         for entry in batch {
-            let json = protobuf_to_json(entry.signal, &entry.body)
-                .map_err(|e| ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal)))?;
             line.clear();
-            serde_json::to_writer(&mut line, &json).map_err(|e| ExportError::Permanent(e.to_string()))?;
-            line.push(b'\n');
+            protobuf_to_json(entry.signal, &entry.body, &mut line)
+                .map_err(|e| ExportError::Permanent(format!("undecodable {} entry: {e}", entry.signal)))?;
+            line.push('\n');
             let path = self.path_for(entry.signal);
             let output = self.output(path).map_err(io)?;
             if output.size > 0 && output.size + line.len() as u64 > max_bytes {
                 rotate(output, max_backups).map_err(io)?;
             }
-            output.writer.write_all(&line).map_err(io)?;
+            output.writer.write_all(line.as_bytes()).map_err(io)?;
             output.size += line.len() as u64;
         }
         for output in &mut self.outputs {

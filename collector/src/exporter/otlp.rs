@@ -323,7 +323,9 @@ fn json_body(signal: SignalKind, entries: &[WalEntry]) -> Result<Bytes, ExportEr
                 .merge(entry.body.clone())
                 .map_err(|e| ExportError::Permanent(format!("undecodable {signal} entry: {e}")))?;
         }
-        Ok(Bytes::from(S::encode_json(&merged).to_string()))
+        let mut text = String::with_capacity(entries.iter().map(|e| e.body.len() * 2).sum());
+        S::write_json(&merged, &mut text);
+        Ok(Bytes::from(text))
     })
 }
 

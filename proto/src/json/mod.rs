@@ -51,24 +51,52 @@ pub fn decode_metrics(body: &[u8]) -> Result<ExportMetricsServiceRequest, JsonEr
     decode::metrics_request(&parse(body)?, &Path::ROOT)
 }
 
-/// Encodes a traces request as OTLP/JSON.
+/// Writes a traces request as OTLP/JSON text.
+pub fn write_traces(request: &ExportTraceServiceRequest, out: &mut String) {
+    encode::traces_request(request, out)
+}
+
+/// Writes a logs request as OTLP/JSON text.
+pub fn write_logs(request: &ExportLogsServiceRequest, out: &mut String) {
+    encode::logs_request(request, out)
+}
+
+/// Writes a metrics request as OTLP/JSON text.
+pub fn write_metrics(request: &ExportMetricsServiceRequest, out: &mut String) {
+    encode::metrics_request(request, out)
+}
+
+/// Our own output parsed back into a value (for tests and inspection, not hot paths).
+fn to_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| unreachable!("the OTLP/JSON writer produced invalid JSON: {e}"))
+}
+
+/// Encodes a traces request as an OTLP/JSON value.
 pub fn encode_traces(request: &ExportTraceServiceRequest) -> Value {
-    encode::traces_request(request)
+    let mut out = String::new();
+    write_traces(request, &mut out);
+    to_value(&out)
 }
 
-/// Encodes a logs request as OTLP/JSON.
+/// Encodes a logs request as an OTLP/JSON value.
 pub fn encode_logs(request: &ExportLogsServiceRequest) -> Value {
-    encode::logs_request(request)
+    let mut out = String::new();
+    write_logs(request, &mut out);
+    to_value(&out)
 }
 
-/// Encodes a metrics request as OTLP/JSON.
+/// Encodes a metrics request as an OTLP/JSON value.
 pub fn encode_metrics(request: &ExportMetricsServiceRequest) -> Value {
-    encode::metrics_request(request)
+    let mut out = String::new();
+    write_metrics(request, &mut out);
+    to_value(&out)
 }
 
 /// Encodes an OTLP `AnyValue` as OTLP/JSON (`{"stringValue": ...}` and so on).
 pub fn encode_any_value(value: &crate::otlp::common::v1::AnyValue) -> Value {
-    encode::any_value(value)
+    let mut out = String::new();
+    encode::any_value(value, &mut out);
+    to_value(&out)
 }
 
 #[cfg(test)]
