@@ -277,7 +277,7 @@ impl Wal {
         WalConsumer {
             name: name.to_owned(),
             shared: self.shared.clone(),
-            reader: Some(Reader::new(self.shared.clone(), start)),
+            reader: Arc::new(Mutex::new(Reader::new(self.shared.clone(), start))),
             committed: self.shared.committed.subscribe(),
             stored: start,
             last_store: Instant::now(),
@@ -368,7 +368,7 @@ impl WalAppender {
 pub struct WalConsumer {
     name: String,
     shared: Arc<Shared>,
-    reader: Option<Reader>,
+    reader: Arc<Mutex<Reader>>,
     committed: watch::Receiver<u64>,
     stored: u64,
     last_store: Instant,
@@ -385,21 +385,35 @@ impl WalConsumer {
 
     /// Waits for committed records past this consumer's read position and returns about
     /// `max_bytes` of them. Returns `None` once the log is closed and everything was read.
+    ///
+    /// Cancel-safe: if the returned future is dropped before it completes, no record is lost; the
+    /// next call returns the same records again.
     pub async fn next_batch(&mut self, max_bytes: usize) -> Result<Option<Vec<WalRecord>>, WalError> {
         loop {
-            let mut reader = self.reader.take().expect("reader is always put back");
-            let (reader, result) = tokio::task::spawn_blocking(move || {
+            let reader = self.reader.clone();
+            // The blocking read rewinds the reader; the position moves on only here, once the
+            // records are in hand.
+            let (start, end, result) = tokio::task::spawn_blocking(move || {
+                let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+                let start = reader.position();
                 let result = reader.read(max_bytes);
-                (reader, result)
+                let end = reader.position();
+                reader.seek(start);
+                (start, end, result)
             })
             .await
             .map_err(|e| WalError::Io {
                 context: "WAL read task".into(),
                 source: std::io::Error::other(e),
             })?;
-            let position = reader.position();
-            self.reader = Some(reader);
             let records = result.map_err(io_context(format!("reading the WAL for {}", self.name)))?;
+            {
+                let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+                if reader.position() == start {
+                    reader.seek(end);
+                }
+            }
+            let position = end;
             if !records.is_empty() {
                 return Ok(Some(records));
             }
@@ -436,7 +450,7 @@ impl WalConsumer {
 
     /// How many bytes of committed log this consumer has not yet handled.
     pub fn lag_bytes(&self) -> u64 {
-        let read = self.reader.as_ref().map_or(0, Reader::position);
+        let read = self.reader.lock().unwrap_or_else(|e| e.into_inner()).position();
         self.shared.committed().saturating_sub(read)
     }
 }

@@ -41,6 +41,11 @@ impl Reader {
         self.position
     }
 
+    /// Moves the read position (to a record boundary this reader returned before).
+    pub(crate) fn seek(&mut self, position: u64) {
+        self.position = position;
+    }
+
     /// Reads committed records from the current position, about `max_bytes` of them (at least one
     /// if any is committed). Returns an empty batch when the reader has caught up.
     pub(crate) fn read(&mut self, max_bytes: usize) -> io::Result<Vec<WalRecord>> {
