@@ -63,6 +63,29 @@ impl sift_query::Health for Health {
     }
 }
 
+/// Records every query-port request in `sift_query_duration_seconds{endpoint}` (the matched route,
+/// so ids in paths do not explode the label set).
+fn timed(router: axum::Router, telemetry: Arc<Telemetry>) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let telemetry = telemetry.clone();
+            async move {
+                let endpoint = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+                let started = std::time::Instant::now();
+                let response = next.run(request).await;
+                telemetry
+                    .query_duration
+                    .get_or_create(&crate::telemetry::EndpointLabels { endpoint })
+                    .observe(started.elapsed().as_secs_f64());
+                response
+            }
+        },
+    ))
+}
+
 /// Resolves when `flag` becomes true.
 async fn when_set(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
@@ -145,8 +168,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the query endpoint {}", config.query.endpoint))?;
     tracing::info!(component = "query", address = %query_listener.local_addr()?, "listening");
-    let query_server =
-        axum::serve(query_listener, sift_query::router(health.clone())).with_graceful_shutdown(when_set(query_stop));
+    let query_server = axum::serve(
+        query_listener,
+        timed(sift_query::router(health.clone()), telemetry.clone()),
+    )
+    .with_graceful_shutdown(when_set(query_stop));
     let query_server = tokio::spawn(async move { query_server.await });
 
     // Receivers.

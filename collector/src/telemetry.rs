@@ -8,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// `{signal, protocol}`.
@@ -85,6 +86,21 @@ pub struct Telemetry {
     pub wal_bytes: Gauge,
     /// Resident memory of the process (`sift_memory_bytes`).
     pub memory_bytes: Gauge,
+    /// Latency of the query endpoint's requests (`sift_query_duration_seconds`).
+    pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+}
+
+/// `{endpoint}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The route, e.g. `/metrics`, `/api/v1/traces/{trace_id}`.
+    pub endpoint: String,
+}
+
+fn query_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
 }
 
 impl Telemetry {
@@ -138,6 +154,16 @@ impl Telemetry {
             ),
             wal_bytes: registered(r, "sift_storage_wal_bytes", "Write-ahead log size on disk"),
             memory_bytes: registered(r, "sift_memory_bytes", "Resident memory of the Sift process"),
+            query_duration: {
+                let family =
+                    Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(query_histogram);
+                r.register(
+                    "sift_query_duration_seconds",
+                    "Latency of query endpoint requests",
+                    family.clone(),
+                );
+                family
+            },
             registry: Mutex::new(Registry::default()),
         };
         *telemetry.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;

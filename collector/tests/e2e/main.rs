@@ -8,5 +8,6 @@ mod forwarding;
 mod ingest_grpc;
 mod ingest_http;
 mod ingest_sdk;
+mod ops;
 mod overload;
 mod redaction;
