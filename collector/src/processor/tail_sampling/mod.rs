@@ -1,6 +1,8 @@
-//! Tail sampling (in progress): the trace model and the Collector-compatible policy evaluators.
-//! The buffer that groups spans into traces, the decision cache and the WAL consumer that feeds
-//! exporters only kept traces are not built yet, so the processor cannot be configured yet.
+//! Tail sampling (in progress): the trace model, the Collector-compatible policy evaluators, the
+//! pending-trace buffer and the decision cache. The WAL consumer that ties them together and feeds
+//! exporters only kept traces is not built yet, so the processor cannot be configured yet.
 
+pub mod buffer;
+pub mod cache;
 pub mod policy;
 pub mod trace;

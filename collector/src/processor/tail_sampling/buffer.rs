@@ -1,0 +1,248 @@
+//! The pending-trace buffer of tail sampling (not wired into pipelines yet): spans grouped by
+//! trace id, each trace due `decision_wait` after its first span (sooner once its root span
+//! arrived, with `decision_wait_after_root_received`), bounded by a trace count and a per-trace
+//! size. When full, the oldest trace is handed out early rather than dropped; an oversized trace is
+//! handed out at once. It also knows the WAL position of its oldest pending span, which is where a
+//! replay after a crash has to start.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use super::trace::{Trace, TraceSpan};
+
+/// A trace id.
+pub type TraceId = [u8; 16];
+
+/// A trace waiting for its decision.
+#[derive(Debug)]
+pub struct Pending {
+    /// The spans so far.
+    pub trace: Trace,
+    /// WAL position of the record holding its first span.
+    pub first_position: u64,
+    /// When it is due.
+    pub due: Instant,
+    /// Encoded size of its spans.
+    pub bytes: usize,
+}
+
+/// Why a trace left the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Its wait was over.
+    Due,
+    /// The buffer was full: decided early.
+    Evicted,
+    /// It grew over the per-trace size limit.
+    TooLarge,
+}
+
+/// The limits of a [`Buffer`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wait after the first span.
+    pub decision_wait: Duration,
+    /// Shorter wait once the root span is in (if set).
+    pub after_root: Option<Duration>,
+    /// Traces held at most.
+    pub max_traces: usize,
+    /// Bytes per trace at most (0: no limit).
+    pub max_trace_bytes: usize,
+}
+
+/// Pending traces in arrival order.
+pub struct Buffer {
+    limits: Limits,
+    traces: HashMap<TraceId, Pending>,
+    arrival: VecDeque<TraceId>,
+}
+
+impl Buffer {
+    /// An empty buffer.
+    pub fn new(limits: Limits) -> Buffer {
+        Buffer {
+            limits,
+            traces: HashMap::new(),
+            arrival: VecDeque::new(),
+        }
+    }
+
+    /// Traces pending.
+    pub fn len(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.traces.is_empty()
+    }
+
+    /// Adds a span (read from the WAL record at `position`). Returns the traces that must be
+    /// decided now because of it: this one if it grew too large, the oldest if the buffer was full.
+    pub fn insert(&mut self, span: TraceSpan, position: u64, now: Instant) -> Vec<(TraceId, Pending, Reason)> {
+        let mut out = Vec::new();
+        let Ok(id) = TraceId::try_from(span.span.trace_id.as_slice()) else {
+            return out;
+        };
+        let is_root = span.span.parent_span_id.is_empty();
+        let bytes = span.span.encoded_len();
+        if !self.traces.contains_key(&id) {
+            while self.traces.len() >= self.limits.max_traces.max(1) {
+                let Some(oldest) = self.arrival.pop_front() else { break };
+                if let Some(pending) = self.traces.remove(&oldest) {
+                    out.push((oldest, pending, Reason::Evicted));
+                }
+            }
+            self.arrival.push_back(id);
+            self.traces.insert(
+                id,
+                Pending {
+                    trace: Trace::default(),
+                    first_position: position,
+                    due: now + self.limits.decision_wait,
+                    bytes: 0,
+                },
+            );
+        }
+        let pending = self.traces.get_mut(&id).expect("inserted above");
+        pending.trace.spans.push(span);
+        pending.bytes += bytes;
+        if let (true, Some(after_root)) = (is_root, self.limits.after_root) {
+            pending.due = pending.due.min(now + after_root);
+        }
+        if self.limits.max_trace_bytes > 0 && pending.bytes > self.limits.max_trace_bytes {
+            let pending = self.traces.remove(&id).expect("present");
+            self.arrival.retain(|t| *t != id);
+            out.push((id, pending, Reason::TooLarge));
+        }
+        out
+    }
+
+    /// Removes and returns every trace due at `now`, oldest first.
+    pub fn take_due(&mut self, now: Instant) -> Vec<(TraceId, Pending, Reason)> {
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.arrival.len());
+        while let Some(id) = self.arrival.pop_front() {
+            match self.traces.get(&id) {
+                Some(pending) if pending.due <= now => {
+                    let pending = self.traces.remove(&id).expect("present");
+                    out.push((id, pending, Reason::Due));
+                }
+                Some(_) => keep.push_back(id),
+                None => {}
+            }
+        }
+        self.arrival = keep;
+        out
+    }
+
+    /// Removes and returns every pending trace (shutdown).
+    pub fn drain(&mut self) -> Vec<(TraceId, Pending)> {
+        let mut out = Vec::with_capacity(self.traces.len());
+        while let Some(id) = self.arrival.pop_front() {
+            if let Some(pending) = self.traces.remove(&id) {
+                out.push((id, pending));
+            }
+        }
+        out
+    }
+
+    /// The WAL position a replay must start from to rebuild every pending trace.
+    pub fn oldest_position(&self) -> Option<u64> {
+        self.traces.values().map(|p| p.first_position).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sift_proto::otlp::trace::v1::Span;
+
+    use super::*;
+
+    fn span(trace: u8, span: u8, root: bool) -> TraceSpan {
+        TraceSpan {
+            span: Span {
+                trace_id: vec![trace; 16],
+                span_id: vec![span; 8],
+                parent_span_id: if root { Vec::new() } else { vec![1; 8] },
+                name: "x".repeat(50),
+                ..Default::default()
+            },
+            resource: Arc::new(Vec::new()),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            decision_wait: Duration::from_secs(10),
+            after_root: None,
+            max_traces: 3,
+            max_trace_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn traces_are_due_after_the_decision_wait() {
+        let mut buffer = Buffer::new(limits());
+        let t0 = Instant::now();
+        assert!(buffer.insert(span(1, 1, false), 100, t0).is_empty());
+        assert!(buffer
+            .insert(span(1, 2, false), 200, t0 + Duration::from_secs(5))
+            .is_empty());
+        assert!(buffer
+            .insert(span(2, 1, false), 300, t0 + Duration::from_secs(6))
+            .is_empty());
+        assert_eq!(buffer.oldest_position(), Some(100));
+        assert!(buffer.take_due(t0 + Duration::from_secs(9)).is_empty());
+        let due = buffer.take_due(t0 + Duration::from_secs(10));
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].1.trace.spans.len(),
+            2,
+            "both spans of trace 1, though the second came later"
+        );
+        assert_eq!(buffer.oldest_position(), Some(300));
+        assert_eq!(buffer.take_due(t0 + Duration::from_secs(16)).len(), 1);
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn the_root_span_shortens_the_wait() {
+        let mut buffer = Buffer::new(Limits {
+            after_root: Some(Duration::from_secs(2)),
+            ..limits()
+        });
+        let t0 = Instant::now();
+        buffer.insert(span(1, 2, false), 1, t0);
+        buffer.insert(span(1, 1, true), 2, t0 + Duration::from_secs(1));
+        assert!(buffer.take_due(t0 + Duration::from_secs(2)).is_empty());
+        assert_eq!(buffer.take_due(t0 + Duration::from_secs(3)).len(), 1);
+    }
+
+    #[test]
+    fn when_full_the_oldest_is_decided_early_and_oversized_traces_at_once() {
+        let mut buffer = Buffer::new(limits());
+        let t0 = Instant::now();
+        for t in 1..=3 {
+            assert!(buffer.insert(span(t, 1, false), u64::from(t), t0).is_empty());
+        }
+        let early = buffer.insert(span(4, 1, false), 4, t0);
+        assert_eq!(early.len(), 1);
+        assert_eq!((early[0].0, early[0].2), ([1; 16], Reason::Evicted));
+        assert_eq!(buffer.len(), 3);
+
+        let mut small = Buffer::new(Limits {
+            max_trace_bytes: 150,
+            ..limits()
+        });
+        assert!(small.insert(span(9, 1, false), 1, t0).is_empty());
+        let large = small.insert(span(9, 2, false), 2, t0);
+        assert_eq!(large.len(), 1);
+        assert_eq!(large[0].2, Reason::TooLarge);
+        assert!(small.is_empty());
+    }
+}
