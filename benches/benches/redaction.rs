@@ -11,7 +11,9 @@ use sift_proto::Traces;
 
 fn default_redactor() -> Redactor {
     let config = Config::embedded_default();
-    let ProcessorConfig::Redaction(rules) = &config.processors[&ComponentId::parse("redaction").unwrap()];
+    let ProcessorConfig::Redaction(rules) = &config.processors[&ComponentId::parse("redaction").unwrap()] else {
+        panic!("not a redaction processor")
+    };
     Redactor::new(rules)
 }
 

@@ -86,7 +86,7 @@ impl Ingest {
         let processors: BTreeMap<ComponentId, ProcessorHandle> = config
             .processors
             .iter()
-            .map(|(id, p)| (id.clone(), ProcessorHandle::build(id, p)))
+            .filter_map(|(id, p)| Some((id.clone(), ProcessorHandle::build(id, p)?)))
             .collect();
         let mut routes: Routes = HashMap::new();
         for (id, pipeline) in &config.pipelines {

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sift_config::{ComponentId, Config, ReceiverConfig};
+use sift_config::{ComponentId, Config, ProcessorConfig, ReceiverConfig};
 use sift_storage::wal::{Wal, WalOptions, WalStats};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::exporter;
 use crate::pipeline::Ingest;
+use crate::processor::tail_sampling::sampler;
 use crate::receiver;
 use crate::telemetry::Telemetry;
 
@@ -126,17 +127,35 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::new());
     let ingest = Arc::new(Ingest::new(&config, wal.appender(), telemetry.clone()));
 
-    // Exporters: one WAL consumer each, fed by the pipelines that list it.
+    // Tail samplers: one WAL consumer per sampled pipeline; its exporters read its output.
+    let (stop_exporters, exporters_stop) = watch::channel(false);
+    let mut samplers = JoinSet::new();
     let mut feeds: BTreeMap<ComponentId, HashSet<String>> = BTreeMap::new();
     for (pipeline_id, pipeline) in &config.pipelines {
+        let pipeline_name = pipeline_id.to_string();
+        let sampling = pipeline.processors.iter().find_map(|p| match config.processors.get(p) {
+            Some(ProcessorConfig::TailSampling(sampling)) => Some(sampling.as_ref().clone()),
+            _ => None,
+        });
+        let feed = match sampling {
+            Some(sampling) => {
+                let consumer = wal.consumer(&format!("sampler.{pipeline_name}"));
+                samplers.spawn(sampler::run(
+                    pipeline_name.clone(),
+                    sampling,
+                    consumer,
+                    wal.appender(),
+                    telemetry.clone(),
+                    exporters_stop.clone(),
+                ));
+                sampler::sampled_tag(&pipeline_name)
+            }
+            None => pipeline_name,
+        };
         for exporter_id in &pipeline.exporters {
-            feeds
-                .entry(exporter_id.clone())
-                .or_default()
-                .insert(pipeline_id.to_string());
+            feeds.entry(exporter_id.clone()).or_default().insert(feed.clone());
         }
     }
-    let (stop_exporters, exporters_stop) = watch::channel(false);
     let mut exporters = JoinSet::new();
     for (id, exporter_config) in &config.exporters {
         let Some(pipelines) = feeds.remove(id) else {
@@ -226,13 +245,20 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     .await
     .context("closing the write-ahead log")?;
 
-    let drained = async { while exporters.join_next().await.is_some() {} };
+    let drained = async {
+        while samplers.join_next().await.is_some() {}
+        while exporters.join_next().await.is_some() {}
+    };
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!("exporters did not drain in time; the rest stays in the write-ahead log");
         let _ = stop_exporters.send(true);
-        let stopped = async { while exporters.join_next().await.is_some() {} };
+        let stopped = async {
+            while samplers.join_next().await.is_some() {}
+            while exporters.join_next().await.is_some() {}
+        };
         if tokio::time::timeout(Duration::from_secs(2), stopped).await.is_err() {
             tracing::warn!("an exporter is blocked; leaving it behind");
+            samplers.abort_all();
             exporters.abort_all();
         }
     }

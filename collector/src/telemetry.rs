@@ -86,8 +86,26 @@ pub struct Telemetry {
     pub wal_bytes: Gauge,
     /// Resident memory of the process (`sift_memory_bytes`).
     pub memory_bytes: Gauge,
+    /// Tail-sampling decisions (`sift_sampling_decisions_total{decision,policy}`).
+    pub sampling_decisions: Family<DecisionLabels, Counter>,
+    /// Traces waiting for a decision (`sift_sampling_traces_pending`).
+    pub sampling_pending: Gauge,
+    /// Spans of already decided traces (`sift_sampling_late_spans_total`).
+    pub sampling_late_spans: Counter,
+    /// Traces decided before their wait was over because the buffer was full or the trace too
+    /// large (`sift_sampling_early_decisions_total`).
+    pub sampling_early: Counter,
     /// Latency of the query endpoint's requests (`sift_query_duration_seconds`).
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+}
+
+/// `{decision, policy}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// sampled or not_sampled.
+    pub decision: String,
+    /// The deciding policy (empty when none sampled).
+    pub policy: String,
 }
 
 /// `{endpoint}`.
@@ -154,6 +172,26 @@ impl Telemetry {
             ),
             wal_bytes: registered(r, "sift_storage_wal_bytes", "Write-ahead log size on disk"),
             memory_bytes: registered(r, "sift_memory_bytes", "Resident memory of the Sift process"),
+            sampling_decisions: registered(
+                r,
+                "sift_sampling_decisions",
+                "Tail-sampling decisions by outcome and policy",
+            ),
+            sampling_pending: registered(
+                r,
+                "sift_sampling_traces_pending",
+                "Traces waiting for a tail-sampling decision",
+            ),
+            sampling_late_spans: registered(
+                r,
+                "sift_sampling_late_spans",
+                "Spans that arrived after their trace was decided",
+            ),
+            sampling_early: registered(
+                r,
+                "sift_sampling_early_decisions",
+                "Traces decided early because the buffer was full or the trace too large",
+            ),
             query_duration: {
                 let family =
                     Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(query_histogram);

@@ -44,6 +44,8 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/default.yaml");
 pub enum ProcessorConfig {
     /// `redaction`: masks secrets and personal data before anything is written.
     Redaction(RedactionConfig),
+    /// `tail_sampling`: keeps or drops whole traces once they are complete.
+    TailSampling(Box<TailSamplingConfig>),
 }
 
 /// `storage`: where Sift keeps its data and for how long.
@@ -212,17 +214,10 @@ fn processor(kind: &str, value: Value, path: &str) -> Result<ProcessorConfig, Ve
             let raw = typed(value, path).map_err(|e| vec![e])?;
             RedactionConfig::validate(raw, path).map(ProcessorConfig::Redaction)
         }
-        "tail_sampling" => {
-            // Validate it fully, so that configs are ready when the processor lands.
-            TailSamplingConfig::parse(value, path)?;
-            Err(vec![ConfigError::new(
-                path,
-                "processor type \"tail_sampling\" is not available yet: its policies are implemented, its trace buffer is not",
-            )])
-        }
+        "tail_sampling" => TailSamplingConfig::parse(value, path).map(|c| ProcessorConfig::TailSampling(Box::new(c))),
         other => Err(vec![ConfigError::new(
             path,
-            format!("unknown processor type {other:?} (known: redaction)"),
+            format!("unknown processor type {other:?} (known: redaction, tail_sampling)"),
         )]),
     }
 }
@@ -387,6 +382,30 @@ impl Config {
                 "exporter",
                 errors,
             );
+        }
+        let mut samplers: BTreeMap<&ComponentId, String> = BTreeMap::new();
+        for (id, pipeline) in &self.pipelines {
+            let path = join("service.pipelines", &id.to_string());
+            for (i, processor) in pipeline.processors.iter().enumerate() {
+                if !matches!(self.processors.get(processor), Some(ProcessorConfig::TailSampling(_))) {
+                    continue;
+                }
+                let at = format!("{}[{i}]", join(&path, "processors"));
+                if id.signal != "traces" {
+                    errors.push(ConfigError::new(
+                        &at,
+                        "tail_sampling works on traces pipelines (logs following traces is not available yet)",
+                    ));
+                } else if i + 1 != pipeline.processors.len() {
+                    errors.push(ConfigError::new(
+                        &at,
+                        "tail_sampling must be the last processor of its pipeline",
+                    ));
+                }
+                if let Some(other) = samplers.insert(processor, id.to_string()) {
+                    errors.push(ConfigError::new(&at, format!("{processor} is already used by pipeline {other}; give each pipeline its own tail_sampling/<name>")));
+                }
+            }
         }
         for (id, receiver) in &self.receivers {
             let ReceiverConfig::Otlp(otlp) = receiver;

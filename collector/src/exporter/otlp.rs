@@ -369,6 +369,12 @@ fn classify_grpc(status: &tonic::Status) -> ExportError {
     use tonic::Code;
     let after = RpcStatus::decode(status.details()).ok().and_then(|s| s.retry_delay());
     let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    // A status carrying a source error was not sent by the server: the transport failed (a reset
+    // or dropped connection, an HTTP/2 error mapped to INTERNAL or UNKNOWN). The request may or
+    // may not have arrived, so it is sent again.
+    if std::error::Error::source(status).is_some() {
+        return ExportError::Retryable { message, after };
+    }
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -378,9 +384,6 @@ fn classify_grpc(status: &tonic::Status) -> ExportError {
         | Code::DataLoss => ExportError::Retryable { message, after },
         // Only retryable when the server says when (OTLP spec).
         Code::ResourceExhausted if after.is_some() => ExportError::Retryable { message, after },
-        // Not an answer from the server but a failed transport (connection reset mid-request):
-        // the request may or may not have arrived, so send it again.
-        Code::Unknown if std::error::Error::source(status).is_some() => ExportError::Retryable { message, after },
         _ => ExportError::Permanent(message),
     }
 }
@@ -462,8 +465,16 @@ mod tests {
         assert!(!retryable(tonic::Status::invalid_argument("bad")));
         assert!(!retryable(tonic::Status::resource_exhausted("no retry info")));
         assert!(!retryable(tonic::Status::unknown("the server said so")));
+        assert!(!retryable(tonic::Status::internal("the server said so")));
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert!(retryable(tonic::Status::from_error(Box::new(reset))));
+        let mut h2_internal = tonic::Status::internal("h2 protocol error");
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "aborted");
+        h2_internal.set_source(std::sync::Arc::new(reset));
+        assert!(
+            retryable(h2_internal),
+            "an HTTP/2 error mapped to INTERNAL is a transport failure"
+        );
         let status = RpcStatus::with_retry_delay(8, "later".into(), Duration::from_secs(3));
         let exhausted =
             tonic::Status::with_details(tonic::Code::ResourceExhausted, "later", status.encode_to_vec().into());

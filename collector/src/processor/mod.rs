@@ -24,13 +24,15 @@ pub struct ProcessorHandle {
 }
 
 impl ProcessorHandle {
-    /// Builds the processor for a config entry.
-    pub fn build(id: &ComponentId, config: &ProcessorConfig) -> ProcessorHandle {
+    /// Builds the ingest-time processor for a config entry (`None` for `tail_sampling`, which
+    /// runs after the WAL as its own task).
+    pub fn build(id: &ComponentId, config: &ProcessorConfig) -> Option<ProcessorHandle> {
         match config {
-            ProcessorConfig::Redaction(redaction) => ProcessorHandle {
+            ProcessorConfig::Redaction(redaction) => Some(ProcessorHandle {
                 id: id.clone(),
                 rules: Arc::new(RwLock::new(Arc::new(Redactor::new(redaction)))),
-            },
+            }),
+            ProcessorConfig::TailSampling(_) => None,
         }
     }
 
@@ -45,6 +47,9 @@ impl ProcessorHandle {
         match config {
             ProcessorConfig::Redaction(redaction) => {
                 *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Redactor::new(redaction));
+            }
+            ProcessorConfig::TailSampling(_) => {
+                tracing::warn!(processor = %self.id, "a redaction processor cannot become tail_sampling; restart to change types");
             }
         }
     }

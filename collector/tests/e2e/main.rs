@@ -11,3 +11,4 @@ mod ingest_sdk;
 mod ops;
 mod overload;
 mod redaction;
+mod tail_sampling;

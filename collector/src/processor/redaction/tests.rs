@@ -17,7 +17,9 @@ fn redactor(settings: &str) -> Redactor {
          service: {{ pipelines: {{ logs: {{ receivers: [otlp], processors: [redaction], exporters: [nop] }} }} }}\n"
     );
     let config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let ProcessorConfig::Redaction(redaction) = &config.processors[&ComponentId::parse("redaction").unwrap()];
+    let ProcessorConfig::Redaction(redaction) = &config.processors[&ComponentId::parse("redaction").unwrap()] else {
+        panic!("not a redaction processor")
+    };
     Redactor::new(redaction)
 }
 

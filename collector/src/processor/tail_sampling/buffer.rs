@@ -138,6 +138,13 @@ impl Buffer {
         out
     }
 
+    /// Removes one pending trace.
+    pub fn remove(&mut self, id: &TraceId) -> Option<Pending> {
+        let pending = self.traces.remove(id)?;
+        self.arrival.retain(|t| t != id);
+        Some(pending)
+    }
+
     /// Removes and returns every pending trace (shutdown).
     pub fn drain(&mut self) -> Vec<(TraceId, Pending)> {
         let mut out = Vec::with_capacity(self.traces.len());
@@ -172,7 +179,7 @@ mod tests {
                 name: "x".repeat(50),
                 ..Default::default()
             },
-            resource: Arc::new(Vec::new()),
+            origin: Arc::new(Default::default()),
         }
     }
 

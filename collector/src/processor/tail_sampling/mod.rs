@@ -5,4 +5,5 @@
 pub mod buffer;
 pub mod cache;
 pub mod policy;
+pub mod sampler;
 pub mod trace;

@@ -1,17 +1,32 @@
-//! A trace as the policies see it: its spans, each with the attributes of its resource.
+//! A trace as the policies see it: its spans, each with its resource and scope (shared by the
+//! spans that came with them), so that kept traces can be sent on as they arrived.
 
 use std::sync::Arc;
 
-use sift_proto::otlp::common::v1::{AnyValue, KeyValue};
+use sift_proto::otlp::common::v1::{AnyValue, InstrumentationScope};
+use sift_proto::otlp::resource::v1::Resource;
 use sift_proto::otlp::trace::v1::Span;
 
-/// One buffered span with its resource's attributes (shared by the spans of one resource).
+/// Where a span came from: its resource and instrumentation scope, with their schema URLs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    /// The resource.
+    pub resource: Resource,
+    /// `ResourceSpans.schema_url`.
+    pub resource_schema_url: String,
+    /// The scope.
+    pub scope: InstrumentationScope,
+    /// `ScopeSpans.schema_url`.
+    pub scope_schema_url: String,
+}
+
+/// One buffered span with its origin.
 #[derive(Debug, Clone)]
 pub struct TraceSpan {
     /// The span.
     pub span: Span,
-    /// Its resource's attributes.
-    pub resource: Arc<Vec<KeyValue>>,
+    /// Its resource and scope.
+    pub origin: Arc<Origin>,
 }
 
 /// The spans of one trace received so far.
@@ -45,7 +60,7 @@ impl Trace {
             s.span
                 .attributes
                 .iter()
-                .chain(s.resource.iter())
+                .chain(s.origin.resource.attributes.iter())
                 .filter(move |kv| kv.key == key)
                 .filter_map(|kv| kv.value.as_ref())
         })

@@ -8,7 +8,8 @@ use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::trace::v1::{status, Span, Status};
 
 use super::{build, NamedPolicy, Verdict};
-use crate::processor::tail_sampling::trace::{Trace, TraceSpan};
+use crate::processor::tail_sampling::trace::{Origin, Trace, TraceSpan};
+use sift_proto::otlp::resource::v1::Resource;
 
 /// The policy described by `json` (one Collector policy entry).
 pub(crate) fn policy(json: serde_json::Value) -> NamedPolicy {
@@ -55,7 +56,13 @@ pub(crate) fn trace(specs: &[SpanSpec]) -> Trace {
                 trace_state: s.trace_state.clone(),
                 ..Default::default()
             },
-            resource: Arc::new(s.resource.clone()),
+            origin: Arc::new(Origin {
+                resource: Resource {
+                    attributes: s.resource.clone(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
         })
         .collect();
     Trace { spans }

@@ -1,0 +1,296 @@
+//! The tail sampler of one traces pipeline: a WAL consumer of the pipeline's entries that groups
+//! spans into traces ([`Buffer`]), decides each trace when it is due ([`decide`]), and appends the
+//! kept traces to the WAL under `<pipeline>#sampled`, which the pipeline's exporters read instead
+//! of the raw entries. So exporters only ever see kept traces.
+//!
+//! Durability: the sampler checkpoints at the WAL position of its oldest pending trace, so after a
+//! crash or a restart the pending traces are rebuilt by replaying from there. On replay, a kept
+//! trace's spans are met again after its `#sampled` entry, which is recognised: the trace is known
+//! as decided and not emitted twice. Known gap: not-sampled decisions are not recorded, so a trace
+//! dropped just before a crash is decided again on replay (deterministic policies agree; rate-based
+//! ones may not).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use prost::Message;
+use sift_config::TailSamplingConfig;
+use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use sift_proto::{Signal, SignalKind, Traces};
+use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
+use sift_storage::WalEntry;
+use tokio::sync::watch;
+
+use super::buffer::{Buffer, Limits, Pending, Reason, TraceId};
+use super::cache::{DecisionCache, Remembered};
+use super::policy::{build, decide, NamedPolicy};
+use super::trace::{Origin, TraceSpan};
+use crate::telemetry::{DecisionLabels, Telemetry};
+
+/// The WAL tag of a pipeline's kept traces.
+pub fn sampled_tag(pipeline: &str) -> String {
+    format!("{pipeline}#sampled")
+}
+
+/// How often due traces are looked for.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Sampler {
+    pipeline: String,
+    sampled_tag: String,
+    policies: Vec<NamedPolicy>,
+    buffer: Buffer,
+    cache: DecisionCache,
+    appender: WalAppender,
+    telemetry: Arc<Telemetry>,
+}
+
+/// Runs the sampler of `pipeline` until the WAL is closed or `stop` is set. Pending traces are
+/// not lost on stop: the checkpoint stays at the oldest of them.
+pub async fn run(
+    pipeline: String,
+    config: TailSamplingConfig,
+    mut consumer: WalConsumer,
+    appender: WalAppender,
+    telemetry: Arc<Telemetry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = Limits {
+        decision_wait: config.decision_wait.0,
+        after_root: config.decision_wait_after_root_received.map(|d| d.0),
+        max_traces: usize::try_from(config.num_traces).unwrap_or(usize::MAX),
+        max_trace_bytes: usize::try_from(config.maximum_trace_size_bytes).unwrap_or(usize::MAX),
+    };
+    let cache = DecisionCache::new(
+        usize::try_from(config.decision_cache.sampled_cache_size).unwrap_or(usize::MAX),
+        usize::try_from(config.decision_cache.non_sampled_cache_size).unwrap_or(usize::MAX),
+    );
+    let mut sampler = Sampler {
+        sampled_tag: sampled_tag(&pipeline),
+        pipeline,
+        policies: config.policies.iter().map(build).collect(),
+        buffer: Buffer::new(limits),
+        cache,
+        appender,
+        telemetry,
+    };
+    let mut tick = tokio::time::interval(TICK);
+    let mut read_end: Option<u64> = None;
+    loop {
+        let mut ready = Vec::new();
+        tokio::select! {
+            batch = consumer.next_batch(4 << 20) => match batch {
+                Ok(Some(records)) => {
+                    read_end = records.last().map(|r| r.end).or(read_end);
+                    ready = sampler.take_in(&records);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(pipeline = %sampler.pipeline, error = %e, "sampler cannot read the WAL");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            _ = tick.tick() => {}
+            () = stopped(&mut stop) => break,
+        }
+        ready.extend(sampler.buffer.take_due(Instant::now()));
+        if !sampler.emit(ready, &mut stop).await {
+            break;
+        }
+        sampler
+            .telemetry
+            .sampling_pending
+            .set(i64::try_from(sampler.buffer.len()).unwrap_or(i64::MAX));
+        if let Some(end) = read_end {
+            let position = sampler.buffer.oldest_position().map_or(end, |oldest| oldest.min(end));
+            if let Err(e) = consumer.commit(position, false) {
+                tracing::error!(pipeline = %sampler.pipeline, error = %e, "cannot store the sampler's checkpoint");
+            }
+        }
+    }
+    if let Some(end) = read_end {
+        let position = sampler.buffer.oldest_position().map_or(end, |oldest| oldest.min(end));
+        if let Err(e) = consumer.commit(position, true) {
+            tracing::error!(pipeline = %sampler.pipeline, error = %e, "cannot store the sampler's checkpoint");
+        }
+    }
+    tracing::debug!(pipeline = %sampler.pipeline, pending = sampler.buffer.len(), "sampler stopped; pending traces stay in the WAL");
+}
+
+impl Sampler {
+    /// Buffers the spans of `records`; returns traces that must be decided now (buffer full or
+    /// trace too large) plus late spans of traces already kept.
+    fn take_in(&mut self, records: &[WalRecord]) -> Vec<(TraceId, Pending, Reason)> {
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        let mut late_kept: Vec<TraceSpan> = Vec::new();
+        for record in records {
+            let Ok(entry) = WalEntry::decode(&record.payload) else {
+                continue;
+            };
+            if entry.signal != SignalKind::Traces {
+                continue;
+            }
+            let is_own_output = entry.pipeline == self.sampled_tag;
+            if !is_own_output && entry.pipeline != self.pipeline {
+                continue;
+            }
+            let Ok(request) = ExportTraceServiceRequest::decode(entry.body.clone()) else {
+                tracing::error!(pipeline = %self.pipeline, "undecodable traces entry in the WAL");
+                continue;
+            };
+            for span in spans_of(request) {
+                let Ok(id) = TraceId::try_from(span.span.trace_id.as_slice()) else {
+                    continue;
+                };
+                if is_own_output {
+                    // Replay after a restart: this trace was kept and emitted before.
+                    self.buffer.remove(&id);
+                    self.remember(id, true, "replayed");
+                    continue;
+                }
+                if let Some(decision) = self.cache.get(&id) {
+                    self.telemetry.sampling_late_spans.inc();
+                    if decision.sampled {
+                        late_kept.push(span);
+                    }
+                    continue;
+                }
+                for (trace, pending, reason) in self.buffer.insert(span, record.position, now) {
+                    self.telemetry.sampling_early.inc();
+                    ready.push((trace, pending, reason));
+                }
+            }
+        }
+        if !late_kept.is_empty() {
+            let id = TraceId::try_from(late_kept[0].span.trace_id.as_slice()).unwrap_or([0; 16]);
+            let pending = Pending {
+                trace: super::trace::Trace { spans: late_kept },
+                first_position: 0,
+                due: now,
+                bytes: 0,
+            };
+            ready.push((id, pending, Reason::Due));
+        }
+        ready
+    }
+
+    fn remember(&mut self, id: TraceId, sampled: bool, policy: &str) {
+        self.cache.insert(
+            id,
+            Remembered {
+                sampled,
+                policy: policy.to_owned(),
+                decided_at: SystemTime::now(),
+            },
+        );
+    }
+
+    /// Decides the traces (late spans of kept traces are sent on as they are) and appends the kept
+    /// ones to the WAL. Returns false if stopped before the append succeeded.
+    async fn emit(&mut self, ready: Vec<(TraceId, Pending, Reason)>, stop: &mut watch::Receiver<bool>) -> bool {
+        if ready.is_empty() {
+            return true;
+        }
+        let now = Instant::now();
+        let mut kept: Vec<TraceSpan> = Vec::new();
+        for (id, pending, _) in ready {
+            if let Some(decision) = self.cache.get(&id) {
+                // Late spans of a decided trace follow the decision.
+                if decision.sampled {
+                    kept.extend(pending.trace.spans);
+                }
+                continue;
+            }
+            let decision = decide(&self.policies, &pending.trace, now);
+            let label = if decision.sampled { "sampled" } else { "not_sampled" };
+            self.telemetry
+                .sampling_decisions
+                .get_or_create(&DecisionLabels {
+                    decision: label.to_owned(),
+                    policy: decision.policy.clone(),
+                })
+                .inc();
+            self.remember(id, decision.sampled, &decision.policy);
+            if decision.sampled {
+                kept.extend(pending.trace.spans);
+            }
+        }
+        if kept.is_empty() {
+            return true;
+        }
+        let request = request_of(kept);
+        let items = Traces::item_count(&request);
+        let body = Bytes::from(request.encode_to_vec());
+        let entry = WalEntry::encode(SignalKind::Traces, &self.sampled_tag, items, &body);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.appender.append(entry.clone()).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::warn!(pipeline = %self.pipeline, error = %e, "cannot write kept traces yet, will retry");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        () = stopped(stop) => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` is set (holding no borrow of the flag afterwards).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The spans of a request, each with its (shared) origin.
+fn spans_of(request: ExportTraceServiceRequest) -> Vec<TraceSpan> {
+    let mut out = Vec::new();
+    for rs in request.resource_spans {
+        for ss in rs.scope_spans {
+            let origin = Arc::new(Origin {
+                resource: rs.resource.clone().unwrap_or_default(),
+                resource_schema_url: rs.schema_url.clone(),
+                scope: ss.scope.unwrap_or_default(),
+                scope_schema_url: ss.schema_url,
+            });
+            out.extend(ss.spans.into_iter().map(|span| TraceSpan {
+                span,
+                origin: origin.clone(),
+            }));
+        }
+    }
+    out
+}
+
+/// A request holding `spans`, grouped back under their resources and scopes.
+fn request_of(spans: Vec<TraceSpan>) -> ExportTraceServiceRequest {
+    let mut groups: Vec<(Arc<Origin>, Vec<Span>)> = Vec::new();
+    for span in spans {
+        match groups
+            .iter_mut()
+            .find(|(origin, _)| Arc::ptr_eq(origin, &span.origin) || **origin == *span.origin)
+        {
+            Some((_, group)) => group.push(span.span),
+            None => groups.push((span.origin, vec![span.span])),
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: groups
+            .into_iter()
+            .map(|(origin, spans)| ResourceSpans {
+                resource: Some(origin.resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(origin.scope.clone()),
+                    spans,
+                    schema_url: origin.scope_schema_url.clone(),
+                }],
+                schema_url: origin.resource_schema_url.clone(),
+            })
+            .collect(),
+    }
+}

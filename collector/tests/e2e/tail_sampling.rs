@@ -1,0 +1,160 @@
+//! Tail sampling through a running Sift: errors and slow traces kept whole, the rest at the
+//! probabilistic share, late spans following the decision, pending traces surviving SIGKILL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prost::Message;
+use reqwest::blocking::Client;
+use serde_json::Value;
+use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use sift_proto::otlp::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+
+use crate::common::{each, eventually, Sift};
+
+fn sampling_config(decision_wait: &str) -> String {
+    format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:0 }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
+         processors:\n  tail_sampling:\n    decision_wait: {decision_wait}\n    policies:\n\
+         \x20     - {{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n\
+         \x20     - {{ name: slow, type: latency, latency: {{ threshold_ms: 500 }} }}\n\
+         \x20     - {{ name: rest, type: probabilistic, probabilistic: {{ sampling_percentage: 10 }} }}\n\
+         exporters:\n  file: {{}}\n\
+         service:\n  pipelines:\n\
+         \x20   traces: {{ receivers: [otlp], processors: [tail_sampling], exporters: [file] }}\n\
+         query:\n  endpoint: 127.0.0.1:0\n"
+    )
+}
+
+fn trace_id(i: u64) -> Vec<u8> {
+    [i.to_be_bytes(), [0xAB; 8]].concat()
+}
+
+/// Span `n` (0 = root) of trace `i`: trace 20k is an error trace, 20k+1 a slow one.
+fn span(i: u64, n: u64) -> Span {
+    let error = i.is_multiple_of(20) && n == 1;
+    let duration_ms = if n == 0 && i % 20 == 1 { 800 } else { 50 };
+    let start = 1_700_000_000_000_000_000 + i * 1_000_000_000;
+    Span {
+        trace_id: trace_id(i),
+        span_id: (i * 10 + n + 1).to_be_bytes().to_vec(),
+        parent_span_id: if n == 0 {
+            Vec::new()
+        } else {
+            (i * 10 + 1).to_be_bytes().to_vec()
+        },
+        name: format!("span {n}"),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + duration_ms * 1_000_000,
+        status: Some(Status {
+            code: if error { status::StatusCode::Error as i32 } else { 0 },
+            message: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn send(sift: &Sift, spans: Vec<Span>) {
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(
+        sift.post_protobuf(&Client::new(), "/v1/traces", request.encode_to_vec())
+            .status(),
+        200
+    );
+}
+
+/// Sends traces `range`, 3 spans each; the last span of every trace in a second request.
+fn send_traces(sift: &Sift, range: std::ops::Range<u64>) {
+    let ids: Vec<u64> = range.collect();
+    for chunk in ids.chunks(100) {
+        send(sift, chunk.iter().flat_map(|i| [span(*i, 0), span(*i, 1)]).collect());
+        send(sift, chunk.iter().map(|i| span(*i, 2)).collect());
+    }
+}
+
+/// Stored spans per trace index.
+fn stored(sift: &Sift) -> HashMap<u64, usize> {
+    let mut traces = HashMap::new();
+    for request in sift.exported("traces") {
+        each(&request, &["resourceSpans", "scopeSpans", "spans"], &mut |s: &Value| {
+            let id = hex::decode(s["traceId"].as_str().unwrap()).unwrap();
+            let i = u64::from_be_bytes(id[..8].try_into().unwrap());
+            *traces.entry(i).or_insert(0) += 1;
+        });
+    }
+    traces
+}
+
+fn decisions(sift: &Sift) -> f64 {
+    let text = reqwest::blocking::get(sift.query_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("sift_sampling_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn errors_and_slow_traces_are_kept_whole_and_the_rest_at_ten_percent() {
+    let sift = Sift::start(&sampling_config("1s"));
+    send_traces(&sift, 0..2000);
+    assert!(
+        eventually(Duration::from_secs(20), || decisions(&sift) == 2000.0),
+        "decisions: {}",
+        decisions(&sift)
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        let traces = stored(&sift);
+        (0..2000).filter(|i| i % 20 < 2).all(|i| traces.get(&i) == Some(&3))
+    }));
+    let traces = stored(&sift);
+    assert!(traces.values().all(|n| *n == 3), "every stored trace is complete, once");
+    let rest = (0..2000u64)
+        .filter(|i| i % 20 >= 2)
+        .filter(|i| traces.contains_key(i))
+        .count();
+    let share = rest as f64 / 1800.0 * 100.0;
+    eprintln!("tail sampling: 100 error + 100 slow traces kept whole, {rest} of 1800 others kept ({share:.1}%)");
+    assert!((7.5..=12.5).contains(&share), "{share}% of the rest kept");
+
+    // Late spans follow the decision.
+    let dropped = (2..2000u64).find(|i| i % 20 >= 2 && !traces.contains_key(i)).unwrap();
+    send(&sift, vec![span(0, 7), span(dropped, 7)]);
+    assert!(
+        eventually(Duration::from_secs(5), || stored(&sift).get(&0) == Some(&4)),
+        "late span of a kept trace"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!stored(&sift).contains_key(&dropped), "late span of a dropped trace");
+    assert_eq!(sift.metric("sift_sampling_late_spans_total"), 2.0);
+    assert_eq!(
+        sift.metric("sift_sampling_decisions_total{decision=\"sampled\",policy=\"errors\"}"),
+        100.0
+    );
+}
+
+#[test]
+fn pending_traces_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sift = Sift::start_in(dir.path(), &sampling_config("3s"));
+    send_traces(&sift, 0..500);
+    assert_eq!(stored(&sift).len(), 0, "nothing decided yet");
+    sift.kill();
+    sift.restart();
+    assert!(eventually(Duration::from_secs(20), || {
+        let traces = stored(&sift);
+        (0..500).filter(|i| i % 20 < 2).all(|i| traces.get(&i) == Some(&3))
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(stored(&sift).values().all(|n| *n == 3), "complete and not twice");
+}
