@@ -22,6 +22,8 @@ pub(crate) struct RawTailSampling {
     expected_new_traces_per_sec: u64,
     #[serde(default)]
     maximum_trace_size_bytes: u64,
+    #[serde(default = "default_buffer_mib")]
+    max_buffer_size_mib: u64,
     #[serde(default)]
     decision_cache: DecisionCache,
     #[serde(default)]
@@ -41,6 +43,9 @@ pub struct TailSamplingConfig {
     pub expected_new_traces_per_sec: u64,
     /// A trace larger than this is decided at once (0: no limit).
     pub maximum_trace_size_bytes: u64,
+    /// Total size of buffered spans (encoded); beyond, the oldest traces are decided early
+    /// (Sift's addition: the Collector bounds only the trace count).
+    pub max_buffer_size_mib: u64,
     /// Sizes of the sampled / not-sampled decision caches.
     pub decision_cache: DecisionCache,
     /// The policies; a trace is kept if any says sample, unless a `drop` policy matches.
@@ -49,6 +54,10 @@ pub struct TailSamplingConfig {
 
 fn default_decision_wait() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_buffer_mib() -> u64 {
+    64
 }
 
 fn default_num_traces() -> u64 {
@@ -576,6 +585,12 @@ impl TailSamplingConfig {
         if raw.policies.is_empty() {
             errors.push(ConfigError::new(&policies_path, "needs at least one policy"));
         }
+        if raw.max_buffer_size_mib == 0 {
+            errors.push(ConfigError::new(
+                join(path, "max_buffer_size_mib"),
+                "must be at least 1",
+            ));
+        }
         if raw.num_traces == 0 {
             errors.push(ConfigError::new(join(path, "num_traces"), "must be at least 1"));
         }
@@ -589,6 +604,7 @@ impl TailSamplingConfig {
             num_traces: raw.num_traces,
             expected_new_traces_per_sec: raw.expected_new_traces_per_sec,
             maximum_trace_size_bytes: raw.maximum_trace_size_bytes,
+            max_buffer_size_mib: raw.max_buffer_size_mib,
             decision_cache: raw.decision_cache,
             policies,
         })

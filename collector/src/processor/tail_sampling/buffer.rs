@@ -50,6 +50,8 @@ pub struct Limits {
     pub max_traces: usize,
     /// Bytes per trace at most (0: no limit).
     pub max_trace_bytes: usize,
+    /// Bytes of all pending traces at most.
+    pub max_total_bytes: usize,
 }
 
 /// Pending traces in arrival order.
@@ -57,6 +59,7 @@ pub struct Buffer {
     limits: Limits,
     traces: HashMap<TraceId, Pending>,
     arrival: VecDeque<TraceId>,
+    total_bytes: usize,
 }
 
 impl Buffer {
@@ -66,6 +69,7 @@ impl Buffer {
             limits,
             traces: HashMap::new(),
             arrival: VecDeque::new(),
+            total_bytes: 0,
         }
     }
 
@@ -92,6 +96,7 @@ impl Buffer {
             while self.traces.len() >= self.limits.max_traces.max(1) {
                 let Some(oldest) = self.arrival.pop_front() else { break };
                 if let Some(pending) = self.traces.remove(&oldest) {
+                    self.total_bytes -= pending.bytes;
                     out.push((oldest, pending, Reason::Evicted));
                 }
             }
@@ -109,15 +114,27 @@ impl Buffer {
         let pending = self.traces.get_mut(&id).expect("inserted above");
         pending.trace.spans.push(span);
         pending.bytes += bytes;
+        self.total_bytes += bytes;
         if let (true, Some(after_root)) = (is_root, self.limits.after_root) {
             pending.due = pending.due.min(now + after_root);
         }
         if self.limits.max_trace_bytes > 0 && pending.bytes > self.limits.max_trace_bytes {
-            let pending = self.traces.remove(&id).expect("present");
-            self.arrival.retain(|t| *t != id);
+            let pending = self.remove(&id).expect("present");
             out.push((id, pending, Reason::TooLarge));
         }
+        while self.total_bytes > self.limits.max_total_bytes.max(1) {
+            let Some(oldest) = self.arrival.front().copied() else {
+                break;
+            };
+            let pending = self.remove(&oldest).expect("arrival and traces agree");
+            out.push((oldest, pending, Reason::Evicted));
+        }
         out
+    }
+
+    /// Encoded bytes of all pending spans.
+    pub fn bytes(&self) -> usize {
+        self.total_bytes
     }
 
     /// Removes and returns every trace due at `now`, oldest first.
@@ -128,6 +145,7 @@ impl Buffer {
             match self.traces.get(&id) {
                 Some(pending) if pending.due <= now => {
                     let pending = self.traces.remove(&id).expect("present");
+                    self.total_bytes -= pending.bytes;
                     out.push((id, pending, Reason::Due));
                 }
                 Some(_) => keep.push_back(id),
@@ -141,6 +159,7 @@ impl Buffer {
     /// Removes one pending trace.
     pub fn remove(&mut self, id: &TraceId) -> Option<Pending> {
         let pending = self.traces.remove(id)?;
+        self.total_bytes -= pending.bytes;
         self.arrival.retain(|t| t != id);
         Some(pending)
     }
@@ -150,6 +169,7 @@ impl Buffer {
         let mut out = Vec::with_capacity(self.traces.len());
         while let Some(id) = self.arrival.pop_front() {
             if let Some(pending) = self.traces.remove(&id) {
+                self.total_bytes -= pending.bytes;
                 out.push((id, pending));
             }
         }
@@ -189,6 +209,7 @@ mod tests {
             after_root: None,
             max_traces: 3,
             max_trace_bytes: 0,
+            max_total_bytes: usize::MAX,
         }
     }
 
@@ -251,5 +272,16 @@ mod tests {
         assert_eq!(large.len(), 1);
         assert_eq!(large[0].2, Reason::TooLarge);
         assert!(small.is_empty());
+
+        let mut bounded = Buffer::new(Limits {
+            max_total_bytes: 250,
+            ..limits()
+        });
+        assert!(bounded.insert(span(1, 1, false), 1, t0).is_empty());
+        assert!(bounded.insert(span(2, 1, false), 2, t0).is_empty());
+        let over = bounded.insert(span(3, 1, false), 3, t0);
+        assert_eq!(over.len(), 1, "the byte budget decides the oldest early");
+        assert_eq!((over[0].0, over[0].2), ([1; 16], Reason::Evicted));
+        assert!(bounded.bytes() <= 250);
     }
 }

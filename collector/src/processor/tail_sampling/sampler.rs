@@ -62,6 +62,7 @@ pub async fn run(
         after_root: config.decision_wait_after_root_received.map(|d| d.0),
         max_traces: usize::try_from(config.num_traces).unwrap_or(usize::MAX),
         max_trace_bytes: usize::try_from(config.maximum_trace_size_bytes).unwrap_or(usize::MAX),
+        max_total_bytes: usize::try_from(config.max_buffer_size_mib << 20).unwrap_or(usize::MAX),
     };
     let cache = DecisionCache::new(
         usize::try_from(config.decision_cache.sampled_cache_size).unwrap_or(usize::MAX),
