@@ -17,11 +17,7 @@ impl And {
 
 impl Evaluator for And {
     fn evaluate(&self, trace: &Trace, now: Instant) -> Verdict {
-        if self.policies.iter().all(|p| keeps(p.evaluate(trace, now))) {
-            Verdict::Sampled
-        } else {
-            Verdict::NotSampled
-        }
+        Verdict::sampled_if(self.policies.iter().all(|p| keeps(p.evaluate(trace, now))))
     }
 }
 

@@ -25,11 +25,7 @@ impl Latency {
 impl Evaluator for Latency {
     fn evaluate(&self, trace: &Trace, _now: Instant) -> Verdict {
         let duration = trace.duration_ns();
-        if duration >= self.lower_ns && self.upper_ns.is_none_or(|upper| duration <= upper) {
-            Verdict::Sampled
-        } else {
-            Verdict::NotSampled
-        }
+        Verdict::sampled_if(duration >= self.lower_ns && self.upper_ns.is_none_or(|upper| duration <= upper))
     }
 }
 

@@ -36,6 +36,17 @@ pub enum Verdict {
     Dropped,
 }
 
+impl Verdict {
+    /// `Sampled` when `matched`, otherwise `NotSampled`: the verdict of a plain matching policy.
+    pub fn sampled_if(matched: bool) -> Verdict {
+        if matched {
+            Verdict::Sampled
+        } else {
+            Verdict::NotSampled
+        }
+    }
+}
+
 /// A policy's evaluation. `now` is passed in so that rate-based policies are testable.
 pub trait Evaluator: Send + Sync {
     /// The verdict on `trace`.

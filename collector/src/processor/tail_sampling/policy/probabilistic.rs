@@ -47,11 +47,7 @@ impl Probabilistic {
 
 impl Evaluator for Probabilistic {
     fn evaluate(&self, trace: &Trace, _now: Instant) -> Verdict {
-        if self.keeps(trace.trace_id()) {
-            Verdict::Sampled
-        } else {
-            Verdict::NotSampled
-        }
+        Verdict::sampled_if(self.keeps(trace.trace_id()))
     }
 }
 

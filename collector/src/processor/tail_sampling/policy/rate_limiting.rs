@@ -54,11 +54,7 @@ impl RateLimiting {
 
 impl Evaluator for RateLimiting {
     fn evaluate(&self, trace: &Trace, now: Instant) -> Verdict {
-        if self.budget.try_spend(trace.spans.len() as u64, now) {
-            Verdict::Sampled
-        } else {
-            Verdict::NotSampled
-        }
+        Verdict::sampled_if(self.budget.try_spend(trace.spans.len() as u64, now))
     }
 }
 

@@ -25,11 +25,7 @@ impl SpanCount {
 impl Evaluator for SpanCount {
     fn evaluate(&self, trace: &Trace, _now: Instant) -> Verdict {
         let count = trace.spans.len() as u64;
-        if count >= self.min && self.max.is_none_or(|max| count <= max) {
-            Verdict::Sampled
-        } else {
-            Verdict::NotSampled
-        }
+        Verdict::sampled_if(count >= self.min && self.max.is_none_or(|max| count <= max))
     }
 }
 

@@ -31,11 +31,7 @@ impl Evaluator for StatusCode {
     fn evaluate(&self, trace: &Trace, _now: Instant) -> Verdict {
         let code_of =
             |s: &crate::processor::tail_sampling::trace::TraceSpan| s.span.status.as_ref().map_or(0, |st| st.code);
-        if trace.spans.iter().any(|s| self.codes.contains(&code_of(s))) {
-            Verdict::Sampled
-        } else {
-            Verdict::NotSampled
-        }
+        Verdict::sampled_if(trace.spans.iter().any(|s| self.codes.contains(&code_of(s))))
     }
 }
 

@@ -31,11 +31,7 @@ impl Evaluator for TraceState {
                 .filter_map(|member| member.trim().split_once('='))
                 .any(|(key, value)| key == self.key && self.values.contains(value))
         });
-        if matched {
-            Verdict::Sampled
-        } else {
-            Verdict::NotSampled
-        }
+        Verdict::sampled_if(matched)
     }
 }
 
