@@ -83,6 +83,10 @@ pub trait Signal: Send + Sync + 'static {
 
     /// The OTLP/JSON name of the partial-success count (`rejectedSpans`, ...).
     const REJECTED_FIELD: &'static str;
+    /// The fully qualified gRPC service name.
+    const GRPC_SERVICE: &'static str;
+    /// The path of the gRPC `Export` method.
+    const GRPC_EXPORT_PATH: &'static str;
 
     /// Number of items (spans, log records, data points) in a request.
     fn item_count(request: &Self::Request) -> u64;
@@ -217,6 +221,8 @@ impl Signal for Traces {
     type Response = ExportTraceServiceResponse;
     const KIND: SignalKind = SignalKind::Traces;
     const REJECTED_FIELD: &'static str = "rejectedSpans";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const GRPC_EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
     fn item_count(request: &Self::Request) -> u64 {
         let mut count = 0;
@@ -303,6 +309,8 @@ impl Signal for Logs {
     type Response = ExportLogsServiceResponse;
     const KIND: SignalKind = SignalKind::Logs;
     const REJECTED_FIELD: &'static str = "rejectedLogRecords";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const GRPC_EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
     fn item_count(request: &Self::Request) -> u64 {
         let mut count = 0;
@@ -406,6 +414,8 @@ impl Signal for Metrics {
     type Response = ExportMetricsServiceResponse;
     const KIND: SignalKind = SignalKind::Metrics;
     const REJECTED_FIELD: &'static str = "rejectedDataPoints";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const GRPC_EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
     fn item_count(request: &Self::Request) -> u64 {
         let mut count = 0;

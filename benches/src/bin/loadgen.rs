@@ -103,14 +103,6 @@ fn index(signal: SignalKind) -> usize {
     }
 }
 
-fn grpc_path(signal: SignalKind) -> &'static str {
-    match signal {
-        SignalKind::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        SignalKind::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        SignalKind::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-    }
-}
-
 enum Outcome {
     Acked,
     Refused,
@@ -153,7 +145,9 @@ async fn connection(
         let outcome = match grpc.as_mut() {
             Some(grpc) => {
                 grpc.ready().await?;
-                let path = tonic::codegen::http::uri::PathAndQuery::from_static(grpc_path(payload.signal));
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                    sift_proto::with_signal!(payload.signal, S => S::GRPC_EXPORT_PATH),
+                );
                 match grpc
                     .unary(tonic::Request::new(payload.body.clone()), path, RawCodec)
                     .await

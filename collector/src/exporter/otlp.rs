@@ -219,7 +219,7 @@ impl OtlpExporter {
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = metadata.clone();
         request.set_timeout(self.timeout);
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(export_path(signal));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(with_signal!(signal, S => S::GRPC_EXPORT_PATH));
         match grpc.unary(request, path, RawCodec).await {
             Ok(response) => Ok(rejected_protobuf(signal, response.into_inner())),
             Err(status) => Err(classify_grpc(&status)),
@@ -334,14 +334,6 @@ fn gzip(body: &[u8]) -> Bytes {
     // Writing to a Vec cannot fail.
     let _ = encoder.write_all(body);
     Bytes::from(encoder.finish().unwrap_or_default())
-}
-
-fn export_path(signal: SignalKind) -> &'static str {
-    match signal {
-        SignalKind::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        SignalKind::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        SignalKind::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-    }
 }
 
 fn rejected_protobuf(signal: SignalKind, body: Bytes) -> Rejected {

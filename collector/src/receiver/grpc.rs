@@ -25,29 +25,6 @@ use tonic::{Request, Response, Status};
 use crate::pipeline::{Ingest, IngestError, RETRY_AFTER};
 use sift_proto::RawCodec;
 
-/// The gRPC names of a signal's export service.
-pub trait GrpcSignal: Signal {
-    /// Fully qualified service name.
-    const SERVICE: &'static str;
-    /// Path of the `Export` method.
-    const EXPORT_PATH: &'static str;
-}
-
-impl GrpcSignal for Traces {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-}
-
-impl GrpcSignal for Logs {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-}
-
-impl GrpcSignal for Metrics {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const EXPORT_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-}
-
 struct Shared {
     id: ComponentId,
     ingest: Arc<Ingest>,
@@ -69,11 +46,11 @@ impl<S> Clone for ExportService<S> {
     }
 }
 
-impl<S: GrpcSignal> NamedService for ExportService<S> {
-    const NAME: &'static str = S::SERVICE;
+impl<S: Signal> NamedService for ExportService<S> {
+    const NAME: &'static str = S::GRPC_SERVICE;
 }
 
-async fn handle<S: GrpcSignal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+async fn handle<S: Signal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
     let signal = S::KIND.as_str();
     let telemetry = shared.ingest.telemetry();
     if !shared.ingest.serves(&shared.id, S::KIND) {
@@ -124,7 +101,7 @@ struct Unary<S> {
     signal: PhantomData<fn() -> S>,
 }
 
-impl<S: GrpcSignal> UnaryService<Bytes> for Unary<S> {
+impl<S: Signal> UnaryService<Bytes> for Unary<S> {
     type Response = Bytes;
     type Future = BoxFuture<Response<Bytes>, Status>;
 
@@ -135,7 +112,7 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Unary<S> {
 
 impl<S, B> tonic::codegen::Service<http::Request<B>> for ExportService<S>
 where
-    S: GrpcSignal,
+    S: Signal,
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
@@ -148,7 +125,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != S::EXPORT_PATH {
+        if request.uri().path() != S::GRPC_EXPORT_PATH {
             return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
         }
         let shared = self.shared.clone();

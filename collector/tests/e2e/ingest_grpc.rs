@@ -103,7 +103,7 @@ fn malformed_and_oversized_messages_get_otlp_status_codes() {
         "grpc: { endpoint: 127.0.0.1:0, max_recv_msg_size_mib: 1 }",
     ));
     runtime().block_on(async {
-        let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+        let path = <sift_proto::Traces as sift_proto::Signal>::GRPC_EXPORT_PATH;
         let status = raw_export(&sift.grpc_url(), path, vec![0x0a, 0xff, 0xff, 0xff, 0x0f])
             .await
             .unwrap_err();
