@@ -45,6 +45,8 @@ struct Sampler {
     cache: DecisionCache,
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
+    /// Late spans of kept traces, sent on with the next emission.
+    late_kept: Vec<TraceSpan>,
 }
 
 /// Runs the sampler of `pipeline` until the WAL is closed or `stop` is set. Pending traces are
@@ -76,6 +78,7 @@ pub async fn run(
         cache,
         appender,
         telemetry,
+        late_kept: Vec::new(),
     };
     let mut tick = tokio::time::interval(TICK);
     let mut read_end: Option<u64> = None;
@@ -98,6 +101,8 @@ pub async fn run(
         }
         ready.extend(sampler.buffer.take_due(Instant::now()));
         if !sampler.emit(ready, &mut stop).await {
+            // Decided but not written: leave the checkpoint where it is, so a restart redoes them.
+            read_end = None;
             break;
         }
         sampler
@@ -121,12 +126,11 @@ pub async fn run(
 }
 
 impl Sampler {
-    /// Buffers the spans of `records`; returns traces that must be decided now (buffer full or
-    /// trace too large) plus late spans of traces already kept.
+    /// Buffers the spans of `records` (late spans of kept traces go to `late_kept`); returns the
+    /// traces that must be decided now (buffer full or trace too large).
     fn take_in(&mut self, records: &[WalRecord]) -> Vec<(TraceId, Pending, Reason)> {
         let now = Instant::now();
         let mut ready = Vec::new();
-        let mut late_kept: Vec<TraceSpan> = Vec::new();
         for record in records {
             let Ok(entry) = WalEntry::decode(&record.payload) else {
                 continue;
@@ -155,7 +159,7 @@ impl Sampler {
                 if let Some(decision) = self.cache.get(&id) {
                     self.telemetry.sampling_late_spans.inc();
                     if decision.sampled {
-                        late_kept.push(span);
+                        self.late_kept.push(span);
                     }
                     continue;
                 }
@@ -164,16 +168,6 @@ impl Sampler {
                     ready.push((trace, pending, reason));
                 }
             }
-        }
-        if !late_kept.is_empty() {
-            let id = TraceId::try_from(late_kept[0].span.trace_id.as_slice()).unwrap_or([0; 16]);
-            let pending = Pending {
-                trace: super::trace::Trace { spans: late_kept },
-                first_position: 0,
-                due: now,
-                bytes: 0,
-            };
-            ready.push((id, pending, Reason::Due));
         }
         ready
     }
@@ -189,22 +183,12 @@ impl Sampler {
         );
     }
 
-    /// Decides the traces (late spans of kept traces are sent on as they are) and appends the kept
-    /// ones to the WAL. Returns false if stopped before the append succeeded.
+    /// Decides the traces and appends the kept ones, with the late spans of kept traces, to the
+    /// WAL. Returns false if stopped before the append succeeded.
     async fn emit(&mut self, ready: Vec<(TraceId, Pending, Reason)>, stop: &mut watch::Receiver<bool>) -> bool {
-        if ready.is_empty() {
-            return true;
-        }
         let now = Instant::now();
-        let mut kept: Vec<TraceSpan> = Vec::new();
+        let mut kept = std::mem::take(&mut self.late_kept);
         for (id, pending, _) in ready {
-            if let Some(decision) = self.cache.get(&id) {
-                // Late spans of a decided trace follow the decision.
-                if decision.sampled {
-                    kept.extend(pending.trace.spans);
-                }
-                continue;
-            }
             let decision = decide(&self.policies, &pending.trace, now);
             let label = if decision.sampled { "sampled" } else { "not_sampled" };
             self.telemetry
