@@ -374,6 +374,11 @@ fn parse_list(values: Vec<Value>, path: &str, errors: &mut Vec<ConfigError>) -> 
     out
 }
 
+/// Types `value` found at `path`, recording the problem in `errors` if it does not fit.
+fn typed_into<T: serde::de::DeserializeOwned>(value: Value, path: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    typed(value, path).map_err(|e| errors.push(e)).ok()
+}
+
 /// Types one policy `{name, type, <type>: settings}` found at `path`, collecting problems.
 fn parse_policy(value: Value, path: &str, errors: &mut Vec<ConfigError>) -> Option<PolicyConfig> {
     let Value::Object(mut map) = value else {
@@ -417,52 +422,51 @@ fn parse_policy(value: Value, path: &str, errors: &mut Vec<ConfigError>) -> Opti
         return None;
     }
     let at = join(path, &kind);
-    let typed_at = |e: ConfigError, errors: &mut Vec<ConfigError>| errors.push(e);
     let policy = match kind.as_str() {
         "always_sample" => Policy::AlwaysSample {},
         "latency" => Policy::Latency {
-            latency: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            latency: typed_into(settings, &at, errors)?,
         },
         "status_code" => Policy::StatusCode {
-            status_code: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            status_code: typed_into(settings, &at, errors)?,
         },
         "probabilistic" => Policy::Probabilistic {
-            probabilistic: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            probabilistic: typed_into(settings, &at, errors)?,
         },
         "string_attribute" => Policy::StringAttribute {
-            string_attribute: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            string_attribute: typed_into(settings, &at, errors)?,
         },
         "numeric_attribute" => Policy::NumericAttribute {
-            numeric_attribute: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            numeric_attribute: typed_into(settings, &at, errors)?,
         },
         "boolean_attribute" => Policy::BooleanAttribute {
-            boolean_attribute: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            boolean_attribute: typed_into(settings, &at, errors)?,
         },
         "span_count" => Policy::SpanCount {
-            span_count: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            span_count: typed_into(settings, &at, errors)?,
         },
         "rate_limiting" => Policy::RateLimiting {
-            rate_limiting: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            rate_limiting: typed_into(settings, &at, errors)?,
         },
         "trace_state" => Policy::TraceState {
-            trace_state: typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?,
+            trace_state: typed_into(settings, &at, errors)?,
         },
         "and" => {
-            let raw: RawAnd = typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?;
+            let raw: RawAnd = typed_into(settings, &at, errors)?;
             let and_sub_policy = parse_list(raw.and_sub_policy, &join(&at, "and_sub_policy"), errors);
             Policy::And {
                 and: AndConfig { and_sub_policy },
             }
         }
         "drop" => {
-            let raw: RawDrop = typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?;
+            let raw: RawDrop = typed_into(settings, &at, errors)?;
             let drop_sub_policy = parse_list(raw.drop_sub_policy, &join(&at, "drop_sub_policy"), errors);
             Policy::Drop {
                 drop: DropConfig { drop_sub_policy },
             }
         }
         _ => {
-            let raw: RawComposite = typed(settings, &at).map_err(|e| typed_at(e, errors)).ok()?;
+            let raw: RawComposite = typed_into(settings, &at, errors)?;
             let composite_sub_policy = parse_list(raw.composite_sub_policy, &join(&at, "composite_sub_policy"), errors);
             Policy::Composite {
                 composite: CompositeConfig {

@@ -167,6 +167,27 @@ impl Sift {
             .unwrap()
     }
 
+    /// Sends telemetry with the OpenTelemetry Python SDK over `protocol` (`grpc` or `http`),
+    /// `args` passed on to `send_telemetry.py`; asserts every export succeeded and returns the
+    /// spans, log records and data points the SDK exported.
+    pub fn send_with_sdk(&self, protocol: &str, args: &[String]) -> [u64; 3] {
+        let endpoint = if protocol == "grpc" {
+            self.grpc_url()
+        } else {
+            self.http_url("")
+        };
+        let mut all = vec![
+            "--protocol".to_owned(),
+            protocol.to_owned(),
+            "--endpoint".to_owned(),
+            endpoint,
+        ];
+        all.extend_from_slice(args);
+        let sent = run_python("send_telemetry.py", &all);
+        assert_eq!(sent["failed_exports"], 0, "{protocol} {args:?}: {sent}");
+        ["spans", "logs", "points"].map(|k| sent[k].as_u64().unwrap())
+    }
+
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }

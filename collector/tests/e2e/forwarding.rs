@@ -10,7 +10,7 @@ use prost::Message;
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-use crate::common::{config, count_items, each, eventually, run_python, Sift};
+use crate::common::{config, count_items, each, eventually, Sift};
 use crate::ingest_grpc::spans;
 
 /// B: receives and writes everything to its file exporter.
@@ -66,22 +66,7 @@ fn sift_a_forwards_every_signal_to_sift_b_over_every_protocol() {
             b.http_url("")
         };
         let a = Sift::start(&forwarding_config(&endpoint, protocol, "gzip"));
-        let sent = run_python(
-            "send_telemetry.py",
-            &[
-                "--protocol".into(),
-                "http".into(),
-                "--endpoint".into(),
-                a.http_url(""),
-                "--traces".into(),
-                "15".into(),
-            ],
-        );
-        let expected = [
-            sent["spans"].as_u64().unwrap(),
-            sent["logs"].as_u64().unwrap(),
-            sent["points"].as_u64().unwrap(),
-        ];
+        let expected = a.send_with_sdk("http", &["--traces".to_owned(), "15".to_owned()]);
         for (i, signal) in ["traces", "logs", "metrics"].iter().enumerate() {
             let arrived = eventually(Duration::from_secs(20), || {
                 count_items(&b.exported(signal), signal) as u64 == expected[i]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{count_items, eventually, file_config, run_python, Sift};
+use crate::common::{count_items, eventually, file_config, Sift};
 
 #[test]
 fn python_sdk_exports_all_signals_over_grpc_and_http_and_every_item_arrives() {
@@ -11,35 +11,11 @@ fn python_sdk_exports_all_signals_over_grpc_and_http_and_every_item_arrives() {
     let mut expected = [0u64; 3];
     let mut per_protocol = std::collections::HashMap::new();
     for (protocol, compression) in runs {
-        let endpoint = if protocol == "grpc" {
-            sift.grpc_url()
-        } else {
-            sift.http_url("")
-        };
-        let sent = run_python(
-            "send_telemetry.py",
-            &[
-                "--protocol".into(),
-                protocol.into(),
-                "--endpoint".into(),
-                endpoint,
-                "--traces".into(),
-                "25".into(),
-                "--logs-per-span".into(),
-                "2".into(),
-                "--compression".into(),
-                compression.into(),
-            ],
-        );
-        assert_eq!(sent["failed_exports"], 0, "{protocol}/{compression}: {sent}");
-        let counts = [
-            sent["spans"].as_u64().unwrap(),
-            sent["logs"].as_u64().unwrap(),
-            sent["points"].as_u64().unwrap(),
-        ];
+        let args = ["--traces", "25", "--logs-per-span", "2", "--compression", compression].map(String::from);
+        let counts = sift.send_with_sdk(protocol, &args);
         assert_eq!(counts[0], 50, "two spans per trace");
         assert_eq!(counts[1], 50, "two logs per trace");
-        assert!(counts[2] >= 4, "{sent}");
+        assert!(counts[2] >= 4, "{counts:?}");
         for (i, n) in counts.iter().enumerate() {
             expected[i] += n;
             *per_protocol.entry((protocol, i)).or_insert(0u64) += n;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{count_items, each, eventually, run_python, Sift};
+use crate::common::{count_items, each, eventually, Sift};
 
 const CARD: &str = "4111 1111 1111 1111";
 const PASSWORD: &str = "hunter2-very-secret";
@@ -71,36 +71,23 @@ fn planted_secrets_never_reach_disk_exports_or_the_log() {
     let sift = Sift::start(&redacting_config_forwarding_to(RULES, Some(&downstream.grpc_url())));
     let mut expected = [0u64; 3];
     for protocol in ["grpc", "http"] {
-        let endpoint = if protocol == "grpc" {
-            sift.grpc_url()
-        } else {
-            sift.http_url("")
-        };
-        let sent = run_python(
-            "send_telemetry.py",
-            &[
-                "--protocol".into(),
-                protocol.into(),
-                "--endpoint".into(),
-                endpoint,
-                "--traces".into(),
-                "10".into(),
-                "--attr".into(),
-                format!("user.card={CARD}"),
-                "--attr".into(),
-                format!("db.password={PASSWORD}"),
-                "--attr".into(),
-                format!("contact=write to {EMAIL}"),
-                "--attr".into(),
-                format!("billing.key={STRIPE}"),
-                "--log-suffix".into(),
-                format!(" paid with {CARD} by {EMAIL}"),
-            ],
-        );
-        assert_eq!(sent["failed_exports"], 0);
-        expected[0] += sent["spans"].as_u64().unwrap();
-        expected[1] += sent["logs"].as_u64().unwrap();
-        expected[2] += sent["points"].as_u64().unwrap();
+        let args = [
+            "--traces".to_owned(),
+            "10".to_owned(),
+            "--attr".to_owned(),
+            format!("user.card={CARD}"),
+            "--attr".to_owned(),
+            format!("db.password={PASSWORD}"),
+            "--attr".to_owned(),
+            format!("contact=write to {EMAIL}"),
+            "--attr".to_owned(),
+            format!("billing.key={STRIPE}"),
+            "--log-suffix".to_owned(),
+            format!(" paid with {CARD} by {EMAIL}"),
+        ];
+        for (total, sent) in expected.iter_mut().zip(sift.send_with_sdk(protocol, &args)) {
+            *total += sent;
+        }
     }
     for (i, signal) in ["traces", "logs", "metrics"].iter().enumerate() {
         assert!(
