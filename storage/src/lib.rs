@@ -1,8 +1,151 @@
-//! Sift's storage: the write-ahead log every signal passes through (columnar parts, full-text
-//! indexes and retention arrive with the storage engine).
+//! Sift's storage: the write-ahead log every signal passes through, and the store that keeps what
+//! the pipelines export — columnar parts (Arrow in memory, Parquet on disk), full-text indexes for
+//! logs, retention — behind the [`Store`] read/write trait.
 #![warn(missing_docs)]
 
+pub mod columnar;
 mod entry;
+mod store;
 pub mod wal;
 
+pub use columnar::exemplars::ExemplarRow;
+pub use columnar::logs::LogRow;
+pub use columnar::metrics::{MetricRow, MetricType};
+pub use columnar::spans::SpanRow;
+pub use columnar::{Origin, Table};
 pub use entry::{EntryError, WalEntry};
+pub use store::fulltext::{json_object, json_value, LogSearch};
+pub use store::manifest::ServiceRows;
+pub use store::{point_time, LocalStore, RetentionReport, StoreOptions};
+
+/// A half-open time range `[start, end)` in Unix nanoseconds; `None` is unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Inclusive lower bound.
+    pub start: Option<u64>,
+    /// Exclusive upper bound.
+    pub end: Option<u64>,
+}
+
+impl TimeRange {
+    /// Every time.
+    pub const ALL: TimeRange = TimeRange { start: None, end: None };
+
+    /// Whether `time` is in the range.
+    pub fn contains(&self, time: u64) -> bool {
+        self.start.is_none_or(|s| time >= s) && self.end.is_none_or(|e| time < e)
+    }
+
+    /// Whether `[min, max]` (inclusive) intersects the range.
+    pub fn overlaps(&self, min: u64, max: u64) -> bool {
+        self.start.is_none_or(|s| max >= s) && self.end.is_none_or(|e| min < e)
+    }
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Parquet could not read or write a part.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow could not build or convert a batch.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// The full-text index failed.
+    #[error("full-text index: {0}")]
+    Index(String),
+    /// A query is invalid (the caller's mistake: HTTP 400).
+    #[error("{0}")]
+    BadQuery(String),
+    /// Stored data is not what Sift wrote.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+impl From<tantivy::TantivyError> for StorageError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        StorageError::Index(e.to_string())
+    }
+}
+
+impl StorageError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
+        let context = context.into();
+        move |source| StorageError::Io { context, source }
+    }
+}
+
+/// A trace search: span-level filters (one span must match all of them) over a time range.
+#[derive(Debug, Clone)]
+pub struct TraceFilter {
+    /// The span's `service.name`.
+    pub service: Option<String>,
+    /// The span's name.
+    pub name: Option<String>,
+    /// The span's status code (0 unset, 1 ok, 2 error).
+    pub status: Option<i32>,
+    /// `key = value` on the span's or its resource's attributes (values compared as text).
+    pub attributes: Vec<(String, String)>,
+    /// Span start times.
+    pub range: TimeRange,
+    /// Stop once this many traces were found (after finishing the hour being scanned).
+    pub limit: usize,
+    /// Stop after scanning this many spans (the result is then partial).
+    pub row_budget: usize,
+}
+
+/// Traces found by a search, newest first, with the latest matching span start.
+#[derive(Debug, Clone, Default)]
+pub struct TraceHits {
+    /// Trace id and the start of its newest matching span.
+    pub traces: Vec<([u8; 16], u64)>,
+    /// The row budget ran out before the whole range was scanned.
+    pub partial: bool,
+}
+
+/// A service seen in stored spans or logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `service.name`.
+    pub name: String,
+    /// Stored spans.
+    pub span_count: u64,
+    /// Stored log records.
+    pub log_count: u64,
+    /// Earliest span or log time (ns).
+    pub first_seen: u64,
+    /// Latest span or log time (ns).
+    pub last_seen: u64,
+}
+
+/// The read side of a store: what the query API needs. Every implementation must pass the
+/// conformance suite in `storage/tests/conformance.rs`.
+pub trait Store: Send + Sync {
+    /// Every stored span of a trace, by start time.
+    fn trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<SpanRow>, StorageError>;
+    /// Every stored log record of a trace, by time.
+    fn logs_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<LogRow>, StorageError>;
+    /// Every stored exemplar pointing at a trace, by time.
+    fn exemplars_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<ExemplarRow>, StorageError>;
+    /// Traces with a span matching `filter`, newest first.
+    fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError>;
+    /// Log records matching a full-text search and filters, newest first.
+    fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError>;
+    /// The points of a metric in a time range, by time; at most `budget` (the flag says if cut).
+    fn metric_points(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+    ) -> Result<(Vec<MetricRow>, bool), StorageError>;
+    /// Services seen in spans and logs.
+    fn services(&self) -> Result<Vec<ServiceInfo>, StorageError>;
+}

@@ -94,7 +94,7 @@ fn kvlist_value(value: &Value, path: &Path<'_>) -> Result<KeyValueList> {
     Ok(out)
 }
 
-fn key_value(value: &Value, path: &Path<'_>) -> Result<KeyValue> {
+pub(crate) fn key_value(value: &Value, path: &Path<'_>) -> Result<KeyValue> {
     let mut out = KeyValue::default();
     each_field(value, path, |key, v, p| {
         match key {
@@ -207,7 +207,7 @@ fn span(value: &Value, path: &Path<'_>) -> Result<Span> {
     Ok(out)
 }
 
-fn span_event(value: &Value, path: &Path<'_>) -> Result<span::Event> {
+pub(crate) fn span_event(value: &Value, path: &Path<'_>) -> Result<span::Event> {
     let mut out = span::Event::default();
     each_field(value, path, |key, v, p| {
         match key {
@@ -222,7 +222,7 @@ fn span_event(value: &Value, path: &Path<'_>) -> Result<span::Event> {
     Ok(out)
 }
 
-fn span_link(value: &Value, path: &Path<'_>) -> Result<span::Link> {
+pub(crate) fn span_link(value: &Value, path: &Path<'_>) -> Result<span::Link> {
     let mut out = span::Link::default();
     each_field(value, path, |key, v, p| {
         match key {
@@ -577,7 +577,7 @@ fn value_at_quantile(value: &Value, path: &Path<'_>) -> Result<summary_data_poin
     Ok(out)
 }
 
-fn exemplar(value: &Value, path: &Path<'_>) -> Result<Exemplar> {
+pub(crate) fn exemplar(value: &Value, path: &Path<'_>) -> Result<Exemplar> {
     let mut out = Exemplar::default();
     each_field(value, path, |key, v, p| {
         match key {

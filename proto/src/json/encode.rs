@@ -183,6 +183,18 @@ fn write_double_item(value: &f64, out: &mut String) {
     write_double(out, *value);
 }
 
+/// A JSON array of `items`, each written by `encode`.
+pub(crate) fn array<T>(items: &[T], encode: impl Fn(&T, &mut String), out: &mut String) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        encode(item, out);
+    }
+    out.push(']');
+}
+
 // ---- common ---------------------------------------------------------------------------------
 
 pub(crate) fn any_value(value: &AnyValue, out: &mut String) {
@@ -213,7 +225,7 @@ pub(crate) fn any_value(value: &AnyValue, out: &mut String) {
     .done()
 }
 
-fn key_value(kv: &KeyValue, out: &mut String) {
+pub(crate) fn key_value(kv: &KeyValue, out: &mut String) {
     Obj::open(out)
         .string("key", &kv.key)
         .message("value", kv.value.as_ref(), any_value)
@@ -281,7 +293,7 @@ fn span(s: &Span, out: &mut String) {
         .done()
 }
 
-fn span_event(e: &span::Event, out: &mut String) {
+pub(crate) fn span_event(e: &span::Event, out: &mut String) {
     Obj::open(out)
         .u64("timeUnixNano", e.time_unix_nano)
         .string("name", &e.name)
@@ -290,7 +302,7 @@ fn span_event(e: &span::Event, out: &mut String) {
         .done()
 }
 
-fn span_link(l: &span::Link, out: &mut String) {
+pub(crate) fn span_link(l: &span::Link, out: &mut String) {
     Obj::open(out)
         .id("traceId", &l.trace_id)
         .id("spanId", &l.span_id)
@@ -483,7 +495,7 @@ fn summary_data_point(p: &SummaryDataPoint, out: &mut String) {
         .done()
 }
 
-fn exemplar(e: &Exemplar, out: &mut String) {
+pub(crate) fn exemplar(e: &Exemplar, out: &mut String) {
     let obj = Obj::open(out)
         .list("filteredAttributes", &e.filtered_attributes, key_value)
         .u64("timeUnixNano", e.time_unix_nano)

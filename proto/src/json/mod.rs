@@ -99,6 +99,73 @@ pub fn encode_any_value(value: &crate::otlp::common::v1::AnyValue) -> Value {
     to_value(&out)
 }
 
+/// Typed-JSON fragments of OTLP messages (the OTLP/JSON encoding of one field), for stores that
+/// keep nested fields as text columns: lossless, and readable by any tool that reads JSON.
+pub mod fragment {
+    use super::path::Path;
+    use super::scalar::repeated;
+    use super::{decode, encode, parse, JsonError};
+    use crate::otlp::common::v1::{AnyValue, KeyValue};
+    use crate::otlp::metrics::v1::Exemplar;
+    use crate::otlp::trace::v1::span::{Event, Link};
+
+    macro_rules! fragment_list {
+        ($write:ident, $read:ident, $ty:ty, $enc:path, $dec:path, $what:literal) => {
+            #[doc = concat!("Writes a list of ", $what, " as an OTLP/JSON array.")]
+            pub fn $write(items: &[$ty], out: &mut String) {
+                encode::array(items, $enc, out)
+            }
+            #[doc = concat!("Reads a list of ", $what, " written by [`", stringify!($write), "`].")]
+            pub fn $read(text: &str) -> Result<Vec<$ty>, JsonError> {
+                repeated(&parse(text.as_bytes())?, &Path::ROOT, $dec)
+            }
+        };
+    }
+
+    fragment_list!(
+        write_attributes,
+        read_attributes,
+        KeyValue,
+        encode::key_value,
+        decode::key_value,
+        "attributes"
+    );
+    fragment_list!(
+        write_events,
+        read_events,
+        Event,
+        encode::span_event,
+        decode::span_event,
+        "span events"
+    );
+    fragment_list!(
+        write_links,
+        read_links,
+        Link,
+        encode::span_link,
+        decode::span_link,
+        "span links"
+    );
+    fragment_list!(
+        write_exemplars,
+        read_exemplars,
+        Exemplar,
+        encode::exemplar,
+        decode::exemplar,
+        "exemplars"
+    );
+
+    /// Writes an `AnyValue` as OTLP/JSON (`{"stringValue": ...}`).
+    pub fn write_any_value(value: &AnyValue, out: &mut String) {
+        encode::any_value(value, out)
+    }
+
+    /// Reads an `AnyValue` written by [`write_any_value`].
+    pub fn read_any_value(text: &str) -> Result<AnyValue, JsonError> {
+        decode::any_value(&parse(text.as_bytes())?, &Path::ROOT)
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,311 @@
+//! The Arrow schemas of the four tables and the conversions OTLP ⇄ Arrow.
+//!
+//! Every column is named and typed once, in the module of its table (`spans`, `logs`, `metrics`,
+//! `exemplars`); the resource and scope columns every table shares are defined here. Scalars get
+//! typed columns (ids as fixed-size binary, times as `u64` nanoseconds, enums as `i32`); nested
+//! fields whose shape varies (attributes, events, links, exemplars, structured log bodies) are
+//! kept as typed JSON text — the OTLP/JSON encoding of the field — so values keep their OTLP type,
+//! the conversion is lossless, and DuckDB or any Parquet reader can still look inside.
+
+pub(crate) mod exemplars;
+pub(crate) mod logs;
+pub(crate) mod metrics;
+pub(crate) mod spans;
+
+use std::sync::Arc;
+
+use arrow_array::builder::{FixedSizeBinaryBuilder, StringBuilder, UInt32Builder};
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray, UInt32Array};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use sift_proto::json::fragment;
+use sift_proto::otlp::common::v1::{any_value, InstrumentationScope, KeyValue};
+use sift_proto::otlp::resource::v1::Resource;
+
+/// The tables of the store: one per signal, plus the exemplars of metric points (by trace id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    /// Spans, sorted by trace id within a part.
+    Spans,
+    /// Log records, in arrival order within a part (rows are addressed by the full-text index).
+    Logs,
+    /// Metric data points, sorted by (name, series, time).
+    Metrics,
+    /// Exemplars that carry a trace id, sorted by trace id.
+    Exemplars,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 4] = [Table::Spans, Table::Logs, Table::Metrics, Table::Exemplars];
+
+    /// The table's directory name under the data directory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Spans => "spans",
+            Table::Logs => "logs",
+            Table::Metrics => "metrics",
+            Table::Exemplars => "exemplars",
+        }
+    }
+
+    /// The signal a table's rows count as (exemplars belong to metrics).
+    pub fn signal(self) -> sift_proto::SignalKind {
+        match self {
+            Table::Spans => sift_proto::SignalKind::Traces,
+            Table::Logs => sift_proto::SignalKind::Logs,
+            Table::Metrics | Table::Exemplars => sift_proto::SignalKind::Metrics,
+        }
+    }
+
+    /// The table's Arrow schema.
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::Spans => spans::schema(),
+            Table::Logs => logs::schema(),
+            Table::Metrics => metrics::schema(),
+            Table::Exemplars => exemplars::schema(),
+        }
+    }
+}
+
+/// The resource and instrumentation scope an item was sent with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    /// The resource (its attributes hold `service.name`).
+    pub resource: Resource,
+    /// The `schema_url` of the resource group.
+    pub resource_schema_url: String,
+    /// The instrumentation scope.
+    pub scope: InstrumentationScope,
+    /// The `schema_url` of the scope group.
+    pub scope_schema_url: String,
+}
+
+impl Origin {
+    /// The `service.name` resource attribute, or `""`.
+    pub fn service_name(&self) -> &str {
+        service_name(&self.resource.attributes)
+    }
+}
+
+/// The `service.name` attribute among `attributes`, or `""`.
+pub fn service_name(attributes: &[KeyValue]) -> &str {
+    attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .unwrap_or("")
+}
+
+/// Attributes as typed JSON text (`[]` when empty).
+pub(crate) fn attributes_json(attributes: &[KeyValue]) -> String {
+    let mut out = String::new();
+    fragment::write_attributes(attributes, &mut out);
+    out
+}
+
+/// A resource and scope group, with its JSON columns encoded once for all of its items.
+pub(crate) struct EncodedOrigin<'a> {
+    resource: Option<&'a Resource>,
+    resource_schema_url: &'a str,
+    scope: Option<&'a InstrumentationScope>,
+    scope_schema_url: &'a str,
+    service: &'a str,
+    resource_attributes: String,
+    scope_attributes: String,
+}
+
+impl<'a> EncodedOrigin<'a> {
+    pub(crate) fn new(
+        resource: Option<&'a Resource>,
+        resource_schema_url: &'a str,
+        scope: Option<&'a InstrumentationScope>,
+        scope_schema_url: &'a str,
+    ) -> Self {
+        EncodedOrigin {
+            resource,
+            resource_schema_url,
+            scope,
+            scope_schema_url,
+            service: resource.map_or("", |r| service_name(&r.attributes)),
+            resource_attributes: attributes_json(resource.map_or(&[], |r| &r.attributes)),
+            scope_attributes: attributes_json(scope.map_or(&[], |s| &s.attributes)),
+        }
+    }
+
+    pub(crate) fn service(&self) -> &str {
+        self.service
+    }
+}
+
+/// The columns every table shares: the service and the item's resource and scope.
+pub(crate) mod origin_col {
+    pub const SERVICE_NAME: &str = "service_name";
+    pub const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
+    pub const RESOURCE_DROPPED: &str = "resource_dropped_attributes_count";
+    pub const RESOURCE_SCHEMA_URL: &str = "resource_schema_url";
+    pub const SCOPE_NAME: &str = "scope_name";
+    pub const SCOPE_VERSION: &str = "scope_version";
+    pub const SCOPE_ATTRIBUTES: &str = "scope_attributes";
+    pub const SCOPE_DROPPED: &str = "scope_dropped_attributes_count";
+    pub const SCOPE_SCHEMA_URL: &str = "scope_schema_url";
+}
+
+/// Builders of the shared origin columns.
+#[derive(Default)]
+pub(crate) struct OriginBuilder {
+    service: StringBuilder,
+    resource_attributes: StringBuilder,
+    resource_dropped: UInt32Builder,
+    resource_schema_url: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attributes: StringBuilder,
+    scope_dropped: UInt32Builder,
+    scope_schema_url: StringBuilder,
+}
+
+impl OriginBuilder {
+    pub(crate) fn fields() -> Vec<Field> {
+        use origin_col::*;
+        vec![
+            Field::new(SERVICE_NAME, DataType::Utf8, false),
+            Field::new(RESOURCE_ATTRIBUTES, DataType::Utf8, false),
+            Field::new(RESOURCE_DROPPED, DataType::UInt32, false),
+            Field::new(RESOURCE_SCHEMA_URL, DataType::Utf8, false),
+            Field::new(SCOPE_NAME, DataType::Utf8, false),
+            Field::new(SCOPE_VERSION, DataType::Utf8, false),
+            Field::new(SCOPE_ATTRIBUTES, DataType::Utf8, false),
+            Field::new(SCOPE_DROPPED, DataType::UInt32, false),
+            Field::new(SCOPE_SCHEMA_URL, DataType::Utf8, false),
+        ]
+    }
+
+    pub(crate) fn append(&mut self, origin: &EncodedOrigin<'_>) {
+        self.service.append_value(origin.service);
+        self.resource_attributes.append_value(&origin.resource_attributes);
+        self.resource_dropped
+            .append_value(origin.resource.map_or(0, |r| r.dropped_attributes_count));
+        self.resource_schema_url.append_value(origin.resource_schema_url);
+        self.scope_name
+            .append_value(origin.scope.map_or("", |s| s.name.as_str()));
+        self.scope_version
+            .append_value(origin.scope.map_or("", |s| s.version.as_str()));
+        self.scope_attributes.append_value(&origin.scope_attributes);
+        self.scope_dropped
+            .append_value(origin.scope.map_or(0, |s| s.dropped_attributes_count));
+        self.scope_schema_url.append_value(origin.scope_schema_url);
+    }
+
+    pub(crate) fn finish(&mut self, columns: &mut Vec<ArrayRef>) {
+        columns.push(Arc::new(self.service.finish()));
+        columns.push(Arc::new(self.resource_attributes.finish()));
+        columns.push(Arc::new(self.resource_dropped.finish()));
+        columns.push(Arc::new(self.resource_schema_url.finish()));
+        columns.push(Arc::new(self.scope_name.finish()));
+        columns.push(Arc::new(self.scope_version.finish()));
+        columns.push(Arc::new(self.scope_attributes.finish()));
+        columns.push(Arc::new(self.scope_dropped.finish()));
+        columns.push(Arc::new(self.scope_schema_url.finish()));
+    }
+}
+
+/// Reads the origin columns of a batch back into [`Origin`]s.
+pub(crate) struct OriginReader<'b> {
+    resource_attributes: &'b StringArray,
+    resource_dropped: &'b UInt32Array,
+    resource_schema_url: &'b StringArray,
+    scope_name: &'b StringArray,
+    scope_version: &'b StringArray,
+    scope_attributes: &'b StringArray,
+    scope_dropped: &'b UInt32Array,
+    scope_schema_url: &'b StringArray,
+}
+
+impl<'b> OriginReader<'b> {
+    pub(crate) fn new(batch: &'b RecordBatch) -> Result<Self, ArrowError> {
+        use origin_col::*;
+        Ok(OriginReader {
+            resource_attributes: column(batch, RESOURCE_ATTRIBUTES)?,
+            resource_dropped: column(batch, RESOURCE_DROPPED)?,
+            resource_schema_url: column(batch, RESOURCE_SCHEMA_URL)?,
+            scope_name: column(batch, SCOPE_NAME)?,
+            scope_version: column(batch, SCOPE_VERSION)?,
+            scope_attributes: column(batch, SCOPE_ATTRIBUTES)?,
+            scope_dropped: column(batch, SCOPE_DROPPED)?,
+            scope_schema_url: column(batch, SCOPE_SCHEMA_URL)?,
+        })
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Result<Origin, ArrowError> {
+        Ok(Origin {
+            resource: Resource {
+                attributes: read_attributes(self.resource_attributes.value(row))?,
+                dropped_attributes_count: self.resource_dropped.value(row),
+                entity_refs: Vec::new(),
+            },
+            resource_schema_url: self.resource_schema_url.value(row).to_owned(),
+            scope: InstrumentationScope {
+                name: self.scope_name.value(row).to_owned(),
+                version: self.scope_version.value(row).to_owned(),
+                attributes: read_attributes(self.scope_attributes.value(row))?,
+                dropped_attributes_count: self.scope_dropped.value(row),
+            },
+            scope_schema_url: self.scope_schema_url.value(row).to_owned(),
+        })
+    }
+}
+
+/// A column of `batch` by name, as its concrete array type.
+pub(crate) fn column<'b, T: Array + 'static>(batch: &'b RecordBatch, name: &str) -> Result<&'b T, ArrowError> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| ArrowError::SchemaError(format!("column {name} is missing")))?
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| ArrowError::SchemaError(format!("column {name} has an unexpected type")))
+}
+
+pub(crate) fn read_attributes(text: &str) -> Result<Vec<KeyValue>, ArrowError> {
+    fragment::read_attributes(text).map_err(json_error)
+}
+
+pub(crate) fn json_error(e: sift_proto::json::JsonError) -> ArrowError {
+    ArrowError::ParseError(format!("stored JSON column: {e}"))
+}
+
+/// Appends an id of `width` bytes, or null if it is empty or of another length.
+pub(crate) fn append_id(builder: &mut FixedSizeBinaryBuilder, id: &[u8], width: usize) {
+    if id.len() == width {
+        builder
+            .append_value(id)
+            .unwrap_or_else(|_| unreachable!("id width checked"));
+    } else {
+        builder.append_null();
+    }
+}
+
+/// The id at `row`, or an empty vector for null.
+pub(crate) fn read_id(array: &FixedSizeBinaryArray, row: usize) -> Vec<u8> {
+    if array.is_null(row) {
+        Vec::new()
+    } else {
+        array.value(row).to_vec()
+    }
+}
+
+/// A schema from fields, with the origin columns appended.
+pub(crate) fn schema_with_origin(mut fields: Vec<Field>) -> SchemaRef {
+    fields.extend(OriginBuilder::fields());
+    Arc::new(Schema::new(fields))
+}
+
+/// Nanoseconds per hour: tables are partitioned by the hour of each row's time.
+pub const HOUR_NANOS: u64 = 3_600_000_000_000;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,516 @@
+//! Full-text indexes of log records: one tantivy index per hour partition
+//! (`<root>/logs/<hour>/index`), so retention drops it with the partition's parts.
+//!
+//! A document is a log record's searchable text plus where the record lives: the id of its part
+//! and its row number there. Head records are indexed as they arrive under the id their part will
+//! get, and become searchable at the next refresh (about a second, like Elasticsearch's refresh
+//! interval); hits on part ids the manifest does not (yet) list are ignored, and after a crash
+//! the documents of parts that were never published are deleted before their ids are reused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use sift_proto::otlp::logs::v1::LogRecord;
+use tantivy::collector::TopDocs;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, FAST, INDEXED, STRING, TEXT};
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+use super::StorageError;
+use crate::columnar::Table;
+
+/// Heap given to each partition's index writer.
+const WRITER_MEMORY: usize = 48 << 20;
+
+/// The index schema's fields.
+#[derive(Clone)]
+struct Fields {
+    body: Field,
+    attributes: Field,
+    severity: Field,
+    severity_number: Field,
+    service: Field,
+    trace_id: Field,
+    span_id: Field,
+    time: Field,
+    part: Field,
+    row: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let json = JsonObjectOptions::from(TEXT).set_expand_dots_enabled();
+    let fields = Fields {
+        body: b.add_text_field("body", TEXT),
+        attributes: b.add_json_field("attributes", json),
+        severity: b.add_text_field("severity", TEXT),
+        severity_number: b.add_u64_field("severity_number", INDEXED | FAST),
+        service: b.add_text_field("service", STRING),
+        trace_id: b.add_text_field("trace_id", STRING),
+        span_id: b.add_text_field("span_id", STRING),
+        time: b.add_u64_field("time", INDEXED | FAST),
+        part: b.add_u64_field("part", INDEXED | FAST),
+        row: b.add_u64_field("row", FAST),
+    };
+    (b.build(), fields)
+}
+
+/// The text of an attribute value or body, for indexing and highlighting.
+pub(crate) fn any_text(value: &AnyValue) -> String {
+    match &value.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(_) => json_value(value).to_string(),
+        None => String::new(),
+    }
+}
+
+/// An `AnyValue` as plain JSON (the shape the query API shows; bytes as base64).
+pub fn json_value(value: &AnyValue) -> Value {
+    use base64::Engine as _;
+    match &value.value {
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or_else(|| Value::String(d.to_string()), Value::Number)
+        }
+        Some(any_value::Value::BytesValue(b)) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        Some(any_value::Value::ArrayValue(a)) => Value::Array(a.values.iter().map(json_value).collect()),
+        Some(any_value::Value::KvlistValue(kv)) => Value::Object(json_object(&kv.values)),
+        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
+        None => Value::Null,
+    }
+}
+
+/// Attributes as a plain JSON object.
+pub fn json_object(attributes: &[KeyValue]) -> serde_json::Map<String, Value> {
+    attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json_value)))
+        .collect()
+}
+
+fn owned(value: &Value) -> OwnedValue {
+    match value {
+        Value::Null => OwnedValue::Null,
+        Value::Bool(b) => OwnedValue::Bool(*b),
+        Value::Number(n) => n
+            .as_u64()
+            .map(OwnedValue::U64)
+            .or_else(|| n.as_i64().map(OwnedValue::I64))
+            .unwrap_or_else(|| OwnedValue::F64(n.as_f64().unwrap_or_default())),
+        Value::String(s) => OwnedValue::Str(s.clone()),
+        Value::Array(items) => OwnedValue::Array(items.iter().map(owned).collect()),
+        Value::Object(map) => OwnedValue::Object(map.iter().map(|(k, v)| (k.clone(), owned(v))).collect()),
+    }
+}
+
+/// One partition's index.
+struct PartitionIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Option<IndexWriter>,
+    dirty: bool,
+}
+
+impl PartitionIndex {
+    fn writer(&mut self) -> Result<&IndexWriter, StorageError> {
+        if self.writer.is_none() {
+            self.writer = Some(self.index.writer_with_num_threads(1, WRITER_MEMORY)?);
+        }
+        Ok(self
+            .writer
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("writer just opened")))
+    }
+
+    fn commit(&mut self) -> Result<(), StorageError> {
+        if let (true, Some(writer)) = (self.dirty, self.writer.as_mut()) {
+            writer.commit()?;
+            self.reader.reload()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// A log search: the user's full-text query plus structured filters.
+#[derive(Debug, Clone, Default)]
+pub struct LogSearch {
+    /// Full-text query (tantivy syntax: words, "phrases", `field:value`, AND/OR/NOT); empty: all.
+    pub query: String,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only records at least this severe (OTLP severity number).
+    pub severity_min: Option<i32>,
+    /// Only records of this trace.
+    pub trace_id: Option<[u8; 16]>,
+    /// Only records in this time range.
+    pub range: crate::TimeRange,
+    /// At most this many records, newest first.
+    pub limit: usize,
+}
+
+/// A hit: where the record is, and its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hit {
+    pub time: u64,
+    pub part: u64,
+    pub row: u64,
+}
+
+/// The log indexes of a store.
+pub(crate) struct LogIndexes {
+    root: std::path::PathBuf,
+    schema: Schema,
+    fields: Fields,
+    partitions: Mutex<BTreeMap<u64, PartitionIndex>>,
+}
+
+impl LogIndexes {
+    pub(crate) fn new(root: &Path) -> LogIndexes {
+        let (schema, fields) = schema();
+        LogIndexes {
+            root: root.to_path_buf(),
+            schema,
+            fields,
+            partitions: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PartitionIndex>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open<'m>(
+        &self,
+        partitions: &'m mut BTreeMap<u64, PartitionIndex>,
+        hour: u64,
+    ) -> Result<&'m mut PartitionIndex, StorageError> {
+        if let std::collections::btree_map::Entry::Vacant(slot) = partitions.entry(hour) {
+            let dir = super::manifest::partition_dir(&self.root, Table::Logs, hour).join("index");
+            std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
+            let directory = MmapDirectory::open(&dir).map_err(|e| StorageError::Index(e.to_string()))?;
+            let index = Index::open_or_create(directory, self.schema.clone())?;
+            let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+            slot.insert(PartitionIndex {
+                index,
+                reader,
+                writer: None,
+                dirty: false,
+            });
+        }
+        Ok(partitions
+            .get_mut(&hour)
+            .unwrap_or_else(|| unreachable!("inserted above")))
+    }
+
+    /// Opens the indexes that exist on disk and deletes the documents of parts not in `live`.
+    pub(crate) fn recover(&self, live: &BTreeSet<u64>) -> Result<(), StorageError> {
+        let logs = self.root.join(Table::Logs.as_str());
+        let Ok(entries) = std::fs::read_dir(&logs) else {
+            return Ok(());
+        };
+        let mut partitions = self.lock();
+        for entry in entries.flatten() {
+            let index_dir = entry.path().join("index");
+            let Some(hour) = parse_hour(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            if !index_dir.join("meta.json").exists() {
+                continue;
+            }
+            let partition = self.open(&mut partitions, hour)?;
+            let searcher = partition.reader.searcher();
+            let mut orphans = BTreeSet::new();
+            for segment in searcher.segment_readers() {
+                let column = segment.fast_fields().u64("part")?;
+                for doc in 0..segment.max_doc() {
+                    if let Some(part) = column.first(doc) {
+                        if !live.contains(&part) {
+                            orphans.insert(part);
+                        }
+                    }
+                }
+            }
+            if orphans.is_empty() {
+                continue;
+            }
+            tracing::info!(partition = %super::manifest::hour_name(hour), parts = orphans.len(), "removing index entries of unpublished parts");
+            let writer = partition.writer()?;
+            for part in orphans {
+                writer.delete_term(Term::from_field_u64(self.fields.part, part));
+            }
+            partition.dirty = true;
+            partition.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Indexes records of one partition, stored in part `part` from row `first_row` on.
+    pub(crate) fn add<'a>(
+        &self,
+        hour: u64,
+        part: u64,
+        first_row: u64,
+        records: impl Iterator<Item = (&'a str, &'a LogRecord)>,
+    ) -> Result<(), StorageError> {
+        let mut partitions = self.lock();
+        let partition = self.open(&mut partitions, hour)?;
+        let writer = partition.writer()?;
+        let f = &self.fields;
+        for (i, (service, log)) in records.enumerate() {
+            let mut doc = TantivyDocument::new();
+            if let Some(body) = &log.body {
+                doc.add_text(f.body, any_text(body));
+            }
+            if !log.attributes.is_empty() {
+                let object = json_object(&log.attributes);
+                doc.add_object(
+                    f.attributes,
+                    object.iter().map(|(k, v)| (k.clone(), owned(v))).collect(),
+                );
+            }
+            if !log.severity_text.is_empty() {
+                doc.add_text(f.severity, &log.severity_text);
+            }
+            doc.add_u64(f.severity_number, u64::try_from(log.severity_number).unwrap_or(0));
+            doc.add_text(f.service, service);
+            if log.trace_id.len() == 16 {
+                doc.add_text(f.trace_id, hex::encode(&log.trace_id));
+            }
+            if log.span_id.len() == 8 {
+                doc.add_text(f.span_id, hex::encode(&log.span_id));
+            }
+            doc.add_u64(f.time, crate::columnar::logs::effective_time(log));
+            doc.add_u64(f.part, part);
+            doc.add_u64(f.row, first_row + i as u64);
+            writer.add_document(doc)?;
+        }
+        partition.dirty = true;
+        Ok(())
+    }
+
+    /// Makes everything indexed so far searchable and durable.
+    pub(crate) fn commit(&self) -> Result<(), StorageError> {
+        for partition in self.lock().values_mut() {
+            partition.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the writers of partitions other than `keep` (their heads were flushed).
+    pub(crate) fn close_writers_except(&self, keep: &BTreeSet<u64>) -> Result<(), StorageError> {
+        for (hour, partition) in self.lock().iter_mut() {
+            if !keep.contains(hour) && partition.writer.is_some() {
+                partition.commit()?;
+                partition.writer = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the partitions in `hours` (retention is about to delete them).
+    pub(crate) fn drop_partitions(&self, hours: &BTreeSet<u64>) {
+        self.lock().retain(|hour, _| !hours.contains(hour));
+    }
+
+    /// Parses the user's query (errors are the user's: a 400).
+    fn query(&self, search: &LogSearch) -> Result<Box<dyn Query>, StorageError> {
+        let f = &self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if !search.query.trim().is_empty() {
+            let mut parser = QueryParser::new(
+                self.schema.clone(),
+                vec![f.body, f.attributes],
+                tantivy::tokenizer::TokenizerManager::default(),
+            );
+            parser.set_conjunction_by_default();
+            let parsed = parser
+                .parse_query(&rewrite_not(&search.query))
+                .map_err(|e| StorageError::BadQuery(format!("q: {e}")))?;
+            clauses.push((Occur::Must, parsed));
+        }
+        let term = |field, text: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, text),
+                IndexRecordOption::Basic,
+            ))
+        };
+        if let Some(service) = &search.service {
+            clauses.push((Occur::Must, term(f.service, service)));
+        }
+        if let Some(trace_id) = &search.trace_id {
+            clauses.push((Occur::Must, term(f.trace_id, &hex::encode(trace_id))));
+        }
+        if let Some(min) = search.severity_min {
+            let low = Term::from_field_u64(f.severity_number, u64::try_from(min).unwrap_or(0));
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(Bound::Included(low), Bound::Unbounded)),
+            ));
+        }
+        let (start, end) = (search.range.start, search.range.end);
+        if start.is_some() || end.is_some() {
+            let bound = |t: Option<u64>, inclusive: bool| match t {
+                Some(t) if inclusive => Bound::Included(Term::from_field_u64(f.time, t)),
+                Some(t) => Bound::Excluded(Term::from_field_u64(f.time, t)),
+                None => Bound::Unbounded,
+            };
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(bound(start, true), bound(end, false))),
+            ));
+        }
+        if clauses.is_empty() {
+            return Ok(Box::new(tantivy::query::AllQuery));
+        }
+        Ok(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    /// Checks a query's syntax without running it.
+    pub(crate) fn validate(&self, search: &LogSearch) -> Result<(), StorageError> {
+        self.query(search).map(|_| ())
+    }
+
+    /// Up to `limit` hits per partition, newest first, from the partitions in `hours` (newest
+    /// first), counting only hits `accept` takes; stops once `limit` are taken.
+    pub(crate) fn search(
+        &self,
+        search: &LogSearch,
+        hours: &[u64],
+        mut accept: impl FnMut(&Hit) -> bool,
+    ) -> Result<Vec<Hit>, StorageError> {
+        let query = self.query(search)?;
+        let readers: Vec<IndexReader> = {
+            let mut partitions = self.lock();
+            let mut readers = Vec::new();
+            for &hour in hours {
+                let exists = partitions.contains_key(&hour)
+                    || super::manifest::partition_dir(&self.root, Table::Logs, hour)
+                        .join("index/meta.json")
+                        .exists();
+                if exists {
+                    readers.push(self.open(&mut partitions, hour)?.reader.clone());
+                }
+            }
+            readers
+        };
+        let mut hits = Vec::new();
+        for reader in readers {
+            let searcher = reader.searcher();
+            // Ask for more than needed: hits on unpublished parts are skipped.
+            let want = search.limit.saturating_mul(2).max(16);
+            let top = searcher.search(
+                &query,
+                &TopDocs::with_limit(want).order_by_fast_field::<u64>("time", Order::Desc),
+            )?;
+            let mut columns = BTreeMap::new();
+            for (time, address) in top {
+                let (part, row) = match columns.entry(address.segment_ord) {
+                    std::collections::btree_map::Entry::Occupied(e) => {
+                        let (part, row): &(tantivy::columnar::Column<u64>, tantivy::columnar::Column<u64>) =
+                            e.into_mut();
+                        (part.first(address.doc_id), row.first(address.doc_id))
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let segment = searcher.segment_reader(address.segment_ord);
+                        let fast = segment.fast_fields();
+                        let (part, row) = e.insert((fast.u64("part")?, fast.u64("row")?));
+                        (part.first(address.doc_id), row.first(address.doc_id))
+                    }
+                };
+                let (Some(part), Some(row)) = (part, row) else {
+                    continue;
+                };
+                let hit = Hit {
+                    time: time.unwrap_or(0),
+                    part,
+                    row,
+                };
+                if accept(&hit) {
+                    hits.push(hit);
+                    if hits.len() >= search.limit {
+                        return Ok(hits);
+                    }
+                }
+            }
+        }
+        Ok(hits)
+    }
+}
+
+/// tantivy's parser knows `-term` but not the `NOT term` that Lucene, Quickwit and Elasticsearch
+/// users write: rewrite a bare `NOT` (outside quotes) into `-` on what follows.
+fn rewrite_not(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut in_quotes = false;
+    let mut rest = query;
+    while let Some(c) = rest.chars().next() {
+        let at_word_start = out.is_empty() || out.ends_with(|p: char| p.is_whitespace() || p == '(');
+        if !in_quotes && at_word_start && rest.starts_with("NOT") {
+            let after = &rest[3..];
+            if after.starts_with(|n: char| n.is_whitespace()) {
+                out.push('-');
+                rest = after.trim_start();
+                continue;
+            }
+        }
+        if c == '"' {
+            in_quotes = !in_quotes;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Parses a partition directory name back into its hour.
+pub(crate) fn parse_hour(name: &str) -> Option<u64> {
+    // yyyy-mm-ddThh
+    let (date, hour) = name.split_once('T')?;
+    let mut parts = date.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    let hour: u64 = hour.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 {
+        return None;
+    }
+    // days-from-civil (Howard Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days).ok().map(|d| d * 24 + hour)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_becomes_a_prohibited_clause() {
+        assert_eq!(rewrite_not("a AND NOT b"), "a AND -b");
+        assert_eq!(rewrite_not("NOT  level:error"), "-level:error");
+        assert_eq!(rewrite_not("(x OR y) AND (NOT z)"), "(x OR y) AND (-z)");
+        assert_eq!(rewrite_not("\"do NOT panic\" NOTE"), "\"do NOT panic\" NOTE");
+    }
+
+    #[test]
+    fn partition_names_parse_back() {
+        for hour in [0, 1, 24, 471_010, 493_232, 500_000] {
+            assert_eq!(parse_hour(&super::super::manifest::hour_name(hour)), Some(hour));
+        }
+        assert_eq!(parse_hour("index"), None);
+        assert_eq!(parse_hour("2026-13-01T00"), None);
+    }
+}

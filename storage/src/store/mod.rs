@@ -1,0 +1,923 @@
+//! The local-disk store: an in-memory head per table and hour, flushed into immutable Parquet
+//! parts listed by an atomically replaced manifest, with full-text indexes for logs.
+//!
+//! Writes come from one place (the storage exporter's WAL consumer), which calls [`LocalStore::append`]
+//! with each WAL record's end position and [`LocalStore::flush`] by size or age; the WAL checkpoint
+//! may then move to [`LocalStore::durable_position`]. Reads take a snapshot (the manifest plus the
+//! head's batches) and never block writes for longer than that copy.
+
+pub(crate) mod fulltext;
+mod head;
+pub(crate) mod manifest;
+mod part;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::{FixedSizeBinaryArray, Int32Array, RecordBatch, StringArray, UInt64Array};
+use arrow_select::concat::concat_batches;
+use arrow_select::filter::filter_record_batch;
+use prost::Message as _;
+use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use sift_proto::SignalKind;
+
+use self::fulltext::{Hit, LogIndexes};
+use self::head::{BatchStats, HeadPartition};
+use self::manifest::{hour_of, partition_dir, sync_dir, Manifest, PartMeta, ServiceRows};
+use self::part::{equal_mask, PartReader};
+use crate::columnar::exemplars::{ExemplarBuilder, ExemplarRow};
+use crate::columnar::logs::{LogBuilder, LogRow};
+use crate::columnar::metrics::{MetricBuilder, MetricRow};
+use crate::columnar::spans::{SpanBuilder, SpanRow};
+use crate::columnar::{self, logs, metrics, spans, Table};
+use crate::WalEntry;
+use crate::{LogSearch, ServiceInfo, StorageError, Store, TimeRange, TraceFilter, TraceHits};
+
+/// How a [`LocalStore`] flushes and how long it keeps data.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Flush the head once its oldest row has waited this long.
+    pub flush_interval: Duration,
+    /// Flush the head once it holds this many bytes of Arrow data.
+    pub flush_bytes: usize,
+    /// Compact a partition once it has this many parts.
+    pub compact_parts: usize,
+    /// How long each signal is kept (`None`: forever).
+    pub retention: BTreeMap<SignalKind, Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            flush_interval: Duration::from_secs(30),
+            flush_bytes: 256 << 20,
+            compact_parts: 8,
+            retention: BTreeMap::new(),
+        }
+    }
+}
+
+/// What [`LocalStore::enforce_retention`] deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Partitions deleted per table.
+    pub partitions: BTreeMap<Table, u64>,
+    /// Rows deleted per table.
+    pub rows: BTreeMap<Table, u64>,
+    /// Bytes freed per table (parts and indexes).
+    pub bytes: BTreeMap<Table, u64>,
+}
+
+struct State {
+    manifest: Arc<Manifest>,
+    live: BTreeMap<(Table, u64), HeadPartition>,
+    /// Head partitions being written as parts: still read from memory until the manifest lists them.
+    frozen: Vec<Arc<HeadPartition>>,
+    /// End of the last WAL record handed to `append`.
+    position: u64,
+    next_part_id: u64,
+    head_bytes: usize,
+    head_since: Option<Instant>,
+}
+
+/// A consistent view for one read.
+struct Snapshot {
+    manifest: Arc<Manifest>,
+    head: Vec<Arc<HeadPartition>>,
+}
+
+impl Snapshot {
+    fn parts(&self, table: Table, range: &TimeRange) -> impl Iterator<Item = &PartMeta> + '_ {
+        let range = *range;
+        self.manifest
+            .parts
+            .iter()
+            .filter(move |p| p.table == table && p.overlaps(&range))
+    }
+
+    fn heads(&self, table: Table, range: &TimeRange) -> impl Iterator<Item = &HeadPartition> + '_ {
+        let range = *range;
+        self.head
+            .iter()
+            .map(|h| h.as_ref())
+            .filter(move |h| h.table == table && h.overlaps(&range))
+    }
+}
+
+/// The local-disk [`Store`].
+pub struct LocalStore {
+    root: PathBuf,
+    options: StoreOptions,
+    state: Mutex<State>,
+    /// Serializes the writers: append, flush, compaction and retention.
+    writer: Mutex<()>,
+    logs: LogIndexes,
+    readers: Mutex<HashMap<u64, PartReader>>,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A row's time, or now for rows without one (they still need a partition).
+fn or_now(time: u64, now: u64) -> u64 {
+    if time == 0 {
+        now
+    } else {
+        time
+    }
+}
+
+/// A log record and its service, waiting to be indexed.
+type ServiceLog = (String, sift_proto::otlp::logs::v1::LogRecord);
+
+/// Builders for one append, per (table, hour).
+#[derive(Default)]
+struct Pending {
+    spans: BTreeMap<u64, (SpanBuilder, BatchStats)>,
+    logs: BTreeMap<u64, (LogBuilder, BatchStats, Vec<ServiceLog>)>,
+    metrics: BTreeMap<u64, (MetricBuilder, BatchStats)>,
+    exemplars: BTreeMap<u64, (ExemplarBuilder, BatchStats)>,
+}
+
+impl Pending {
+    fn add(&mut self, entry: &WalEntry, now: u64) -> Result<(), StorageError> {
+        let corrupt = |e: prost::DecodeError| StorageError::Corrupt(format!("WAL entry of {}: {e}", entry.pipeline));
+        match entry.signal {
+            SignalKind::Traces => {
+                let request = ExportTraceServiceRequest::decode(entry.body.clone()).map_err(corrupt)?;
+                spans::for_each(&request, |origin, span| {
+                    let time = or_now(span.start_time_unix_nano, now);
+                    let (builder, stats) = self.spans.entry(hour_of(time)).or_default();
+                    builder.append(origin, span);
+                    stats.add(origin.service(), time);
+                });
+            }
+            SignalKind::Logs => {
+                let request = ExportLogsServiceRequest::decode(entry.body.clone()).map_err(corrupt)?;
+                logs::for_each(&request, |origin, log| {
+                    let time = or_now(logs::effective_time(log), now);
+                    let (builder, stats, records) = self.logs.entry(hour_of(time)).or_default();
+                    builder.append(origin, log);
+                    stats.add(origin.service(), time);
+                    records.push((origin.service().to_owned(), log.clone()));
+                });
+            }
+            SignalKind::Metrics => {
+                let request = ExportMetricsServiceRequest::decode(entry.body.clone()).map_err(corrupt)?;
+                metrics::for_each(&request, |point| {
+                    let time = or_now(point.time(), now);
+                    let (builder, stats) = self.metrics.entry(hour_of(time)).or_default();
+                    point.append_to(builder);
+                    stats.add(point.service(), time);
+                    for e in point.exemplars() {
+                        let time = or_now(e.time_unix_nano, time);
+                        let (builder, stats) = self.exemplars.entry(hour_of(time)).or_default();
+                        if builder.append(e, point.name(), point.service(), point.attributes()) {
+                            stats.add(point.service(), time);
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LocalStore {
+    /// Opens (or creates) a store under `root`, deleting what a crash left unpublished.
+    pub fn open(root: &Path, options: StoreOptions) -> Result<LocalStore, StorageError> {
+        std::fs::create_dir_all(root).map_err(StorageError::io(format!("creating {}", root.display())))?;
+        let manifest = Manifest::load(root)?;
+        let live_ids: BTreeSet<u64> = manifest.parts.iter().map(|p| p.id).collect();
+        remove_unpublished(root, &manifest)?;
+        let logs = LogIndexes::new(root);
+        logs.recover(&live_ids)?;
+        let next_part_id = manifest.next_part_id.max(live_ids.last().map_or(0, |id| id + 1));
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+            options,
+            state: Mutex::new(State {
+                position: manifest.wal_position,
+                manifest: Arc::new(manifest),
+                live: BTreeMap::new(),
+                frozen: Vec::new(),
+                next_part_id,
+                head_bytes: 0,
+                head_since: None,
+            }),
+            writer: Mutex::new(()),
+            logs,
+            readers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything before this WAL position is published in parts: a replay may start here.
+    pub fn published_position(&self) -> u64 {
+        self.state().manifest.wal_position
+    }
+
+    /// Where the WAL checkpoint may move: the end of the last record appended if nothing is
+    /// waiting in the head, else the published position.
+    pub fn durable_position(&self) -> u64 {
+        let state = self.state();
+        if state.live.is_empty() && state.frozen.is_empty() {
+            state.position
+        } else {
+            state.manifest.wal_position
+        }
+    }
+
+    /// Whether the head is due for a flush (by size or age).
+    pub fn flush_due(&self) -> bool {
+        let state = self.state();
+        state.head_bytes >= self.options.flush_bytes
+            || state
+                .head_since
+                .is_some_and(|since| since.elapsed() >= self.options.flush_interval)
+    }
+
+    /// Rows in the head, per table.
+    pub fn head_rows(&self) -> BTreeMap<Table, u64> {
+        let mut rows = BTreeMap::new();
+        for head in self.state().live.values() {
+            *rows.entry(head.table).or_default() += head.rows as u64;
+        }
+        rows
+    }
+
+    /// Appends WAL entries that end at `end` (entries at or before the published position are
+    /// already stored and skipped). Returns the rows added per table.
+    pub fn append(&self, end: u64, entries: &[WalEntry]) -> Result<BTreeMap<Table, u64>, StorageError> {
+        let _writer = self.write_lock();
+        let mut added = BTreeMap::new();
+        if end <= self.published_position() {
+            return Ok(added);
+        }
+        let now = now_nanos();
+        let mut pending = Pending::default();
+        for entry in entries {
+            if let Err(e) = pending.add(entry, now) {
+                // A record the receiver accepted always decodes; one that does not cannot be
+                // stored and must not block the rest.
+                tracing::error!(error = %e, "skipping undecodable WAL entry");
+            }
+        }
+        let mut index_jobs = Vec::new();
+        {
+            let mut state = self.state();
+            state.position = state.position.max(end);
+            let mut push = |state: &mut State, table: Table, hour: u64, batch: RecordBatch, stats: &BatchStats| {
+                if batch.num_rows() == 0 {
+                    return (0, 0);
+                }
+                *added.entry(table).or_default() += batch.num_rows() as u64;
+                state.head_bytes += batch.get_array_memory_size();
+                state.head_since.get_or_insert_with(Instant::now);
+                let next = &mut state.next_part_id;
+                let head = state.live.entry((table, hour)).or_insert_with(|| {
+                    let id = *next;
+                    *next += 1;
+                    HeadPartition::new(table, hour, id)
+                });
+                let first_row = head.rows as u64;
+                head.push(batch, stats);
+                (head.id, first_row)
+            };
+            for (hour, (mut builder, stats)) in pending.spans {
+                push(&mut state, Table::Spans, hour, builder.finish(), &stats);
+            }
+            for (hour, (mut builder, stats)) in pending.metrics {
+                push(&mut state, Table::Metrics, hour, builder.finish(), &stats);
+            }
+            for (hour, (mut builder, stats)) in pending.exemplars {
+                push(&mut state, Table::Exemplars, hour, builder.finish(), &stats);
+            }
+            for (hour, (mut builder, stats, records)) in pending.logs {
+                let (part, first_row) = push(&mut state, Table::Logs, hour, builder.finish(), &stats);
+                index_jobs.push((hour, part, first_row, records));
+            }
+        }
+        for (hour, part, first_row, records) in index_jobs {
+            self.logs
+                .add(hour, part, first_row, records.iter().map(|(s, l)| (s.as_str(), l)))?;
+        }
+        Ok(added)
+    }
+
+    /// Makes head logs searchable (full-text indexes are refreshed, not rebuilt).
+    pub fn refresh(&self) -> Result<(), StorageError> {
+        let _writer = self.write_lock();
+        self.logs.commit()
+    }
+
+    /// Writes the head as parts and publishes them; returns the WAL position now durable.
+    pub fn flush(&self) -> Result<u64, StorageError> {
+        let _writer = self.write_lock();
+        let (frozen, position, next_part_id, old) = {
+            let mut state = self.state();
+            let live = std::mem::take(&mut state.live);
+            state.frozen = live.into_values().map(Arc::new).collect();
+            state.head_bytes = 0;
+            state.head_since = None;
+            (
+                state.frozen.clone(),
+                state.position,
+                state.next_part_id,
+                state.manifest.clone(),
+            )
+        };
+        if frozen.is_empty() {
+            return Ok(position);
+        }
+        let mut manifest = Manifest::clone(&old);
+        let mut dirs = BTreeSet::new();
+        for head in &frozen {
+            let meta = self.write_part(head.table, head.hour, head.id, &head.batches, head)?;
+            dirs.insert(partition_dir(&self.root, head.table, head.hour));
+            manifest.parts.push(meta);
+        }
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        self.logs.commit()?;
+        manifest.wal_position = position;
+        manifest.next_part_id = next_part_id;
+        manifest.store(&self.root)?;
+        let live_log_hours: BTreeSet<u64> = {
+            let mut state = self.state();
+            state.manifest = Arc::new(manifest);
+            state.frozen.clear();
+            state
+                .live
+                .keys()
+                .filter(|(table, _)| *table == Table::Logs)
+                .map(|(_, hour)| *hour)
+                .collect()
+        };
+        self.logs.close_writers_except(&live_log_hours)?;
+        Ok(position)
+    }
+
+    fn write_part(
+        &self,
+        table: Table,
+        hour: u64,
+        id: u64,
+        batches: &[RecordBatch],
+        stats: &HeadPartition,
+    ) -> Result<PartMeta, StorageError> {
+        let batch = concat_batches(&table.schema(), batches)?;
+        let sorted = part::sort_for_part(table, &batch)?;
+        let dir = partition_dir(&self.root, table, hour);
+        std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
+        let mut meta = PartMeta {
+            id,
+            table,
+            hour,
+            rows: sorted.num_rows() as u64,
+            bytes: 0,
+            min_time: stats.min_time,
+            max_time: stats.max_time,
+            services: stats.services.clone(),
+        };
+        meta.bytes = part::write(&meta.path(&self.root), table, &sorted)?;
+        Ok(meta)
+    }
+
+    /// Merges the parts of partitions that have too many; returns how many parts were merged.
+    pub fn compact(&self) -> Result<usize, StorageError> {
+        let _writer = self.write_lock();
+        let manifest = self.state().manifest.clone();
+        let mut groups: BTreeMap<(Table, u64), Vec<&PartMeta>> = BTreeMap::new();
+        for part in &manifest.parts {
+            groups.entry((part.table, part.hour)).or_default().push(part);
+        }
+        let mut merged = 0;
+        for ((table, hour), parts) in groups {
+            if parts.len() < self.options.compact_parts.max(2) {
+                continue;
+            }
+            let mut batches = Vec::new();
+            let mut stats = HeadPartition::new(table, hour, 0);
+            for part in &parts {
+                for batch in self.reader(part)?.scan_all()? {
+                    batches.push(batch?);
+                }
+                stats.min_time = stats.min_time.min(part.min_time);
+                stats.max_time = stats.max_time.max(part.max_time);
+                for (service, rows) in &part.services {
+                    stats.services.entry(service.clone()).or_default().merge(rows);
+                }
+            }
+            let id = {
+                let mut state = self.state();
+                state.next_part_id += 1;
+                state.next_part_id - 1
+            };
+            let meta = self.write_part(table, hour, id, &batches, &stats)?;
+            sync_dir(&partition_dir(&self.root, table, hour))?;
+            if table == Table::Logs {
+                // Index the merged part before publishing it; the old parts' entries go after.
+                let rows: Vec<LogRow> = batches
+                    .iter()
+                    .map(logs::rows)
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let services: Vec<String> = rows.iter().map(|r| r.origin.service_name().to_owned()).collect();
+                self.logs.add(
+                    hour,
+                    id,
+                    0,
+                    services.iter().map(String::as_str).zip(rows.iter().map(|r| &r.log)),
+                )?;
+                self.logs.commit()?;
+            }
+            let old: BTreeSet<u64> = parts.iter().map(|p| p.id).collect();
+            let next = {
+                let mut state = self.state();
+                let mut next = Manifest::clone(&state.manifest);
+                next.parts.retain(|p| !old.contains(&p.id));
+                next.parts.push(meta);
+                next.next_part_id = next.next_part_id.max(id + 1);
+                next.store(&self.root)?;
+                let next = Arc::new(next);
+                state.manifest = next.clone();
+                next
+            };
+            if table == Table::Logs {
+                self.logs.recover(&next.parts.iter().map(|p| p.id).collect())?;
+            }
+            for part in &parts {
+                self.readers().remove(&part.id);
+                let _ = std::fs::remove_file(part.path(&self.root));
+            }
+            merged += parts.len();
+        }
+        Ok(merged)
+    }
+
+    /// Deletes whole partitions older than each signal's retention.
+    pub fn enforce_retention(&self, now: SystemTime) -> Result<RetentionReport, StorageError> {
+        let _writer = self.write_lock();
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let expired = |part: &PartMeta| {
+            self.options.retention.get(&part.table.signal()).is_some_and(|keep| {
+                let partition_end = (part.hour + 1) * columnar::HOUR_NANOS;
+                partition_end.saturating_add(keep.as_nanos() as u64) <= now
+            })
+        };
+        let mut report = RetentionReport::default();
+        let (doomed, remaining) = {
+            let mut state = self.state();
+            let (doomed, kept): (Vec<PartMeta>, Vec<PartMeta>) =
+                state.manifest.parts.iter().cloned().partition(|p| expired(p));
+            if doomed.is_empty() {
+                return Ok(report);
+            }
+            let mut next = Manifest::clone(&state.manifest);
+            next.parts = kept;
+            next.store(&self.root)?;
+            state.manifest = Arc::new(next);
+            let remaining: BTreeSet<(Table, u64)> = state
+                .manifest
+                .parts
+                .iter()
+                .map(|p| (p.table, p.hour))
+                .chain(state.live.keys().copied())
+                .collect();
+            (doomed, remaining)
+        };
+        let mut partitions = BTreeSet::new();
+        for part in &doomed {
+            self.readers().remove(&part.id);
+            *report.rows.entry(part.table).or_default() += part.rows;
+            *report.bytes.entry(part.table).or_default() += part.bytes;
+            let _ = std::fs::remove_file(part.path(&self.root));
+            if !remaining.contains(&(part.table, part.hour)) {
+                partitions.insert((part.table, part.hour));
+            }
+        }
+        let log_hours = partitions
+            .iter()
+            .filter(|(t, _)| *t == Table::Logs)
+            .map(|(_, h)| *h)
+            .collect();
+        self.logs.drop_partitions(&log_hours);
+        for (table, hour) in partitions {
+            let dir = partition_dir(&self.root, table, hour);
+            let index_bytes = dir_size(&dir.join("index"));
+            *report.bytes.entry(table).or_default() += index_bytes;
+            *report.partitions.entry(table).or_default() += 1;
+            std::fs::remove_dir_all(&dir).map_err(StorageError::io(format!("deleting {}", dir.display())))?;
+        }
+        Ok(report)
+    }
+
+    /// Bytes on disk per table (parts, and indexes for logs).
+    pub fn disk_bytes(&self) -> BTreeMap<Table, u64> {
+        let manifest = self.state().manifest.clone();
+        let mut bytes: BTreeMap<Table, u64> = Table::ALL.iter().map(|t| (*t, 0)).collect();
+        for part in &manifest.parts {
+            *bytes.entry(part.table).or_default() += part.bytes;
+        }
+        *bytes.entry(Table::Logs).or_default() += dir_size(&self.root.join(Table::Logs.as_str())).saturating_sub(
+            manifest
+                .parts
+                .iter()
+                .filter(|p| p.table == Table::Logs)
+                .map(|p| p.bytes)
+                .sum(),
+        );
+        bytes
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let state = self.state();
+        Snapshot {
+            manifest: state.manifest.clone(),
+            head: state
+                .live
+                .values()
+                .map(|h| Arc::new(h.clone()))
+                .chain(state.frozen.iter().cloned())
+                .collect(),
+        }
+    }
+
+    fn readers(&self) -> MutexGuard<'_, HashMap<u64, PartReader>> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self, part: &PartMeta) -> Result<PartReader, StorageError> {
+        if let Some(reader) = self.readers().get(&part.id) {
+            return Ok(reader.clone());
+        }
+        let reader = PartReader::open(&part.path(&self.root))?;
+        self.readers().insert(part.id, reader.clone());
+        Ok(reader)
+    }
+
+    /// The batches (parts and head) of `table` whose key column equals `key`.
+    fn lookup(&self, table: Table, key: &[u8], range: &TimeRange) -> Result<Vec<RecordBatch>, StorageError> {
+        let snapshot = self.snapshot();
+        let column = part::key_column(table);
+        let mut out = Vec::new();
+        for part in snapshot.parts(table, range) {
+            out.extend(self.reader(part)?.rows_equal(column, key)?);
+        }
+        for head in snapshot.heads(table, range) {
+            for batch in &head.batches {
+                let index = batch.schema().index_of(column)?;
+                let mask = equal_mask(batch.column(index), key)?;
+                if mask.true_count() > 0 {
+                    out.push(filter_record_batch(batch, &mask)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `batch` as a part at `path` and reads it back (for round-trip tests).
+#[cfg(test)]
+pub(crate) fn part_roundtrip(path: &Path, table: Table, batch: &RecordBatch) -> RecordBatch {
+    part::write(path, table, batch).unwrap();
+    let batches: Vec<RecordBatch> = PartReader::open(path)
+        .unwrap()
+        .scan_all()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    concat_batches(&table.schema(), &batches).unwrap()
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return std::fs::metadata(path).map_or(0, |m| m.len());
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// Deletes part files (and temporary files) the manifest does not list.
+fn remove_unpublished(root: &Path, manifest: &Manifest) -> Result<(), StorageError> {
+    let listed: BTreeSet<PathBuf> = manifest.parts.iter().map(|p| p.path(root)).collect();
+    for table in Table::ALL {
+        let Ok(partitions) = std::fs::read_dir(root.join(table.as_str())) else {
+            continue;
+        };
+        for partition in partitions.flatten() {
+            let Ok(files) = std::fs::read_dir(partition.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let path = file.path();
+                let name = file.file_name().to_string_lossy().into_owned();
+                let is_part = name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".tmp"));
+                if is_part && !listed.contains(&path) {
+                    tracing::info!(path = %path.display(), "removing unpublished part");
+                    std::fs::remove_file(&path).map_err(StorageError::io(format!("removing {}", path.display())))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sort_by<T>(rows: &mut [T], key: impl Fn(&T) -> u64) {
+    rows.sort_by_key(|r| key(r));
+}
+
+impl Store for LocalStore {
+    fn trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<SpanRow>, StorageError> {
+        let mut rows = Vec::new();
+        for batch in self.lookup(Table::Spans, trace_id, range)? {
+            rows.extend(spans::rows(&batch)?);
+        }
+        sort_by(&mut rows, |r| r.span.start_time_unix_nano);
+        Ok(rows)
+    }
+
+    fn logs_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<LogRow>, StorageError> {
+        let mut rows = Vec::new();
+        for batch in self.lookup(Table::Logs, trace_id, range)? {
+            rows.extend(logs::rows(&batch)?);
+        }
+        sort_by(&mut rows, LogRow::time);
+        Ok(rows)
+    }
+
+    fn exemplars_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<ExemplarRow>, StorageError> {
+        let mut rows = Vec::new();
+        for batch in self.lookup(Table::Exemplars, trace_id, range)? {
+            rows.extend(columnar::exemplars::rows(&batch)?);
+        }
+        sort_by(&mut rows, |r| r.time_unix_nano);
+        Ok(rows)
+    }
+
+    fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
+        let snapshot = self.snapshot();
+        let mut hours: BTreeMap<u64, Vec<Source<'_>>> = BTreeMap::new();
+        for part in snapshot.parts(Table::Spans, &filter.range) {
+            hours.entry(part.hour).or_default().push(Source::Part(part));
+        }
+        for head in snapshot.heads(Table::Spans, &filter.range) {
+            hours.entry(head.hour).or_default().push(Source::Head(head));
+        }
+        let mut found: HashMap<[u8; 16], u64> = HashMap::new();
+        let mut scanned = 0usize;
+        let mut partial = false;
+        let columns = [
+            spans::TRACE_ID,
+            spans::START,
+            spans::NAME,
+            spans::STATUS_CODE,
+            spans::ATTRIBUTES,
+            columnar::origin_col::SERVICE_NAME,
+            columnar::origin_col::RESOURCE_ATTRIBUTES,
+        ];
+        'hours: for (_, sources) in hours.iter().rev() {
+            for source in sources {
+                if scanned >= filter.row_budget {
+                    partial = true;
+                    break 'hours;
+                }
+                let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
+                    Source::Part(part) => Box::new(
+                        self.reader(part)?
+                            .scan(&columns)?
+                            .map(|b| b.map_err(StorageError::from)),
+                    ),
+                    Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
+                };
+                for batch in batches {
+                    let batch = batch?;
+                    scanned += batch.num_rows();
+                    match_spans(&batch, filter, &mut found)?;
+                }
+            }
+            if found.len() >= filter.limit {
+                break;
+            }
+        }
+        let mut traces: Vec<([u8; 16], u64)> = found.into_iter().collect();
+        traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(TraceHits { traces, partial })
+    }
+
+    fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError> {
+        self.logs.validate(search)?;
+        let snapshot = self.snapshot();
+        let mut hours: BTreeSet<u64> = snapshot.parts(Table::Logs, &search.range).map(|p| p.hour).collect();
+        hours.extend(snapshot.heads(Table::Logs, &search.range).map(|h| h.hour));
+        let hours: Vec<u64> = hours.into_iter().rev().collect();
+        let parts: HashMap<u64, &PartMeta> = snapshot
+            .manifest
+            .parts
+            .iter()
+            .filter(|p| p.table == Table::Logs)
+            .map(|p| (p.id, p))
+            .collect();
+        let heads: HashMap<u64, &HeadPartition> = snapshot
+            .head
+            .iter()
+            .filter(|h| h.table == Table::Logs)
+            .map(|h| (h.id, h.as_ref()))
+            .collect();
+        let hits = self.logs.search(search, &hours, |hit: &Hit| {
+            parts.contains_key(&hit.part) || heads.get(&hit.part).is_some_and(|h| (hit.row as usize) < h.rows)
+        })?;
+        let mut by_part: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for hit in &hits {
+            by_part.entry(hit.part).or_default().push(hit.row as usize);
+        }
+        let mut found: HashMap<(u64, usize), LogRow> = HashMap::new();
+        for (id, mut rows) in by_part {
+            rows.sort_unstable();
+            rows.dedup();
+            let batches = match (parts.get(&id), heads.get(&id)) {
+                (Some(part), _) => self.reader(part)?.rows_at(&rows)?,
+                (None, Some(head)) => vec![take_rows(&head.batches, &rows)?],
+                (None, None) => continue,
+            };
+            let decoded: Vec<LogRow> = batches
+                .iter()
+                .map(logs::rows)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect();
+            for (row, log) in rows.into_iter().zip(decoded) {
+                found.insert((id, row), log);
+            }
+        }
+        let mut out: Vec<LogRow> = hits
+            .iter()
+            .filter_map(|hit| found.remove(&(hit.part, hit.row as usize)))
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.time()));
+        out.truncate(search.limit);
+        Ok(out)
+    }
+
+    fn metric_points(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+    ) -> Result<(Vec<MetricRow>, bool), StorageError> {
+        let mut rows = Vec::new();
+        let mut partial = false;
+        for batch in self.lookup(Table::Metrics, name.as_bytes(), range)? {
+            let times: &UInt64Array = columnar::column(&batch, metrics::TIME)?;
+            let mask = (0..times.len())
+                .map(|i| Some(range.contains(times.value(i))))
+                .collect::<arrow_array::BooleanArray>();
+            let batch = filter_record_batch(&batch, &mask)?;
+            if rows.len() + batch.num_rows() > budget {
+                partial = true;
+                break;
+            }
+            rows.extend(metrics::rows(&batch)?);
+        }
+        rows.sort_by_key(point_time);
+        Ok((rows, partial))
+    }
+
+    fn services(&self) -> Result<Vec<ServiceInfo>, StorageError> {
+        let snapshot = self.snapshot();
+        let mut services: BTreeMap<String, (ServiceRows, ServiceRows)> = BTreeMap::new();
+        let mut add = |table: Table, stats: &BTreeMap<String, ServiceRows>| {
+            for (name, rows) in stats {
+                let entry = services.entry(name.clone()).or_default();
+                match table {
+                    Table::Spans => entry.0.merge(rows),
+                    Table::Logs => entry.1.merge(rows),
+                    _ => {}
+                }
+            }
+        };
+        for part in &snapshot.manifest.parts {
+            add(part.table, &part.services);
+        }
+        for head in &snapshot.head {
+            add(head.table, &head.services);
+        }
+        Ok(services
+            .into_iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, (spans, logs))| {
+                let mut all = spans;
+                all.merge(&logs);
+                ServiceInfo {
+                    name,
+                    span_count: spans.rows,
+                    log_count: logs.rows,
+                    first_seen: all.first,
+                    last_seen: all.last,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The time of a stored point (its metric holds exactly one).
+pub fn point_time(row: &MetricRow) -> u64 {
+    use sift_proto::otlp::metrics::v1::metric::Data;
+    match &row.metric.data {
+        Some(Data::Gauge(g)) => g.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::Sum(s)) => s.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::Histogram(h)) => h.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::Summary(s)) => s.data_points.first().map_or(0, |p| p.time_unix_nano),
+        None => 0,
+    }
+}
+
+enum Source<'a> {
+    Part(&'a PartMeta),
+    Head(&'a HeadPartition),
+}
+
+/// Rows of the concatenation of `batches` at the given sorted row numbers.
+fn take_rows(batches: &[RecordBatch], rows: &[usize]) -> Result<RecordBatch, StorageError> {
+    let schema = Table::Logs.schema();
+    let all = concat_batches(&schema, batches)?;
+    let indices = UInt64Array::from(rows.iter().map(|&r| r as u64).collect::<Vec<_>>());
+    Ok(arrow_select::take::take_record_batch(&all, &indices)?)
+}
+
+/// Adds the traces of the spans in `batch` that match `filter` (newest start per trace).
+fn match_spans(
+    batch: &RecordBatch,
+    filter: &TraceFilter,
+    found: &mut HashMap<[u8; 16], u64>,
+) -> Result<(), StorageError> {
+    let trace_id: &FixedSizeBinaryArray = columnar::column(batch, spans::TRACE_ID)?;
+    let start: &UInt64Array = columnar::column(batch, spans::START)?;
+    let name: &StringArray = columnar::column(batch, spans::NAME)?;
+    let status: &Int32Array = columnar::column(batch, spans::STATUS_CODE)?;
+    let attributes: &StringArray = columnar::column(batch, spans::ATTRIBUTES)?;
+    let service: &StringArray = columnar::column(batch, columnar::origin_col::SERVICE_NAME)?;
+    let resource: &StringArray = columnar::column(batch, columnar::origin_col::RESOURCE_ATTRIBUTES)?;
+    for row in 0..batch.num_rows() {
+        let time = start.value(row);
+        if !filter.range.contains(time) {
+            continue;
+        }
+        if filter.service.as_deref().is_some_and(|s| s != service.value(row))
+            || filter.name.as_deref().is_some_and(|n| n != name.value(row))
+            || filter.status.is_some_and(|s| s != status.value(row))
+        {
+            continue;
+        }
+        let mut attrs_ok = true;
+        for (key, value) in &filter.attributes {
+            if !has_attribute(attributes.value(row), key, value)? && !has_attribute(resource.value(row), key, value)? {
+                attrs_ok = false;
+                break;
+            }
+        }
+        if !attrs_ok {
+            continue;
+        }
+        let id: [u8; 16] = trace_id.value(row).try_into().unwrap_or_default();
+        let newest = found.entry(id).or_insert(time);
+        *newest = (*newest).max(time);
+    }
+    Ok(())
+}
+
+/// Whether typed-JSON attributes hold `key` with a value whose text is `value`.
+fn has_attribute(json: &str, key: &str, value: &str) -> Result<bool, StorageError> {
+    // Cheap test first: most rows do not mention the key at all.
+    if !json.contains(key) {
+        return Ok(false);
+    }
+    Ok(columnar::read_attributes(json)?
+        .iter()
+        .any(|kv| kv.key == key && kv.value.as_ref().is_some_and(|v| fulltext::any_text(v) == value)))
+}

@@ -1,0 +1,197 @@
+//! Immutable Parquet parts: how each table is sorted and laid out on disk, and the three ways a
+//! part is read (rows whose key equals a value, rows by number, a projected scan).
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
+use arrow_ord::sort::{lexsort_to_indices, SortColumn};
+use arrow_schema::ArrowError;
+use arrow_select::take::take_record_batch;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+use super::StorageError;
+use crate::columnar::{exemplars, metrics, spans, Table};
+
+/// Rows per row group: small enough that a trace-id lookup decodes little beyond its match.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The column a table is looked up by (bloom filter and, where sorted, statistics prune on it).
+pub(crate) fn key_column(table: Table) -> &'static str {
+    match table {
+        Table::Spans | Table::Logs | Table::Exemplars => "trace_id",
+        Table::Metrics => metrics::NAME,
+    }
+}
+
+/// Sorts a batch into the table's part order (logs keep arrival order: the full-text index
+/// addresses them by row number).
+pub(crate) fn sort_for_part(table: Table, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let keys: &[&str] = match table {
+        Table::Spans => &[spans::TRACE_ID, spans::START],
+        Table::Exemplars => &[exemplars::TRACE_ID, exemplars::TIME],
+        Table::Metrics => &[metrics::NAME, metrics::SERIES_ID, metrics::TIME],
+        Table::Logs => return Ok(batch.clone()),
+    };
+    let columns = keys
+        .iter()
+        .map(|name| {
+            let values = batch
+                .column_by_name(name)
+                .ok_or_else(|| ArrowError::SchemaError(format!("sort column {name} missing")))?
+                .clone();
+            Ok(SortColumn { values, options: None })
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    let indices = lexsort_to_indices(&columns, None)?;
+    take_record_batch(batch, &indices)
+}
+
+fn writer_properties(table: Table, rows: usize) -> WriterProperties {
+    let key = ColumnPath::from(key_column(table));
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_column_bloom_filter_enabled(key.clone(), true)
+        .set_column_bloom_filter_fpp(key.clone(), 0.01)
+        .set_column_bloom_filter_max_ndv(key.clone(), rows.clamp(1, ROW_GROUP_ROWS) as u64);
+    if table != Table::Metrics {
+        props = props.set_column_dictionary_enabled(key, false);
+    }
+    props.build()
+}
+
+/// Writes `batch` as a part at `path`: to a temporary name, synced, then renamed, so a part is
+/// either whole or absent. Returns the file's size.
+pub(crate) fn write(path: &Path, table: Table, batch: &RecordBatch) -> Result<u64, StorageError> {
+    let tmp = path.with_extension("parquet.tmp");
+    let file = File::create(&tmp).map_err(StorageError::io(format!("creating {}", tmp.display())))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(table, batch.num_rows())))?;
+    writer.write(batch)?;
+    let mut file = writer.into_inner()?;
+    file.flush().map_err(StorageError::io("flushing a part"))?;
+    file.sync_all().map_err(StorageError::io("syncing a part"))?;
+    let size = file.metadata().map_err(StorageError::io("sizing a part"))?.len();
+    std::fs::rename(&tmp, path).map_err(StorageError::io(format!("publishing {}", path.display())))?;
+    Ok(size)
+}
+
+/// An open part: its footer, parsed once.
+#[derive(Clone)]
+pub(crate) struct PartReader {
+    path: Arc<Path>,
+    metadata: ArrowReaderMetadata,
+}
+
+impl PartReader {
+    pub(crate) fn open(path: &Path) -> Result<PartReader, StorageError> {
+        let file = File::open(path).map_err(StorageError::io(format!("opening {}", path.display())))?;
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        Ok(PartReader {
+            path: path.into(),
+            metadata,
+        })
+    }
+
+    fn builder(&self) -> Result<ParquetRecordBatchReaderBuilder<File>, StorageError> {
+        let file = File::open(&self.path).map_err(StorageError::io(format!("opening {}", self.path.display())))?;
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file,
+            self.metadata.clone(),
+        ))
+    }
+
+    fn leaf_index(&self, name: &str) -> Result<usize, StorageError> {
+        let schema = self.metadata.metadata().file_metadata().schema_descr();
+        (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == name)
+            .ok_or_else(|| StorageError::Corrupt(format!("{}: no column {name}", self.path.display())))
+    }
+
+    /// The rows whose `column` equals `value` (a fixed-size id or a string), pruned by row-group
+    /// statistics and bloom filters before anything is decoded.
+    pub(crate) fn rows_equal(&self, column: &str, value: &[u8]) -> Result<Vec<RecordBatch>, StorageError> {
+        let leaf = self.leaf_index(column)?;
+        let builder = self.builder()?;
+        let mut groups = Vec::new();
+        for (i, group) in self.metadata.metadata().row_groups().iter().enumerate() {
+            if let Some(stats) = group.column(leaf).statistics() {
+                if let (Some(min), Some(max)) = (stats.min_bytes_opt(), stats.max_bytes_opt()) {
+                    if value < min || value > max {
+                        continue;
+                    }
+                }
+            }
+            if let Some(bloom) = builder.get_row_group_column_bloom_filter(i, leaf)? {
+                if !bloom.check(value) {
+                    continue;
+                }
+            }
+            groups.push(i);
+        }
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = value.to_vec();
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
+        let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| equal_mask(batch.column(0), &wanted));
+        let reader = builder
+            .with_row_groups(groups)
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .build()?;
+        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The rows at the given (sorted, distinct) row numbers.
+    pub(crate) fn rows_at(&self, rows: &[usize]) -> Result<Vec<RecordBatch>, StorageError> {
+        let total = self.metadata.metadata().file_metadata().num_rows() as usize;
+        let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), total);
+        let reader = self.builder()?.with_row_selection(selection).build()?;
+        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Every row with every column.
+    pub(crate) fn scan_all(&self) -> Result<impl Iterator<Item = Result<RecordBatch, ArrowError>>, StorageError> {
+        Ok(self.builder()?.build()?)
+    }
+
+    /// Every row, with only the named columns.
+    pub(crate) fn scan(
+        &self,
+        columns: &[&str],
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, ArrowError>>, StorageError> {
+        let builder = self.builder()?;
+        let arrow_schema = builder.schema().clone();
+        let roots = columns
+            .iter()
+            .filter_map(|name| arrow_schema.index_of(name).ok())
+            .collect::<Vec<_>>();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        Ok(builder.with_projection(mask).build()?)
+    }
+}
+
+/// `column == value`, for the id (fixed-size binary) and string key columns.
+pub(crate) fn equal_mask(column: &dyn Array, value: &[u8]) -> Result<BooleanArray, ArrowError> {
+    if let Some(ids) = column.as_any().downcast_ref::<FixedSizeBinaryArray>() {
+        return Ok((0..ids.len())
+            .map(|i| Some(ids.is_valid(i) && ids.value(i) == value))
+            .collect());
+    }
+    if let Some(strings) = column.as_any().downcast_ref::<StringArray>() {
+        return Ok((0..strings.len())
+            .map(|i| Some(strings.is_valid(i) && strings.value(i).as_bytes() == value))
+            .collect());
+    }
+    Err(ArrowError::SchemaError(
+        "key column is neither an id nor a string".into(),
+    ))
+}
