@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sift_config::{ComponentId, Config, ProcessorConfig, ReceiverConfig};
+use sift_config::{ComponentId, Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use sift_storage::wal::{Wal, WalOptions, WalStats};
+use sift_storage::{LocalStore, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -87,6 +88,31 @@ fn timed(router: axum::Router, telemetry: Arc<Telemetry>) -> axum::Router {
     ))
 }
 
+/// Opens the embedded store under the data directory with the `storage` section's settings.
+fn open_store(data_dir: &std::path::Path, config: &Config) -> anyhow::Result<Arc<LocalStore>> {
+    let storage = &config.storage;
+    let mut retention = BTreeMap::new();
+    for (signal, keep) in [
+        (sift_proto::SignalKind::Traces, storage.retention.traces.0),
+        (sift_proto::SignalKind::Logs, storage.retention.logs.0),
+        (sift_proto::SignalKind::Metrics, storage.retention.metrics.0),
+    ] {
+        if !keep.is_zero() {
+            retention.insert(signal, keep);
+        }
+    }
+    let options = StoreOptions {
+        flush_interval: storage.flush.interval.0,
+        flush_bytes: usize::try_from(storage.flush.max_size_mib << 20).unwrap_or(usize::MAX),
+        retention,
+        ..StoreOptions::default()
+    };
+    let store =
+        LocalStore::open(data_dir, options).with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    tracing::info!(data_dir = %data_dir.display(), position = store.published_position(), "store open");
+    Ok(Arc::new(store))
+}
+
 /// Resolves when `flag` becomes true.
 async fn when_set(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
@@ -157,12 +183,26 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
     }
     let mut exporters = JoinSet::new();
+    let mut store: Option<Arc<LocalStore>> = None;
     for (id, exporter_config) in &config.exporters {
         let Some(pipelines) = feeds.remove(id) else {
             tracing::warn!(exporter = %id, "exporter is not used by any pipeline");
             continue;
         };
         let consumer = wal.consumer(&format!("exporter.{id}"));
+        if let ExporterConfig::Storage(_) = exporter_config {
+            let opened = open_store(&data_dir, &config)?;
+            store = Some(opened.clone());
+            exporters.spawn(exporter::storage::run(
+                id.clone(),
+                opened,
+                consumer,
+                pipelines,
+                telemetry.clone(),
+                exporters_stop.clone(),
+            ));
+            continue;
+        }
         let built =
             exporter::build(id, exporter_config, &data_dir).with_context(|| format!("building exporter {id}"))?;
         exporters.spawn(exporter::run(
@@ -189,7 +229,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(component = "query", address = %query_listener.local_addr()?, "listening");
     let query_server = axum::serve(
         query_listener,
-        timed(sift_query::router(health.clone()), telemetry.clone()),
+        timed(
+            sift_query::router(sift_query::Backends {
+                health: health.clone(),
+                store: store.clone().map(|s| s as Arc<dyn sift_storage::Store>),
+                sampling: None,
+            }),
+            telemetry.clone(),
+        ),
     )
     .with_graceful_shutdown(when_set(query_stop));
     let query_server = tokio::spawn(async move { query_server.await });

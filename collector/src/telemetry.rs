@@ -84,6 +84,12 @@ pub struct Telemetry {
     pub exporter_queue_bytes: Family<ExporterOnly, Gauge>,
     /// WAL size on disk (`sift_storage_wal_bytes`).
     pub wal_bytes: Gauge,
+    /// Rows written to the store (`sift_storage_rows_total{signal}`).
+    pub storage_rows: Family<SignalLabels, Counter>,
+    /// Parts and indexes on disk (`sift_storage_disk_bytes{signal}`).
+    pub storage_disk_bytes: Family<SignalLabels, Gauge>,
+    /// Bytes deleted by retention (`sift_storage_retention_freed_bytes_total{signal}`).
+    pub storage_retention_freed_bytes: Family<SignalLabels, Counter>,
     /// Resident memory of the process (`sift_memory_bytes`).
     pub memory_bytes: Gauge,
     /// Tail-sampling decisions (`sift_sampling_decisions_total{decision,policy}`).
@@ -97,6 +103,22 @@ pub struct Telemetry {
     pub sampling_early: Counter,
     /// Latency of the query endpoint's requests (`sift_query_duration_seconds`).
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+}
+
+/// `{signal}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// traces, logs or metrics.
+    pub signal: String,
+}
+
+impl SignalLabels {
+    /// The labels of `signal`.
+    pub fn new(signal: sift_proto::SignalKind) -> SignalLabels {
+        SignalLabels {
+            signal: signal.as_str().to_owned(),
+        }
+    }
 }
 
 /// `{decision, policy}`.
@@ -171,6 +193,17 @@ impl Telemetry {
                 "Write-ahead log bytes an exporter has not handled yet",
             ),
             wal_bytes: registered(r, "sift_storage_wal_bytes", "Write-ahead log size on disk"),
+            storage_rows: registered(r, "sift_storage_rows", "Rows written to the embedded store"),
+            storage_disk_bytes: registered(
+                r,
+                "sift_storage_disk_bytes",
+                "Bytes of Parquet parts and full-text indexes on disk",
+            ),
+            storage_retention_freed_bytes: registered(
+                r,
+                "sift_storage_retention_freed_bytes",
+                "Bytes deleted by retention",
+            ),
             memory_bytes: registered(r, "sift_memory_bytes", "Resident memory of the Sift process"),
             sampling_decisions: registered(
                 r,

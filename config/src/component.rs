@@ -182,6 +182,11 @@ pub struct DebugExporterConfig {
     pub verbosity: Verbosity,
 }
 
+/// `exporters.storage`: Sift's embedded store (settings are in the top-level `storage` section).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageExporterConfig {}
+
 /// `exporters.nop`: discards everything.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,6 +367,8 @@ pub enum ExporterConfig {
     Debug(DebugExporterConfig),
     /// `nop`.
     Nop(NopExporterConfig),
+    /// `storage`: the embedded store.
+    Storage(StorageExporterConfig),
 }
 
 #[cfg(test)]

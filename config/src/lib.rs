@@ -22,7 +22,8 @@ use serde_json::Value;
 pub use component::{
     BatchConfig, ComponentId, Compression, DebugExporterConfig, ExporterConfig, FileExporterConfig, FullPolicy,
     GrpcServerConfig, HttpServerConfig, NopExporterConfig, OtlpExporterConfig, OtlpProtocol, OtlpProtocols,
-    OtlpReceiverConfig, ReceiverConfig, RetryOnFailure, Rotation, SendingQueue, TlsClientConfig, Verbosity,
+    OtlpReceiverConfig, ReceiverConfig, RetryOnFailure, Rotation, SendingQueue, StorageExporterConfig, TlsClientConfig,
+    Verbosity,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use redaction::{BuiltinPattern, HashFunction, RedactionConfig, Summary, ValuePattern};
@@ -58,6 +59,8 @@ pub struct StorageConfig {
     pub retention: Retention,
     /// The write-ahead log.
     pub wal: WalConfig,
+    /// When the in-memory head is written out as Parquet parts.
+    pub flush: FlushConfig,
 }
 
 impl Default for StorageConfig {
@@ -66,11 +69,31 @@ impl Default for StorageConfig {
             path: PathBuf::from("./sift-data"),
             retention: Retention::default(),
             wal: WalConfig::default(),
+            flush: FlushConfig::default(),
         }
     }
 }
 
-/// `storage.retention`.
+/// `storage.flush`: the head is written as parts when either bound is reached.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlushConfig {
+    /// Age of the oldest unflushed row (default 30s).
+    pub interval: Duration,
+    /// Size of the head in memory (default 256 MiB).
+    pub max_size_mib: u64,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig {
+            interval: Duration::from_secs(30),
+            max_size_mib: 256,
+        }
+    }
+}
+
+/// `storage.retention` (`0s`: keep forever).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
@@ -227,10 +250,11 @@ fn exporter(kind: &str, value: Value, path: &str) -> Result<ExporterConfig, Vec<
         "file" => typed(value, path).map(ExporterConfig::File),
         "debug" => typed(value, path).map(ExporterConfig::Debug),
         "nop" => typed(value, path).map(ExporterConfig::Nop),
+        "storage" => typed(value, path).map(ExporterConfig::Storage),
         "otlp" => typed(value, path).map(|otlp| ExporterConfig::Otlp(Box::new(otlp))),
         other => Err(ConfigError::new(
             path,
-            format!("unknown exporter type {other:?} (known: debug, file, nop, otlp)"),
+            format!("unknown exporter type {other:?} (known: debug, file, nop, otlp, storage)"),
         )),
     };
     let built = built.map_err(|e| vec![e])?;
@@ -430,6 +454,24 @@ impl Config {
             errors.push(ConfigError::new(
                 "storage.wal",
                 "segment_size_mib must be at least 1 and at most max_size_mib",
+            ));
+        }
+        if self.storage.flush.max_size_mib == 0 || self.storage.flush.interval.0.is_zero() {
+            errors.push(ConfigError::new(
+                "storage.flush",
+                "interval and max_size_mib must be greater than zero",
+            ));
+        }
+        let stores: Vec<String> = self
+            .exporters
+            .iter()
+            .filter(|(_, e)| matches!(e, ExporterConfig::Storage(_)))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if stores.len() > 1 {
+            errors.push(ConfigError::new(
+                format!("exporters.{}", stores[1]),
+                format!("only one storage exporter may be defined (also defined: {})", stores[0]),
             ));
         }
     }

@@ -1,19 +1,27 @@
-//! Sift's HTTP query API (SPEC §4). So far: the operational endpoints `/metrics`, `/healthz` and
-//! `/readyz`, and the JSON error shape every endpoint uses ([`ApiError`]). Trace, log and metric
-//! queries arrive with the storage engine.
+//! Sift's HTTP query API (SPEC §4): a trace with its logs and exemplars, trace search, full-text
+//! log search, metric series, services, the live tail-sampling rules and decisions, and the
+//! operational endpoints `/metrics`, `/healthz`, `/readyz`. Every error goes through [`ApiError`].
 #![warn(missing_docs)]
 
 mod error;
+pub mod metrics;
+pub mod params;
+pub mod render;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use sift_storage::{LogSearch, StorageError, Store, TimeRange, TraceFilter};
 
 pub use error::ApiError;
+use params::Params;
 
 /// What the operational endpoints read from the running service.
 pub trait Health: Send + Sync + 'static {
@@ -23,18 +31,97 @@ pub trait Health: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), String>;
 }
 
-/// The query API router.
-pub fn router(health: Arc<dyn Health>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .fallback(not_found)
-        .with_state(health)
+/// A tail-sampling decision as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamplingDecision {
+    /// `sampled`, `not_sampled` or `pending`.
+    pub decision: &'static str,
+    /// The deciding policy (empty if none sampled, or pending).
+    pub policy: String,
+    /// When it was decided (Unix ns), if decided.
+    pub decided_at: Option<u64>,
 }
 
-async fn metrics(State(health): State<Arc<dyn Health>>) -> Response {
-    let text = health.metrics_text();
+/// The running tail samplers, as the API sees them.
+pub trait Sampling: Send + Sync + 'static {
+    /// The decision for a recent trace, if any sampler saw it.
+    fn decision(&self, trace_id: &[u8; 16]) -> Option<SamplingDecision>;
+    /// The live policy list (config shape).
+    fn policies(&self) -> Value;
+    /// Validates and swaps in a new policy list (YAML or JSON, config shape); on error, the message
+    /// names the offending path and nothing changed.
+    fn replace_policies(&self, body: &str) -> Result<Value, String>;
+}
+
+/// What the query API serves from.
+#[derive(Clone)]
+pub struct Backends {
+    /// Metrics and readiness.
+    pub health: Arc<dyn Health>,
+    /// The store (`None` when no `storage` exporter is configured).
+    pub store: Option<Arc<dyn Store>>,
+    /// The tail samplers (`None` when no pipeline samples).
+    pub sampling: Option<Arc<dyn Sampling>>,
+}
+
+/// How long a query may run before it is answered with `unavailable`.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Spans a trace search scans at most before answering with what it found (`partial: true`).
+const SPAN_SCAN_BUDGET: usize = 5_000_000;
+/// Metric points a series query reads at most.
+const POINT_BUDGET: usize = 2_000_000;
+
+/// The query API router.
+pub fn router(backends: Backends) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/traces/{trace_id}", get(trace))
+        .route("/api/v1/traces", get(search_traces))
+        .route("/api/v1/logs", get(search_logs))
+        .route("/api/v1/metrics", get(metric_series))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/sampling/policies", get(get_policies).put(put_policies))
+        .route("/api/v1/sampling/decisions/{trace_id}", get(decision))
+        .fallback(not_found)
+        .with_state(backends)
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::BadQuery(message) => ApiError::BadRequest(message),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn store(backends: &Backends) -> Result<Arc<dyn Store>, ApiError> {
+    backends
+        .store
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("no storage exporter is configured: nothing is stored to query".into()))
+}
+
+/// Runs a store query off the async workers, bounded by [`QUERY_TIMEOUT`].
+async fn run<T: Send + 'static>(
+    store: Arc<dyn Store>,
+    query: impl FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let task = tokio::task::spawn_blocking(move || query(store.as_ref()));
+    match tokio::time::timeout(QUERY_TIMEOUT, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(ApiError::Internal(format!("query failed: {e}"))),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "query took longer than {}s; narrow the time range or filters",
+            QUERY_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn metrics_text(State(backends): State<Backends>) -> Response {
+    let text = backends.health.metrics_text();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
@@ -43,16 +130,286 @@ async fn metrics(State(health): State<Arc<dyn Health>>) -> Response {
 }
 
 async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
+    Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn readyz(State(health): State<Arc<dyn Health>>) -> Response {
-    match health.readiness() {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response(),
+async fn readyz(State(backends): State<Backends>) -> Response {
+    match backends.health.readiness() {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),
         Err(reason) => ApiError::Unavailable(reason).into_response(),
     }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no endpoint at {}", uri.path()))
+}
+
+fn sampling_json(decision: Option<SamplingDecision>) -> Value {
+    match decision {
+        Some(d) => json!({
+            "decision": d.decision,
+            "policy": d.policy,
+            "decided_at": d.decided_at.map(|t| t.to_string()),
+        }),
+        None => Value::Null,
+    }
+}
+
+async fn trace(
+    State(backends): State<Backends>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let trace_id = params::trace_id("trace_id", &id)?;
+    let params = Params::parse(raw.as_deref(), &["start", "end"])?;
+    let range = params.range()?;
+    let store = store(&backends)?;
+    let (spans, logs, exemplars) = run(store, move |s| {
+        Ok((
+            s.trace(&trace_id, &range)?,
+            s.logs_by_trace(&trace_id, &range)?,
+            s.exemplars_by_trace(&trace_id, &range)?,
+        ))
+    })
+    .await?;
+    if spans.is_empty() && logs.is_empty() {
+        return Err(ApiError::NotFound(format!("trace {} not found", hex::encode(trace_id))));
+    }
+    let sampling = backends.sampling.as_ref().and_then(|s| s.decision(&trace_id));
+    let mut summary = render::summary(&trace_id, &spans);
+    summary.remove("trace_id");
+    Ok(Json(json!({
+        "trace_id": hex::encode(trace_id),
+        "summary": summary,
+        "spans": spans.iter().map(render::span).collect::<Vec<_>>(),
+        "logs": logs.iter().map(render::log).collect::<Vec<_>>(),
+        "exemplars": exemplars.iter().map(render::exemplar).collect::<Vec<_>>(),
+        "sampling": sampling_json(sampling),
+    })))
+}
+
+async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(
+        raw.as_deref(),
+        &[
+            "service",
+            "name",
+            "status",
+            "min_duration",
+            "max_duration",
+            "attr",
+            "start",
+            "end",
+            "limit",
+        ],
+    )?;
+    let status = match params.one("status")? {
+        None => None,
+        Some("unset") => Some(0),
+        Some("ok") => Some(1),
+        Some("error") => Some(2),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status: {other:?} is not ok, error or unset"
+            )))
+        }
+    };
+    let min = params
+        .one("min_duration")?
+        .map(|d| params::duration("min_duration", d))
+        .transpose()?;
+    let max = params
+        .one("max_duration")?
+        .map(|d| params::duration("max_duration", d))
+        .transpose()?;
+    let limit = params::limit(params.one("limit")?, 20, 1000)?;
+    let filter = TraceFilter {
+        service: params.one("service")?.map(str::to_owned),
+        name: params.one("name")?.map(str::to_owned),
+        status,
+        attributes: params
+            .all("attr")
+            .map(|a| params::key_value("attr", a))
+            .collect::<Result<_, _>>()?,
+        range: params.range()?,
+        // Duration filters drop candidates after the fact: look further.
+        limit: if min.is_some() || max.is_some() {
+            limit * 20
+        } else {
+            limit
+        },
+        row_budget: SPAN_SCAN_BUDGET,
+    };
+    let store = store(&backends)?;
+    let (traces, partial) = run(store, move |s| {
+        let hits = s.search_traces(&filter)?;
+        let deadline = std::time::Instant::now() + QUERY_TIMEOUT / 2;
+        let mut partial = hits.partial;
+        let mut out = Vec::new();
+        for (trace_id, _) in hits.traces {
+            if out.len() >= limit {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                partial = true;
+                break;
+            }
+            let spans = s.trace(&trace_id, &TimeRange::ALL)?;
+            let duration = Duration::from_nanos(render::duration_ns(&spans));
+            if spans.is_empty() || min.is_some_and(|m| duration < m) || max.is_some_and(|m| duration > m) {
+                continue;
+            }
+            out.push(Value::Object(render::summary(&trace_id, &spans)));
+        }
+        Ok((out, partial))
+    })
+    .await?;
+    let mut body = Map::new();
+    body.insert("traces".into(), Value::Array(traces));
+    if partial {
+        body.insert("partial".into(), Value::Bool(true));
+    }
+    Ok(Json(Value::Object(body)))
+}
+
+async fn search_logs(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(
+        raw.as_deref(),
+        &["q", "service", "severity_min", "trace_id", "start", "end", "limit"],
+    )?;
+    let search = LogSearch {
+        query: params.one("q")?.unwrap_or("").to_owned(),
+        service: params.one("service")?.map(str::to_owned),
+        severity_min: params
+            .one("severity_min")?
+            .map(|s| params::severity("severity_min", s))
+            .transpose()?,
+        trace_id: params
+            .one("trace_id")?
+            .map(|t| params::trace_id("trace_id", t))
+            .transpose()?,
+        range: params.range()?,
+        limit: params::limit(params.one("limit")?, 100, 1000)?,
+    };
+    let query = search.query.clone();
+    let store = store(&backends)?;
+    let rows = run(store, move |s| Ok(s.search_logs(&search)?)).await?;
+    let logs: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let mut log = render::log(row);
+            if let (Some(text), Value::Object(map)) = (render::highlight(row, &query), &mut log) {
+                map.insert("highlight".into(), Value::String(text));
+            }
+            log
+        })
+        .collect();
+    Ok(Json(json!({ "logs": logs })))
+}
+
+async fn metric_series(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(raw.as_deref(), &["name", "match", "start", "end", "step", "agg"])?;
+    let name = params
+        .one("name")?
+        .ok_or_else(|| ApiError::BadRequest("name: required (the metric's name)".into()))?
+        .to_owned();
+    let matchers: Vec<(String, String)> = params
+        .all("match")
+        .map(|m| params::key_value("match", m))
+        .collect::<Result<_, _>>()?;
+    let range = params.range()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let end = range.end.unwrap_or(now + 1);
+    let start = range.start.unwrap_or(end.saturating_sub(3_600_000_000_000));
+    if end <= start {
+        return Err(ApiError::BadRequest("end: must be after start".into()));
+    }
+    let step = match params.one("step")? {
+        Some(s) => params::duration("step", s)?.as_nanos() as u64,
+        None => ((end - start) / 60).max(1_000_000_000),
+    };
+    if step < 1_000_000_000 {
+        return Err(ApiError::BadRequest("step: must be at least 1s".into()));
+    }
+    // Buckets start at multiples of the step, so the same query gives the same buckets.
+    let start = start / step * step;
+    if (end - start) / step > 11_000 {
+        return Err(ApiError::BadRequest(format!(
+            "step: {}s gives more than 11000 points over this range; use a larger step",
+            step / 1_000_000_000
+        )));
+    }
+    let agg = metrics::Agg::parse(params.one("agg")?.unwrap_or("avg"))?;
+    let store = store(&backends)?;
+    let range = TimeRange {
+        start: Some(start),
+        end: Some(end),
+    };
+    let (series, partial) = run(store, move |s| {
+        let (rows, partial) = s.metric_points(&name, &range, POINT_BUDGET)?;
+        Ok((metrics::series(&rows, &matchers, start, end, step, agg)?, partial))
+    })
+    .await?;
+    let mut body = Map::new();
+    body.insert("series".into(), Value::Array(series));
+    if partial {
+        body.insert("partial".into(), Value::Bool(true));
+    }
+    Ok(Json(Value::Object(body)))
+}
+
+async fn services(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    Params::parse(raw.as_deref(), &[])?;
+    let store = store(&backends)?;
+    let services = run(store, |s| Ok(s.services()?)).await?;
+    Ok(Json(json!({
+        "services": services.iter().map(|s| json!({
+            "name": s.name,
+            "span_count": s.span_count,
+            "log_count": s.log_count,
+            "first_seen": s.first_seen.to_string(),
+            "last_seen": s.last_seen.to_string(),
+        })).collect::<Vec<_>>()
+    })))
+}
+
+fn sampling(backends: &Backends) -> Result<Arc<dyn Sampling>, ApiError> {
+    backends
+        .sampling
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("no pipeline has a tail_sampling processor".into()))
+}
+
+async fn get_policies(State(backends): State<Backends>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "policies": sampling(&backends)?.policies() })))
+}
+
+async fn put_policies(
+    State(backends): State<Backends>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let sampling = sampling(&backends)?;
+    let _ = headers;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("body: not UTF-8 text (send YAML or JSON)".into()))?
+        .to_owned();
+    let policies = tokio::task::spawn_blocking(move || sampling.replace_policies(&text))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::BadRequest)?;
+    Ok(Json(json!({ "policies": policies })))
+}
+
+async fn decision(State(backends): State<Backends>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let trace_id = params::trace_id("trace_id", &id)?;
+    match sampling(&backends)?.decision(&trace_id) {
+        Some(d) => Ok(Json(sampling_json(Some(d)))),
+        None => Err(ApiError::NotFound(format!(
+            "no recent sampling decision for trace {}",
+            hex::encode(trace_id)
+        ))),
+    }
 }

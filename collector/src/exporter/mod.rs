@@ -11,6 +11,7 @@ mod debug;
 mod file;
 mod nop;
 pub mod otlp;
+pub mod storage;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -125,11 +126,14 @@ pub fn build(
         ExporterConfig::Debug(debug) => Box::new(debug::DebugExporter::new(id.to_string(), debug.verbosity)),
         ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
         ExporterConfig::Otlp(otlp) => Box::new(otlp::OtlpExporter::new(id.to_string(), otlp)?),
+        ExporterConfig::Storage(_) => {
+            anyhow::bail!("the storage exporter is run by storage::run, not as a plain exporter")
+        }
     })
 }
 
 /// Bytes of WAL read per batch.
-const BATCH_BYTES: usize = 4 << 20;
+pub(crate) const BATCH_BYTES: usize = 4 << 20;
 
 /// The per-exporter gauges, refreshed as the exporter moves.
 struct Gauges {
@@ -257,7 +261,7 @@ async fn fill_batch(
 }
 
 /// The entries of `records` that belong to `pipelines`.
-fn entries(name: &str, records: &[WalRecord], pipelines: &HashSet<String>) -> Vec<WalEntry> {
+pub(crate) fn entries(name: &str, records: &[WalRecord], pipelines: &HashSet<String>) -> Vec<WalEntry> {
     let mut batch = Vec::with_capacity(records.len());
     for record in records {
         match WalEntry::decode(&record.payload) {
@@ -352,7 +356,12 @@ fn family_get(family: &Family<ExporterLabels, Counter>, name: &str, signal: Sign
 }
 
 /// Adds the items of `batch`, less `minus`, to `family` per signal.
-fn count(family: &Family<ExporterLabels, Counter>, name: &str, batch: &[WalEntry], minus: &BTreeMap<SignalKind, u64>) {
+pub(crate) fn count(
+    family: &Family<ExporterLabels, Counter>,
+    name: &str,
+    batch: &[WalEntry],
+    minus: &BTreeMap<SignalKind, u64>,
+) {
     let mut items: BTreeMap<SignalKind, u64> = BTreeMap::new();
     for entry in batch {
         *items.entry(entry.signal).or_default() += entry.items;

@@ -1,0 +1,173 @@
+//! The `storage` exporter: the WAL consumer that feeds Sift's own store.
+//!
+//! Unlike the other exporters it does not checkpoint as soon as a batch is handed over: rows sit in
+//! the store's in-memory head until a flush publishes them as Parquet parts, so the checkpoint
+//! follows [`LocalStore::durable_position`]. After a crash the WAL replays from there, and records
+//! the manifest already covers are skipped, so each row is stored exactly once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sift_config::ComponentId;
+use sift_storage::wal::WalConsumer;
+use sift_storage::{LocalStore, Table};
+use tokio::sync::watch;
+
+use super::{count, entries, BATCH_BYTES};
+use crate::telemetry::Telemetry;
+
+/// How often head logs become searchable, and flush age is checked.
+const TICK: Duration = Duration::from_secs(1);
+/// How often retention and compaction run.
+const MAINTENANCE: Duration = Duration::from_secs(60);
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<LocalStore>,
+    work: impl FnOnce(&LocalStore) -> Result<T, sift_storage::StorageError> + Send + 'static,
+) -> Result<T, sift_storage::StorageError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .unwrap_or_else(|e| Err(sift_storage::StorageError::Index(format!("storage task failed: {e}"))))
+}
+
+/// Flushes the head and moves the checkpoint to what is now durable.
+async fn flush(name: &str, store: &Arc<LocalStore>, consumer: &mut WalConsumer, telemetry: &Telemetry) {
+    let started = Instant::now();
+    match blocking(store, LocalStore::flush).await {
+        Ok(position) => {
+            tracing::debug!(exporter = name, elapsed = ?started.elapsed(), "storage head flushed");
+            if let Err(e) = consumer.commit(position, true) {
+                tracing::error!(exporter = name, error = %e, "cannot store WAL checkpoint");
+            }
+        }
+        Err(e) => tracing::error!(exporter = name, error = %e, "storage flush failed; will retry"),
+    }
+    refresh_disk(store, telemetry);
+}
+
+fn refresh_disk(store: &LocalStore, telemetry: &Telemetry) {
+    for (table, bytes) in store.disk_bytes() {
+        if table == Table::Exemplars {
+            continue;
+        }
+        let mut bytes = bytes;
+        if table == Table::Metrics {
+            bytes += store.disk_bytes().get(&Table::Exemplars).copied().unwrap_or(0);
+        }
+        telemetry
+            .storage_disk_bytes
+            .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+async fn maintain(name: &str, store: &Arc<LocalStore>, telemetry: &Telemetry) {
+    match blocking(store, |s| s.enforce_retention(SystemTime::now())).await {
+        Ok(report) => {
+            for (table, bytes) in &report.bytes {
+                telemetry
+                    .storage_retention_freed_bytes
+                    .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
+                    .inc_by(*bytes);
+            }
+            if !report.partitions.is_empty() {
+                tracing::info!(exporter = name, partitions = ?report.partitions, rows = ?report.rows, bytes = ?report.bytes, "retention deleted expired partitions");
+            }
+        }
+        Err(e) => tracing::error!(exporter = name, error = %e, "retention failed"),
+    }
+    match blocking(store, LocalStore::compact).await {
+        Ok(0) => {}
+        Ok(parts) => tracing::info!(exporter = name, parts, "compacted small parts"),
+        Err(e) => tracing::error!(exporter = name, error = %e, "compaction failed"),
+    }
+    refresh_disk(store, telemetry);
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Feeds the store from the WAL until the log is closed and drained, or `stop` is set; then
+/// flushes, so a clean shutdown leaves nothing to replay.
+pub async fn run(
+    id: ComponentId,
+    store: Arc<LocalStore>,
+    mut consumer: WalConsumer,
+    pipelines: HashSet<String>,
+    telemetry: Arc<Telemetry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = id.to_string();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_maintenance: Option<Instant> = None;
+    refresh_disk(&store, &telemetry);
+    loop {
+        let next = tokio::select! {
+            next = consumer.next_batch(BATCH_BYTES) => next,
+            _ = tick.tick() => {
+                if let Err(e) = blocking(&store, LocalStore::refresh).await {
+                    tracing::error!(exporter = %name, error = %e, "cannot refresh the log index");
+                }
+                if store.flush_due() {
+                    flush(&name, &store, &mut consumer, &telemetry).await;
+                }
+                if last_maintenance.is_none_or(|at| at.elapsed() >= MAINTENANCE) {
+                    maintain(&name, &store, &telemetry).await;
+                    last_maintenance = Some(Instant::now());
+                }
+                continue;
+            }
+            () = stopped(&mut stop) => break,
+        };
+        let records = match next {
+            Ok(Some(records)) => records,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(exporter = %name, error = %e, "cannot read the WAL");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(end) = records.last().map(|r| r.end) else {
+            continue;
+        };
+        // Records the published parts already hold (a replay after a crash) are skipped.
+        let published = store.published_position();
+        let fresh: Vec<_> = records.into_iter().filter(|r| r.end > published).collect();
+        let batch = entries(&name, &fresh, &pipelines);
+        if !batch.is_empty() {
+            let counted = batch.clone();
+            match blocking(&store, move |s| s.append(end, &batch)).await {
+                Ok(rows) => {
+                    count(&telemetry.exporter_sent, &name, &counted, &Default::default());
+                    for (table, n) in rows {
+                        if table != Table::Exemplars {
+                            telemetry
+                                .storage_rows
+                                .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
+                                .inc_by(n);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(exporter = %name, error = %e, "cannot store batch");
+                    count(&telemetry.exporter_failed, &name, &counted, &Default::default());
+                }
+            }
+        } else if end > published {
+            // Nothing for this store: only the position moves.
+            let _ = blocking(&store, move |s| s.append(end, &[])).await;
+        }
+        if store.flush_due() {
+            flush(&name, &store, &mut consumer, &telemetry).await;
+        } else if let Err(e) = consumer.commit(store.durable_position(), false) {
+            tracing::error!(exporter = %name, error = %e, "cannot store WAL checkpoint");
+        }
+    }
+    flush(&name, &store, &mut consumer, &telemetry).await;
+    tracing::debug!(exporter = %name, "storage exporter stopped");
+}
