@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sift_collector::service::{serve, ServeOptions};
 use sift_config::Config;
 
+mod query_cli;
+
 #[derive(Parser)]
 #[command(
     name = "sift",
@@ -44,6 +46,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Query a running Sift (trace ID | traces | logs QUERY | metrics NAME).
+    Query(query_cli::QueryArgs),
     /// Print the version.
     Version,
 }
@@ -65,6 +69,19 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Query(args) => match query_cli::run(args) {
+            Ok(text) => {
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("sift query: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Version => {
             println!("sift {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
