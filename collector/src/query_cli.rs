@@ -112,7 +112,15 @@ pub fn run(args: QueryArgs) -> Result<String, String> {
     let mut params: Vec<(&'static str, String)> = Vec::new();
     let path = match &args.what {
         What::Trace { id } => format!("/api/v1/traces/{id}"),
-        What::Traces { service, name, status, min_duration, max_duration, attr, window } => {
+        What::Traces {
+            service,
+            name,
+            status,
+            min_duration,
+            max_duration,
+            attr,
+            window,
+        } => {
             opt(&mut params, "service", service);
             opt(&mut params, "name", name);
             opt(&mut params, "status", status);
@@ -122,7 +130,13 @@ pub fn run(args: QueryArgs) -> Result<String, String> {
             window.push(&mut params);
             "/api/v1/traces".into()
         }
-        What::Logs { query, service, severity_min, trace_id, window } => {
+        What::Logs {
+            query,
+            service,
+            severity_min,
+            trace_id,
+            window,
+        } => {
             opt(&mut params, "q", query);
             opt(&mut params, "service", service);
             opt(&mut params, "severity_min", severity_min);
@@ -130,7 +144,14 @@ pub fn run(args: QueryArgs) -> Result<String, String> {
             window.push(&mut params);
             "/api/v1/logs".into()
         }
-        What::Metrics { name, matchers, step, agg, start, end } => {
+        What::Metrics {
+            name,
+            matchers,
+            step,
+            agg,
+            start,
+            end,
+        } => {
             params.push(("name", name.clone()));
             params.extend(matchers.iter().map(|m| ("match", m.clone())));
             opt(&mut params, "step", step);
@@ -167,7 +188,10 @@ pub fn run(args: QueryArgs) -> Result<String, String> {
 }
 
 fn nanos(v: &Value) -> u64 {
-    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64()).unwrap_or(0)
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_u64())
+        .unwrap_or(0)
 }
 
 /// `2026-11-25T20:28:59.900Z`.
@@ -221,7 +245,12 @@ fn trace(body: &Value) -> String {
         time(nanos(&s["start_time_unix_nano"])),
     );
     if let Some(sampling) = body["sampling"].as_object() {
-        let _ = writeln!(out, "sampling: {} by {}", text(&sampling["decision"]), text(&sampling["policy"]));
+        let _ = writeln!(
+            out,
+            "sampling: {} by {}",
+            text(&sampling["decision"]),
+            text(&sampling["policy"])
+        );
     }
     let spans = body["spans"].as_array().cloned().unwrap_or_default();
     let mut children: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
@@ -286,13 +315,25 @@ fn trace(body: &Value) -> String {
     if !orphans.is_empty() {
         let _ = writeln!(out, "logs without a stored span:");
         for log in orphans {
-            let _ = writeln!(out, "  {} {} {}", time(nanos(&log["time_unix_nano"])), text(&log["severity_text"]), text(&log["body"]));
+            let _ = writeln!(
+                out,
+                "  {} {} {}",
+                time(nanos(&log["time_unix_nano"])),
+                text(&log["severity_text"]),
+                text(&log["body"])
+            );
         }
     }
     if let Some(exemplars) = body["exemplars"].as_array().filter(|e| !e.is_empty()) {
         let _ = writeln!(out, "exemplars:");
         for e in exemplars {
-            let _ = writeln!(out, "  {} = {} (span {})", text(&e["metric"]), e["value"], text(&e["span_id"]));
+            let _ = writeln!(
+                out,
+                "  {} = {} (span {})",
+                text(&e["metric"]),
+                e["value"],
+                text(&e["span_id"])
+            );
         }
     }
     out

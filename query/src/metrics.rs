@@ -275,7 +275,8 @@ fn reduce(agg: Agg, samples: &[&Sample], before: Option<&Sample>, step_seconds: 
             let min = samples.iter().filter_map(|s| s.min).reduce(f64::min);
             let max = samples.iter().filter_map(|s| s.max).reduce(f64::max);
             // Interpolation can overshoot the observed extremes; they bound the answer.
-            bucket_quantile(q, bounds, &counts, min, max).map(|v| v.clamp(min.unwrap_or(f64::MIN), max.unwrap_or(f64::MAX)))
+            bucket_quantile(q, bounds, &counts, min, max)
+                .map(|v| v.clamp(min.unwrap_or(f64::MIN), max.unwrap_or(f64::MAX)))
         }
         Agg::Quantile(q) => {
             let mut sorted = values.clone();

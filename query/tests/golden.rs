@@ -28,21 +28,44 @@ impl Health for NoHealth {
 }
 
 fn testdata(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/testdata/otlp-json").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../proto/testdata/otlp-json")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn store(dir: &Path) -> Arc<LocalStore> {
     let store = LocalStore::open(dir, StoreOptions::default()).unwrap();
-    let entry = |signal, body: Vec<u8>| WalEntry { signal, pipeline: "p".into(), items: 0, body: Bytes::from(body) };
+    let entry = |signal, body: Vec<u8>| WalEntry {
+        signal,
+        pipeline: "p".into(),
+        items: 0,
+        body: Bytes::from(body),
+    };
     let traces = sift_proto::json::decode_traces(&testdata("trace.json")).unwrap();
     let logs = sift_proto::json::decode_logs(&testdata("logs.json")).unwrap();
     let events = sift_proto::json::decode_logs(&testdata("events.json")).unwrap();
     let metrics = sift_proto::json::decode_metrics(&testdata("metrics.json")).unwrap();
-    store.append(1, &[entry(SignalKind::Traces, traces.encode_to_vec()), entry(SignalKind::Logs, logs.encode_to_vec())]).unwrap();
+    store
+        .append(
+            1,
+            &[
+                entry(SignalKind::Traces, traces.encode_to_vec()),
+                entry(SignalKind::Logs, logs.encode_to_vec()),
+            ],
+        )
+        .unwrap();
     // Half in parts, half in the head: answers must not depend on where rows are.
     store.flush().unwrap();
-    store.append(2, &[entry(SignalKind::Logs, events.encode_to_vec()), entry(SignalKind::Metrics, metrics.encode_to_vec())]).unwrap();
+    store
+        .append(
+            2,
+            &[
+                entry(SignalKind::Logs, events.encode_to_vec()),
+                entry(SignalKind::Metrics, metrics.encode_to_vec()),
+            ],
+        )
+        .unwrap();
     store.refresh().unwrap();
     Arc::new(store)
 }
@@ -56,7 +79,10 @@ async fn answer(router: &axum::Router, method: &str, uri: &str, body: Option<&st
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
+    )
 }
 
 fn scenarios() -> Vec<PathBuf> {
@@ -103,5 +129,10 @@ async fn golden_scenarios() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} scenario(s) differ (SIFT_BLESS=1 to accept):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} scenario(s) differ (SIFT_BLESS=1 to accept):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

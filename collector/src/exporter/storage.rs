@@ -105,7 +105,12 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_maintenance: Option<Instant> = None;
     refresh_disk(&store, &telemetry);
+    let queue_bytes = telemetry
+        .exporter_queue_bytes
+        .get_or_create(&crate::telemetry::ExporterOnly { exporter: name.clone() })
+        .clone();
     loop {
+        queue_bytes.set(i64::try_from(consumer.lag_bytes()).unwrap_or(i64::MAX));
         let next = tokio::select! {
             next = consumer.next_batch(BATCH_BYTES) => next,
             _ = tick.tick() => {

@@ -171,6 +171,12 @@ impl Sift {
     /// `args` passed on to `send_telemetry.py`; asserts every export succeeded and returns the
     /// spans, log records and data points the SDK exported.
     pub fn send_with_sdk(&self, protocol: &str, args: &[String]) -> [u64; 3] {
+        let sent = self.sdk_report(protocol, args);
+        ["spans", "logs", "points"].map(|k| sent[k].as_u64().unwrap())
+    }
+
+    /// Like [`Sift::send_with_sdk`], returning the script's whole report (counts and trace ids).
+    pub fn sdk_report(&self, protocol: &str, args: &[String]) -> Value {
         let endpoint = if protocol == "grpc" {
             self.grpc_url()
         } else {
@@ -185,7 +191,14 @@ impl Sift {
         all.extend_from_slice(args);
         let sent = run_python("send_telemetry.py", &all);
         assert_eq!(sent["failed_exports"], 0, "{protocol} {args:?}: {sent}");
-        ["spans", "logs", "points"].map(|k| sent[k].as_u64().unwrap())
+        sent
+    }
+
+    /// GETs a query API path; returns the status and the JSON body.
+    pub fn query(&self, path_and_query: &str) -> (u16, Value) {
+        let response = reqwest::blocking::get(self.query_url(path_and_query)).unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
     }
 
     pub fn http_url(&self, path: &str) -> String {

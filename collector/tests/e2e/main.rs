@@ -10,5 +10,6 @@ mod ingest_http;
 mod ingest_sdk;
 mod ops;
 mod overload;
+mod query;
 mod redaction;
 mod tail_sampling;

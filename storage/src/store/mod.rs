@@ -774,11 +774,13 @@ impl Store for LocalStore {
                 found.insert((id, row), log);
             }
         }
+        // Newest first; equal times in storage order, so the same query gives the same answer.
+        let mut hits = hits;
+        hits.sort_by_key(|h| (std::cmp::Reverse(h.time), h.part, h.row));
         let mut out: Vec<LogRow> = hits
             .iter()
             .filter_map(|hit| found.remove(&(hit.part, hit.row as usize)))
             .collect();
-        out.sort_by_key(|r| std::cmp::Reverse(r.time()));
         out.truncate(search.limit);
         Ok(out)
     }
