@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::exporter;
 use crate::pipeline::Ingest;
+use crate::processor::tail_sampling::control::Samplers;
 use crate::processor::tail_sampling::sampler;
 use crate::receiver;
 use crate::telemetry::Telemetry;
@@ -156,6 +157,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // Tail samplers: one WAL consumer per sampled pipeline; its exporters read its output.
     let (stop_exporters, exporters_stop) = watch::channel(false);
     let mut samplers = JoinSet::new();
+    let mut controls = Samplers::default();
     let mut feeds: BTreeMap<ComponentId, HashSet<String>> = BTreeMap::new();
     for (pipeline_id, pipeline) in &config.pipelines {
         let pipeline_name = pipeline_id.to_string();
@@ -166,9 +168,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let feed = match sampling {
             Some(sampling) => {
                 let consumer = wal.consumer(&format!("sampler.{pipeline_name}"));
+                let control = sampler::control(&pipeline_name, &sampling);
+                controls.0.push(control.clone());
                 samplers.spawn(sampler::run(
                     pipeline_name.clone(),
-                    sampling,
+                    control,
                     consumer,
                     wal.appender(),
                     telemetry.clone(),
@@ -233,7 +237,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             sift_query::router(sift_query::Backends {
                 health: health.clone(),
                 store: store.clone().map(|s| s as Arc<dyn sift_storage::Store>),
-                sampling: None,
+                sampling: (!controls.0.is_empty()).then(|| Arc::new(controls.clone()) as Arc<dyn sift_query::Sampling>),
             }),
             telemetry.clone(),
         ),
@@ -266,7 +270,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!("sift is ready");
 
-    wait_for_shutdown(options.config_path.as_deref(), &ingest, &config).await;
+    wait_for_shutdown(options.config_path.as_deref(), &ingest, &controls, &config).await;
     health.ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: no longer accepting data");
 
@@ -317,7 +321,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Waits for SIGINT or SIGTERM. SIGHUP reloads processor rules from the config file.
-async fn wait_for_shutdown(config_path: Option<&std::path::Path>, ingest: &Ingest, running: &Config) {
+async fn wait_for_shutdown(
+    config_path: Option<&std::path::Path>,
+    ingest: &Ingest,
+    samplers: &Samplers,
+    running: &Config,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),
@@ -332,14 +341,14 @@ async fn wait_for_shutdown(config_path: Option<&std::path::Path>, ingest: &Inges
         tokio::select! {
             _ = terminate.recv() => return,
             _ = interrupt.recv() => return,
-            _ = hangup.recv() => reload(config_path, ingest, running),
+            _ = hangup.recv() => reload(config_path, ingest, samplers, running),
         }
     }
 }
 
 /// Re-reads the config file and swaps in the rules of every processor it still defines. An invalid
 /// file changes nothing. Changes to receivers, exporters or pipelines need a restart.
-fn reload(config_path: Option<&std::path::Path>, ingest: &Ingest, running: &Config) {
+fn reload(config_path: Option<&std::path::Path>, ingest: &Ingest, samplers: &Samplers, running: &Config) {
     let Some(path) = config_path else {
         tracing::info!("SIGHUP: running on embedded defaults, nothing to reload");
         return;
@@ -363,11 +372,33 @@ fn reload(config_path: Option<&std::path::Path>, ingest: &Ingest, running: &Conf
             }
         }
     }
+    for sampler in &samplers.0 {
+        let pipeline = config
+            .pipelines
+            .iter()
+            .find(|(id, _)| id.to_string() == sampler.pipeline());
+        let sampling = pipeline.and_then(|(_, p)| {
+            p.processors.iter().find_map(|id| match config.processors.get(id) {
+                Some(ProcessorConfig::TailSampling(sampling)) => Some(sampling),
+                _ => None,
+            })
+        });
+        match sampling {
+            Some(sampling) => {
+                sampler.replace(&sampling.policies, sampling.policies_source.clone());
+                reloaded += 1;
+            }
+            None => tracing::warn!(
+                pipeline = sampler.pipeline(),
+                "SIGHUP: the pipeline no longer samples; its policies stay until restart"
+            ),
+        }
+    }
     let structure_changed = config.receivers != running.receivers
         || config.exporters != running.exporters
         || config.pipelines != running.pipelines;
     if structure_changed {
         tracing::warn!("SIGHUP: receiver, exporter or pipeline changes take effect on restart");
     }
-    tracing::info!(config = %path.display(), processors = reloaded, "SIGHUP: processor rules reloaded");
+    tracing::info!(config = %path.display(), rules = reloaded, "SIGHUP: processor rules reloaded");
 }

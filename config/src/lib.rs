@@ -153,6 +153,12 @@ impl Default for QueryConfig {
     }
 }
 
+/// Parses YAML (or JSON, which is YAML) into a JSON value, without environment expansion: for
+/// rule documents sent at run time (the sampling policies `PUT`).
+pub fn yaml_value(text: &str) -> Result<Value, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::new("", format!("invalid YAML or JSON: {e}")))
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

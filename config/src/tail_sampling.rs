@@ -50,6 +50,8 @@ pub struct TailSamplingConfig {
     pub decision_cache: DecisionCache,
     /// The policies; a trace is kept if any says sample, unless a `drop` policy matches.
     pub policies: Vec<PolicyConfig>,
+    /// The policy list as written (JSON), for showing the live rules.
+    pub policies_source: Value,
 }
 
 fn default_decision_wait() -> Duration {
@@ -598,6 +600,7 @@ impl TailSamplingConfig {
         if raw.num_traces == 0 {
             errors.push(ConfigError::new(join(path, "num_traces"), "must be at least 1"));
         }
+        let policies_source = Value::Array(raw.policies.clone());
         let policies = parse_list(raw.policies, &policies_path, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
@@ -611,6 +614,7 @@ impl TailSamplingConfig {
             max_buffer_size_mib: raw.max_buffer_size_mib,
             decision_cache: raw.decision_cache,
             policies,
+            policies_source,
         })
     }
 

@@ -608,12 +608,12 @@ fn every_trace_is_found_in_parts_with_many_row_groups() {
         .unwrap();
     store.flush().unwrap();
     let mut missing = 0;
-    // Every 10th id (all 20,000 take minutes in a debug build).
-    for n in (0..20_000u64).step_by(10) {
+    // Every 40th id (all 20,000 take minutes in a debug build).
+    for n in (0..20_000u64).step_by(40) {
         let trace_id: [u8; 16] = [[0xc0; 8], (n * 7919).to_be_bytes()].concat().try_into().unwrap();
         if store.trace(&trace_id, &TimeRange::ALL).unwrap().len() != 5 {
             missing += 1;
         }
     }
-    assert_eq!(missing, 0, "of 2000 traces");
+    assert_eq!(missing, 0, "of 500 traces");
 }

@@ -165,7 +165,10 @@ fn every_endpoint_returns_what_the_python_sdk_sent_across_a_restart() {
 
     // Full-text log search (head records become searchable at the next refresh, within ~1 s).
     assert!(eventually(Duration::from_secs(10), || {
-        sift.query("/api/v1/logs?q=%22charged%20order%209%22").1["logs"].as_array().map_or(0, Vec::len) == 2
+        sift.query("/api/v1/logs?q=%22charged%20order%209%22").1["logs"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 2
     }));
     let (_, logs) = sift.query("/api/v1/logs?q=%22charged%20order%207%22");
     let logs = logs["logs"].as_array().unwrap();

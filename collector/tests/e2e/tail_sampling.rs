@@ -126,6 +126,24 @@ fn errors_and_slow_traces_are_kept_whole_and_the_rest_at_ten_percent() {
     let share = rest as f64 / 1800.0 * 100.0;
     eprintln!("tail sampling: 100 error + 100 slow traces kept whole, {rest} of 1800 others kept ({share:.1}%)");
     assert!((7.5..=12.5).contains(&share), "{share}% of the rest kept");
+    // Adjusted counts: spans kept by the 10% share stand for 10 traces; errors and slow ones for 1.
+    let mut adjusted: HashMap<u64, Option<f64>> = HashMap::new();
+    for request in sift.exported("traces") {
+        each(&request, &["resourceSpans", "scopeSpans", "spans"], &mut |s: &Value| {
+            let id = hex::decode(s["traceId"].as_str().unwrap()).unwrap();
+            let i = u64::from_be_bytes(id[..8].try_into().unwrap());
+            let count = s["attributes"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|kv| kv["key"] == "sampling.adjusted_count")
+                    .and_then(|kv| kv["value"]["doubleValue"].as_f64())
+            });
+            adjusted.insert(i, count);
+        });
+    }
+    for (i, count) in &adjusted {
+        let expected = if i % 20 < 2 { None } else { Some(10.0) };
+        assert_eq!(*count, expected, "trace {i}");
+    }
 
     // Late spans follow the decision.
     let dropped = (2..2000u64).find(|i| i % 20 >= 2 && !traces.contains_key(i)).unwrap();
@@ -157,4 +175,109 @@ fn pending_traces_survive_sigkill() {
     }));
     std::thread::sleep(Duration::from_millis(500));
     assert!(stored(&sift).values().all(|n| *n == 3), "complete and not twice");
+}
+
+fn api_config(policies: &str) -> String {
+    format!(
+        "receivers:\n  otlp:\n    protocols:\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
+         processors:\n  tail_sampling:\n    decision_wait: 300ms\n    policies:\n{policies}\n\
+         exporters:\n  storage: {{}}\n\
+         service:\n  pipelines:\n\
+         \x20   traces: {{ receivers: [otlp], processors: [tail_sampling], exporters: [storage] }}\n\
+         query:\n  endpoint: 127.0.0.1:0\n"
+    )
+}
+
+fn decision_of(sift: &Sift, i: u64) -> Value {
+    sift.query(&format!("/api/v1/sampling/decisions/{}", hex(&trace_id(i))))
+        .1
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn policies_change_at_run_time_by_put_and_sighup_and_decisions_are_reported() {
+    let mut sift = Sift::start(&api_config(
+        "      - { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }",
+    ));
+    let (status, live) = sift.query("/api/v1/sampling/policies");
+    assert_eq!(status, 200);
+    assert_eq!(live["policies"][0]["name"], "errors");
+
+    // Trace 1 (no error): pending, then not sampled.
+    send(&sift, vec![span(1, 0), span(1, 1)]);
+    assert_eq!(decision_of(&sift, 1)["decision"], "pending");
+    assert!(eventually(Duration::from_secs(10), || decision_of(&sift, 1)
+        ["decision"]
+        == "not_sampled"));
+    let (status, unknown) = sift.query(&format!("/api/v1/sampling/decisions/{}", hex(&[7; 16])));
+    assert_eq!(status, 404, "{unknown}");
+
+    // An invalid PUT changes nothing and says where the problem is.
+    let client = Client::new();
+    let bad = client
+        .put(sift.query_url("/api/v1/sampling/policies"))
+        .body("- { name: slow, type: latency, latency: { threshold_ms: -5 } }")
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let message = bad.json::<Value>().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("policies[0].latency.threshold_ms"), "{message}");
+    assert_eq!(
+        sift.query("/api/v1/sampling/policies").1["policies"][0]["name"],
+        "errors"
+    );
+
+    // A valid PUT (YAML) applies to new traces at once.
+    let put = client
+        .put(sift.query_url("/api/v1/sampling/policies"))
+        .body("policies:\n  - { name: everything, type: always_sample }\n")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(
+        sift.query("/api/v1/sampling/policies").1["policies"][0]["name"],
+        "everything"
+    );
+    send(&sift, vec![span(2, 0), span(2, 1)]);
+    assert!(eventually(Duration::from_secs(10), || decision_of(&sift, 2)
+        ["decision"]
+        == "sampled"));
+    assert_eq!(decision_of(&sift, 2)["policy"], "everything");
+    assert!(decision_of(&sift, 2)["decided_at"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .is_ok());
+    // The stored trace carries its decision.
+    let path = format!("/api/v1/traces/{}", hex(&trace_id(2)));
+    assert!(eventually(Duration::from_secs(10), || sift.query(&path).0 == 200));
+    assert_eq!(sift.query(&path).1["sampling"]["decision"], "sampled");
+    assert_eq!(
+        sift.query(&format!("/api/v1/traces/{}", hex(&trace_id(1)))).0,
+        404,
+        "dropped"
+    );
+
+    // SIGHUP reloads the policies from the file.
+    std::fs::write(
+        sift.dir.join("sift-test.yaml"),
+        api_config("      - { name: nothing, type: probabilistic, probabilistic: { sampling_percentage: 0 } }"),
+    )
+    .unwrap();
+    unsafe { libc::kill(sift.pid(), libc::SIGHUP) };
+    assert!(eventually(Duration::from_secs(5), || sift
+        .query("/api/v1/sampling/policies")
+        .1["policies"][0]["name"]
+        == "nothing"));
+    send(&sift, vec![span(3, 0), span(3, 1)]);
+    assert!(eventually(Duration::from_secs(10), || decision_of(&sift, 3)
+        ["decision"]
+        == "not_sampled"));
+    assert!(sift.terminate().success());
 }

@@ -18,7 +18,10 @@ use sift_proto::otlp::logs::v1::LogRecord;
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, FAST, INDEXED, STRING, TEXT};
+use tantivy::schema::{
+    Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
+    STRING,
+};
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 use super::StorageError;
@@ -36,7 +39,6 @@ struct Fields {
     severity_number: Field,
     service: Field,
     trace_id: Field,
-    span_id: Field,
     time: Field,
     part: Field,
     row: Field,
@@ -44,15 +46,31 @@ struct Fields {
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let json = JsonObjectOptions::from(TEXT).set_expand_dots_enabled();
+    // Results are ordered by time, never by score: no field needs norms. Attribute values keep
+    // positions (`order.id:o-3` is a phrase of two tokens); severities do not need them; per-record
+    // ids other than the trace id are left to the columnar parts (the term dictionary is most of
+    // an index's size).
+    let indexing = |positions: bool| {
+        TextFieldIndexing::default()
+            .set_tokenizer("default")
+            .set_fieldnorms(false)
+            .set_index_option(if positions {
+                IndexRecordOption::WithFreqsAndPositions
+            } else {
+                IndexRecordOption::Basic
+            })
+    };
+    let text = |positions: bool| TextOptions::default().set_indexing_options(indexing(positions));
+    let json = JsonObjectOptions::default()
+        .set_indexing_options(indexing(true))
+        .set_expand_dots_enabled();
     let fields = Fields {
-        body: b.add_text_field("body", TEXT),
+        body: b.add_text_field("body", text(true)),
         attributes: b.add_json_field("attributes", json),
-        severity: b.add_text_field("severity", TEXT),
+        severity: b.add_text_field("severity", text(false)),
         severity_number: b.add_u64_field("severity_number", INDEXED | FAST),
         service: b.add_text_field("service", STRING),
         trace_id: b.add_text_field("trace_id", STRING),
-        span_id: b.add_text_field("span_id", STRING),
         time: b.add_u64_field("time", INDEXED | FAST),
         part: b.add_u64_field("part", INDEXED | FAST),
         row: b.add_u64_field("row", FAST),
@@ -283,9 +301,6 @@ impl LogIndexes {
             doc.add_text(f.service, service);
             if log.trace_id.len() == 16 {
                 doc.add_text(f.trace_id, hex::encode(&log.trace_id));
-            }
-            if log.span_id.len() == 8 {
-                doc.add_text(f.span_id, hex::encode(&log.span_id));
             }
             doc.add_u64(f.time, crate::columnar::logs::effective_time(log));
             doc.add_u64(f.part, part);

@@ -157,6 +157,11 @@ impl Buffer {
     }
 
     /// Removes one pending trace.
+    pub fn contains(&self, id: &TraceId) -> bool {
+        self.traces.contains_key(id)
+    }
+
+    /// Takes a trace out of the buffer.
     pub fn remove(&mut self, id: &TraceId) -> Option<Pending> {
         let pending = self.traces.remove(id)?;
         self.total_bytes -= pending.bytes;

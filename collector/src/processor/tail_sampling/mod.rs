@@ -4,6 +4,7 @@
 
 pub mod buffer;
 pub mod cache;
+pub mod control;
 pub mod policy;
 pub mod sampler;
 pub mod trace;

@@ -11,12 +11,13 @@
 //! ones may not).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
 use sift_config::TailSamplingConfig;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use sift_proto::{Signal, SignalKind, Traces};
 use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
@@ -24,8 +25,9 @@ use sift_storage::WalEntry;
 use tokio::sync::watch;
 
 use super::buffer::{Buffer, Limits, Pending, Reason, TraceId};
-use super::cache::{DecisionCache, Remembered};
-use super::policy::{build, decide, NamedPolicy};
+use super::cache::DecisionCache;
+use super::control::SamplerControl;
+use super::policy::{decide, ADJUSTED_COUNT};
 use super::trace::{Origin, TraceSpan};
 use crate::telemetry::{DecisionLabels, Telemetry};
 
@@ -34,31 +36,8 @@ pub fn sampled_tag(pipeline: &str) -> String {
     format!("{pipeline}#sampled")
 }
 
-/// How often due traces are looked for.
-const TICK: Duration = Duration::from_millis(100);
-
-struct Sampler {
-    pipeline: String,
-    sampled_tag: String,
-    policies: Vec<NamedPolicy>,
-    buffer: Buffer,
-    cache: DecisionCache,
-    appender: WalAppender,
-    telemetry: Arc<Telemetry>,
-    /// Late spans of kept traces, sent on with the next emission.
-    late_kept: Vec<TraceSpan>,
-}
-
-/// Runs the sampler of `pipeline` until the WAL is closed or `stop` is set. Pending traces are
-/// not lost on stop: the checkpoint stays at the oldest of them.
-pub async fn run(
-    pipeline: String,
-    config: TailSamplingConfig,
-    mut consumer: WalConsumer,
-    appender: WalAppender,
-    telemetry: Arc<Telemetry>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// The live state of a pipeline's sampler, built from its config (the task is [`run`]).
+pub fn control(pipeline: &str, config: &TailSamplingConfig) -> Arc<SamplerControl> {
     let limits = Limits {
         decision_wait: config.decision_wait.0,
         after_root: config.decision_wait_after_root_received.map(|d| d.0),
@@ -70,12 +49,36 @@ pub async fn run(
         usize::try_from(config.decision_cache.sampled_cache_size).unwrap_or(usize::MAX),
         usize::try_from(config.decision_cache.non_sampled_cache_size).unwrap_or(usize::MAX),
     );
+    SamplerControl::new(pipeline, config, Buffer::new(limits), cache)
+}
+
+/// How often due traces are looked for.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Sampler {
+    pipeline: String,
+    sampled_tag: String,
+    control: Arc<SamplerControl>,
+    appender: WalAppender,
+    telemetry: Arc<Telemetry>,
+    /// Late spans of kept traces, sent on with the next emission.
+    late_kept: Vec<TraceSpan>,
+}
+
+/// Runs the sampler of `pipeline` until the WAL is closed or `stop` is set. Pending traces are
+/// not lost on stop: the checkpoint stays at the oldest of them.
+pub async fn run(
+    pipeline: String,
+    control: Arc<SamplerControl>,
+    mut consumer: WalConsumer,
+    appender: WalAppender,
+    telemetry: Arc<Telemetry>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut sampler = Sampler {
         sampled_tag: sampled_tag(&pipeline),
         pipeline,
-        policies: config.policies.iter().map(build).collect(),
-        buffer: Buffer::new(limits),
-        cache,
+        control,
         appender,
         telemetry,
         late_kept: Vec::new(),
@@ -99,30 +102,36 @@ pub async fn run(
             _ = tick.tick() => {}
             () = stopped(&mut stop) => break,
         }
-        ready.extend(sampler.buffer.take_due(Instant::now()));
+        ready.extend(sampler.control.state().buffer.take_due(Instant::now()));
         if !sampler.emit(ready, &mut stop).await {
             // Decided but not written: leave the checkpoint where it is, so a restart redoes them.
             read_end = None;
             break;
         }
+        let (pending, oldest) = {
+            let state = sampler.control.state();
+            (state.buffer.len(), state.buffer.oldest_position())
+        };
         sampler
             .telemetry
             .sampling_pending
-            .set(i64::try_from(sampler.buffer.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
         if let Some(end) = read_end {
-            let position = sampler.buffer.oldest_position().map_or(end, |oldest| oldest.min(end));
+            let position = oldest.map_or(end, |oldest| oldest.min(end));
             if let Err(e) = consumer.commit(position, false) {
                 tracing::error!(pipeline = %sampler.pipeline, error = %e, "cannot store the sampler's checkpoint");
             }
         }
     }
     if let Some(end) = read_end {
-        let position = sampler.buffer.oldest_position().map_or(end, |oldest| oldest.min(end));
+        let oldest = sampler.control.state().buffer.oldest_position();
+        let position = oldest.map_or(end, |oldest| oldest.min(end));
         if let Err(e) = consumer.commit(position, true) {
             tracing::error!(pipeline = %sampler.pipeline, error = %e, "cannot store the sampler's checkpoint");
         }
     }
-    tracing::debug!(pipeline = %sampler.pipeline, pending = sampler.buffer.len(), "sampler stopped; pending traces stay in the WAL");
+    let pending = sampler.control.state().buffer.len();
+    tracing::debug!(pipeline = %sampler.pipeline, pending, "sampler stopped; pending traces stay in the WAL");
 }
 
 impl Sampler {
@@ -131,6 +140,8 @@ impl Sampler {
     fn take_in(&mut self, records: &[WalRecord]) -> Vec<(TraceId, Pending, Reason)> {
         let now = Instant::now();
         let mut ready = Vec::new();
+        let control = self.control.clone();
+        let mut state = control.state();
         for record in records {
             let Ok(entry) = WalEntry::decode(&record.payload) else {
                 continue;
@@ -151,19 +162,22 @@ impl Sampler {
                     continue;
                 };
                 if is_own_output {
-                    // Replay after a restart: this trace was kept and emitted before.
-                    self.buffer.remove(&id);
-                    self.remember(id, true, "replayed");
+                    // Our own output read back. After a restart (no decision remembered) it
+                    // means this trace was kept and emitted before: do not decide it again.
+                    state.buffer.remove(&id);
+                    if state.cache.get(&id).is_none() {
+                        state.remember(id, true, "replayed");
+                    }
                     continue;
                 }
-                if let Some(decision) = self.cache.get(&id) {
+                if let Some(decision) = state.cache.get(&id) {
                     self.telemetry.sampling_late_spans.inc();
                     if decision.sampled {
                         self.late_kept.push(span);
                     }
                     continue;
                 }
-                for (trace, pending, reason) in self.buffer.insert(span, record.position, now) {
+                for (trace, pending, reason) in state.buffer.insert(span, record.position, now) {
                     self.telemetry.sampling_early.inc();
                     ready.push((trace, pending, reason));
                 }
@@ -172,24 +186,14 @@ impl Sampler {
         ready
     }
 
-    fn remember(&mut self, id: TraceId, sampled: bool, policy: &str) {
-        self.cache.insert(
-            id,
-            Remembered {
-                sampled,
-                policy: policy.to_owned(),
-                decided_at: SystemTime::now(),
-            },
-        );
-    }
-
     /// Decides the traces and appends the kept ones, with the late spans of kept traces, to the
     /// WAL. Returns false if stopped before the append succeeded.
     async fn emit(&mut self, ready: Vec<(TraceId, Pending, Reason)>, stop: &mut watch::Receiver<bool>) -> bool {
         let now = Instant::now();
         let mut kept = std::mem::take(&mut self.late_kept);
+        let policies = self.control.policies();
         for (id, pending, _) in ready {
-            let decision = decide(&self.policies, &pending.trace, now);
+            let decision = decide(&policies, &pending.trace, now);
             let label = if decision.sampled { "sampled" } else { "not_sampled" };
             self.telemetry
                 .sampling_decisions
@@ -198,9 +202,22 @@ impl Sampler {
                     policy: decision.policy.clone(),
                 })
                 .inc();
-            self.remember(id, decision.sampled, &decision.policy);
+            self.control.state().remember(id, decision.sampled, &decision.policy);
             if decision.sampled {
-                kept.extend(pending.trace.spans);
+                let mut spans = pending.trace.spans;
+                if decision.probability > 0.0 && decision.probability < 1.0 {
+                    let adjusted = 1.0 / decision.probability;
+                    for span in &mut spans {
+                        span.span.attributes.push(KeyValue {
+                            key: ADJUSTED_COUNT.to_owned(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::DoubleValue(adjusted)),
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                }
+                kept.extend(spans);
             }
         }
         if kept.is_empty() {

@@ -51,6 +51,12 @@ impl Verdict {
 pub trait Evaluator: Send + Sync {
     /// The verdict on `trace`.
     fn evaluate(&self, trace: &Trace, now: Instant) -> Verdict;
+
+    /// The probability with which a sample verdict of this policy keeps a trace of its kind: 1
+    /// for rules that keep every match, the share for `probabilistic`.
+    fn probability(&self) -> f64 {
+        1.0
+    }
 }
 
 /// A configured policy, ready to evaluate.
@@ -66,6 +72,10 @@ impl NamedPolicy {
         self.evaluator.evaluate(trace, now)
     }
 }
+
+/// The attribute kept spans carry when only a share of traces like theirs is kept: the number of
+/// traces each one stands for (1 / probability), so counts can be scaled back up.
+pub const ADJUSTED_COUNT: &str = "sampling.adjusted_count";
 
 /// Builds the evaluator of a (validated) policy.
 pub fn build(config: &PolicyConfig) -> NamedPolicy {
@@ -91,12 +101,15 @@ pub fn build(config: &PolicyConfig) -> NamedPolicy {
 }
 
 /// The decision on a trace and the policy that made it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// Keep the trace.
     pub sampled: bool,
     /// The deciding policy (empty when no policy sampled it).
     pub policy: String,
+    /// The probability that a trace like this one is kept: 1 if a rule that keeps every match
+    /// sampled it, else the largest share among the probabilistic policies that did.
+    pub probability: f64,
 }
 
 /// Evaluates every policy: dropped if a `drop` policy matched, not sampled if an inverted
@@ -104,16 +117,21 @@ pub struct Decision {
 pub fn decide(policies: &[NamedPolicy], trace: &Trace, now: Instant) -> Decision {
     let mut sampled_by: Option<&str> = None;
     let mut vetoed_by: Option<&str> = None;
+    let mut probability: f64 = 0.0;
     for policy in policies {
         match policy.evaluate(trace, now) {
             Verdict::Dropped => {
                 return Decision {
                     sampled: false,
                     policy: policy.name.clone(),
+                    probability: 1.0,
                 }
             }
             Verdict::InvertNotSampled => vetoed_by = vetoed_by.or(Some(&policy.name)),
-            Verdict::Sampled | Verdict::InvertSampled => sampled_by = sampled_by.or(Some(&policy.name)),
+            Verdict::Sampled | Verdict::InvertSampled => {
+                sampled_by = sampled_by.or(Some(&policy.name));
+                probability = probability.max(policy.evaluator.probability());
+            }
             Verdict::NotSampled => {}
         }
     }
@@ -121,14 +139,17 @@ pub fn decide(policies: &[NamedPolicy], trace: &Trace, now: Instant) -> Decision
         (Some(veto), _) => Decision {
             sampled: false,
             policy: veto.to_owned(),
+            probability: 1.0,
         },
         (None, Some(by)) => Decision {
             sampled: true,
             policy: by.to_owned(),
+            probability,
         },
         (None, None) => Decision {
             sampled: false,
             policy: String::new(),
+            probability: 1.0,
         },
     }
 }

@@ -11,6 +11,7 @@ use crate::processor::tail_sampling::trace::Trace;
 pub(super) struct Probabilistic {
     salt: Vec<u8>,
     threshold: u64,
+    share: f64,
 }
 
 /// FNV-1a, 64 bits.
@@ -36,6 +37,7 @@ impl Probabilistic {
         Probabilistic {
             salt: config.hash_salt.as_bytes().to_vec(),
             threshold,
+            share: share.clamp(0.0, 1.0),
         }
     }
 
@@ -48,6 +50,10 @@ impl Probabilistic {
 impl Evaluator for Probabilistic {
     fn evaluate(&self, trace: &Trace, _now: Instant) -> Verdict {
         Verdict::sampled_if(self.keeps(trace.trace_id()))
+    }
+
+    fn probability(&self) -> f64 {
+        self.share
     }
 }
 

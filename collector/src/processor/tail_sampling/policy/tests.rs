@@ -35,7 +35,8 @@ fn any_sample_keeps_drop_and_inverted_vetoes_win() {
         decide(&set, &error, now),
         Decision {
             sampled: true,
-            policy: "errors".into()
+            policy: "errors".into(),
+            probability: 1.0
         }
     );
     let plain = one(SpanSpec {
@@ -46,7 +47,8 @@ fn any_sample_keeps_drop_and_inverted_vetoes_win() {
         decide(&set, &plain, now),
         Decision {
             sampled: true,
-            policy: "no-synthetic".into()
+            policy: "no-synthetic".into(),
+            probability: 1.0
         },
         "inverted no-match keeps"
     );
@@ -60,7 +62,8 @@ fn any_sample_keeps_drop_and_inverted_vetoes_win() {
         decide(&set, &health_error, now),
         Decision {
             sampled: false,
-            policy: "no-health".into()
+            policy: "no-health".into(),
+            probability: 1.0
         }
     );
     let synthetic_error = one(SpanSpec {
@@ -72,7 +75,8 @@ fn any_sample_keeps_drop_and_inverted_vetoes_win() {
         decide(&set, &synthetic_error, now),
         Decision {
             sampled: false,
-            policy: "no-synthetic".into()
+            policy: "no-synthetic".into(),
+            probability: 1.0
         }
     );
     let only_fast = policies(json!([{"name": "slow", "type": "latency", "latency": {"threshold_ms": 500}}]));
@@ -80,7 +84,40 @@ fn any_sample_keeps_drop_and_inverted_vetoes_win() {
         decide(&only_fast, &plain, now),
         Decision {
             sampled: false,
-            policy: String::new()
+            policy: String::new(),
+            probability: 1.0
         }
     );
+}
+
+#[test]
+fn kept_traces_carry_the_probability_that_kept_them() {
+    let set = policies(json!([
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 100}},
+        {"name": "tenth", "type": "probabilistic", "probabilistic": {"sampling_percentage": 10}}
+    ]));
+    let now = Instant::now();
+    let error = one(SpanSpec {
+        status: ERROR,
+        ..Default::default()
+    });
+    assert_eq!(decide(&set, &error, now).probability, 1.0, "errors are all kept");
+    let only_tenth = policies(json!([
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "tenth", "type": "probabilistic", "probabilistic": {"sampling_percentage": 10}}
+    ]));
+    // Find a plain trace the 10% share keeps: it stands for 10 traces.
+    let kept = (1..=255u8)
+        .map(|i| {
+            one(SpanSpec {
+                trace: i,
+                ..Default::default()
+            })
+        })
+        .map(|t| decide(&only_tenth, &t, now))
+        .find(|d| d.sampled)
+        .expect("some trace in 255 is in the 10% share");
+    assert_eq!(kept.policy, "tenth");
+    assert!((kept.probability - 0.1).abs() < 1e-12, "{}", kept.probability);
 }

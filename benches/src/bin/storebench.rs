@@ -1,0 +1,219 @@
+//! `sift-storebench`: the storage engine on a realistic dataset (issue: storage benchmarks).
+//!
+//! Generates N spans and N log records (seeded, the load generator's workload: 1–30 spans per
+//! trace, 5–15 attributes, logs inside spans) spread over one hour, ingests them into a fresh
+//! store the way the storage exporter does (append per batch, flush per 1M rows), then measures
+//! lookups and searches on the result. Generation is not timed; append + flush are.
+//!
+//! cargo run --release -p sift-benches --bin sift-storebench -- --spans 10000000 --logs 10000000
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::Parser;
+use prost::Message as _;
+use sift_benches::{generate, Generated, Rng, Shape};
+use sift_proto::SignalKind;
+use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange, WalEntry};
+
+#[derive(Parser)]
+struct Args {
+    /// Spans to store.
+    #[arg(long, default_value_t = 1_000_000)]
+    spans: usize,
+    /// Log records to store.
+    #[arg(long, default_value_t = 1_000_000)]
+    logs: usize,
+    /// Store directory (default: a temporary directory, deleted afterwards).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Lookups and searches to time.
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+const BATCH_SPANS: usize = 4096;
+const FLUSH_ROWS: u64 = 1_000_000;
+
+fn shift(generated: &mut Generated, delta: i64) {
+    let s = |t: &mut u64| *t = t.saturating_add_signed(delta);
+    for rs in &mut generated.traces.resource_spans {
+        for ss in &mut rs.scope_spans {
+            for span in &mut ss.spans {
+                s(&mut span.start_time_unix_nano);
+                s(&mut span.end_time_unix_nano);
+            }
+        }
+    }
+    for rl in &mut generated.logs.resource_logs {
+        for sl in &mut rl.scope_logs {
+            for log in &mut sl.log_records {
+                s(&mut log.time_unix_nano);
+                s(&mut log.observed_time_unix_nano);
+            }
+        }
+    }
+}
+
+fn first_start(generated: &Generated) -> u64 {
+    generated.traces.resource_spans[0].scope_spans[0]
+        .spans
+        .first()
+        .map_or(0, |s| s.start_time_unix_nano)
+}
+
+struct Percentiles(Vec<Duration>);
+
+impl Percentiles {
+    fn at(&mut self, q: f64) -> f64 {
+        self.0.sort();
+        let i = ((q * self.0.len() as f64).ceil() as usize).clamp(1, self.0.len()) - 1;
+        self.0[i].as_secs_f64() * 1e3
+    }
+}
+
+fn time_each(n: usize, mut f: impl FnMut(usize)) -> Percentiles {
+    Percentiles(
+        (0..n)
+            .map(|i| {
+                let started = Instant::now();
+                f(i);
+                started.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let temp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let store = LocalStore::open(&dir, StoreOptions::default())?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+    let window_start = now - 3_600_000_000_000;
+    let batches = args.spans.max(args.logs * 2).div_ceil(BATCH_SPANS);
+    let mut rng = Rng::new(42);
+    let mut position = 0u64;
+    let (mut span_rows, mut log_rows) = (0u64, 0u64);
+    let (mut span_bytes, mut log_bytes) = (0u64, 0u64);
+    let (mut span_time, mut log_time) = (Duration::ZERO, Duration::ZERO);
+    let mut sample_traces: Vec<[u8; 16]> = Vec::new();
+    let mut since_flush = (0u64, 0u64);
+    let progress = indicatif::ProgressBar::new(batches as u64);
+    for b in 0..batches {
+        let mut generated = generate(&mut rng, BATCH_SPANS, &Shape::default());
+        let target = window_start + (b as u64 * 3_600_000_000_000) / batches as u64;
+        let delta = target as i64 - first_start(&generated) as i64;
+        shift(&mut generated, delta);
+        if let Some(span) = generated.traces.resource_spans[0].scope_spans[0].spans.get(b % 7) {
+            if sample_traces.len() < 100_000 && b % 3 == 0 && (span_rows as usize) < args.spans {
+                sample_traces.push(span.trace_id.as_slice().try_into()?);
+            }
+        }
+        if (span_rows as usize) < args.spans {
+            let body = generated.traces.encode_to_vec();
+            span_bytes += body.len() as u64;
+            position += 1;
+            let entry = WalEntry {
+                signal: SignalKind::Traces,
+                pipeline: "traces".into(),
+                items: 0,
+                body: Bytes::from(body),
+            };
+            let started = Instant::now();
+            let added = store.append(position, &[entry])?;
+            span_rows += added.get(&Table::Spans).copied().unwrap_or(0);
+            since_flush.0 += added.get(&Table::Spans).copied().unwrap_or(0);
+            if since_flush.0 >= FLUSH_ROWS {
+                store.flush()?;
+                since_flush.0 = 0;
+            }
+            span_time += started.elapsed();
+        }
+        if (log_rows as usize) < args.logs {
+            let body = generated.logs.encode_to_vec();
+            log_bytes += body.len() as u64;
+            position += 1;
+            let entry = WalEntry {
+                signal: SignalKind::Logs,
+                pipeline: "logs".into(),
+                items: 0,
+                body: Bytes::from(body),
+            };
+            let started = Instant::now();
+            let added = store.append(position, &[entry])?;
+            log_rows += added.get(&Table::Logs).copied().unwrap_or(0);
+            since_flush.1 += added.get(&Table::Logs).copied().unwrap_or(0);
+            if since_flush.1 >= FLUSH_ROWS {
+                store.flush()?;
+                since_flush.1 = 0;
+            }
+            log_time += started.elapsed();
+        }
+        progress.inc(1);
+        if span_rows as usize >= args.spans && log_rows as usize >= args.logs {
+            break;
+        }
+    }
+    let started = Instant::now();
+    store.flush()?;
+    let last_flush = started.elapsed();
+    span_time += last_flush / 2;
+    log_time += last_flush / 2;
+    progress.finish_and_clear();
+    let disk = store.disk_bytes();
+
+    // Lookups: warm the page cache and footers once, then time.
+    let queries = args.queries.min(sample_traces.len());
+    for id in sample_traces.iter().take(queries) {
+        store.trace(id, &TimeRange::ALL)?;
+    }
+    let mut found = 0usize;
+    let mut trace_ms = time_each(queries, |i| {
+        found += usize::from(!store.trace(&sample_traces[i], &TimeRange::ALL).unwrap().is_empty());
+    });
+    let mut logs_ms = time_each(queries, |i| {
+        store.logs_by_trace(&sample_traces[i], &TimeRange::ALL).unwrap();
+    });
+    let words = [
+        "timed out",
+        "order",
+        "\"POST /pay\"",
+        "upstream AND checkout",
+        "/cart",
+        "ms AND NOT ERROR",
+        "handled",
+        "12345",
+    ];
+    let mut hits = 0usize;
+    let mut search_ms = time_each(queries, |i| {
+        let search = LogSearch {
+            query: words[i % words.len()].to_owned(),
+            limit: 100,
+            ..LogSearch::default()
+        };
+        hits += store.search_logs(&search).unwrap().len();
+    });
+    let report = serde_json::json!({
+        "spans": span_rows,
+        "logs": log_rows,
+        "ingest_spans_per_s": span_rows as f64 / span_time.as_secs_f64(),
+        "ingest_logs_per_s": log_rows as f64 / log_time.as_secs_f64(),
+        "disk_bytes_per_span": disk.get(&Table::Spans).copied().unwrap_or(0) as f64 / span_rows.max(1) as f64,
+        "protobuf_bytes_per_span": span_bytes as f64 / span_rows.max(1) as f64,
+        "disk_bytes_per_log": disk.get(&Table::Logs).copied().unwrap_or(0) as f64 / log_rows.max(1) as f64,
+        "protobuf_bytes_per_log": log_bytes as f64 / log_rows.max(1) as f64,
+        "trace_by_id_ms": { "p50": trace_ms.at(0.5), "p99": trace_ms.at(0.99), "found": found, "queries": queries },
+        "logs_by_trace_ms": { "p50": logs_ms.at(0.5), "p99": logs_ms.at(0.99) },
+        "log_search_ms": { "p50": search_ms.at(0.5), "p99": search_ms.at(0.99), "hits": hits },
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
