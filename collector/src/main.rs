@@ -47,7 +47,7 @@ enum Command {
         config: PathBuf,
     },
     /// Query a running Sift (trace ID | traces | logs QUERY | metrics NAME).
-    Query(query_cli::QueryArgs),
+    Query(Box<query_cli::QueryArgs>),
     /// Print the version.
     Version,
 }
@@ -69,7 +69,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Query(args) => match query_cli::run(args) {
+        Command::Query(args) => match query_cli::run(*args) {
             Ok(text) => {
                 print!("{text}");
                 if !text.ends_with('\n') {

@@ -30,6 +30,9 @@ enum What {
     },
     /// Search traces, newest first.
     Traces {
+        /// Full-text over spans: names, status messages, events, attributes.
+        #[arg(long)]
+        query: Option<String>,
         #[arg(long)]
         service: Option<String>,
         #[arg(long)]
@@ -113,6 +116,7 @@ pub fn run(args: QueryArgs) -> Result<String, String> {
     let path = match &args.what {
         What::Trace { id } => format!("/api/v1/traces/{id}"),
         What::Traces {
+            query,
             service,
             name,
             status,
@@ -121,6 +125,7 @@ pub fn run(args: QueryArgs) -> Result<String, String> {
             attr,
             window,
         } => {
+            opt(&mut params, "q", query);
             opt(&mut params, "service", service);
             opt(&mut params, "name", name);
             opt(&mut params, "status", status);

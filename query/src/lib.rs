@@ -192,6 +192,7 @@ async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery
     let params = Params::parse(
         raw.as_deref(),
         &[
+            "q",
             "service",
             "name",
             "status",
@@ -224,6 +225,7 @@ async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery
         .transpose()?;
     let limit = params::limit(params.one("limit")?, 20, 1000)?;
     let filter = TraceFilter {
+        query: params.one("q")?.map(str::to_owned),
         service: params.one("service")?.map(str::to_owned),
         name: params.one("name")?.map(str::to_owned),
         status,

@@ -414,6 +414,7 @@ fn check_exact<B: Backend>(store: &B, data: &[Hour], hours: std::ops::Range<usiz
 
     let hits = store
         .search_traces(&TraceFilter {
+            query: None,
             service: Some("frontend".into()),
             name: None,
             status: Some(2),
@@ -425,6 +426,52 @@ fn check_exact<B: Backend>(store: &B, data: &[Hour], hours: std::ops::Range<usiz
         .unwrap();
     assert_eq!(hits.traces.len(), hours.len() * TRACES / 5);
     assert!(hits.traces.windows(2).all(|w| w[0].1 >= w[1].1), "newest first");
+
+    // Full-text over spans: name, status message, attributes; combined with span filters.
+    let text = |q: &str, status: Option<i32>| {
+        store
+            .search_traces(&TraceFilter {
+                query: Some(q.into()),
+                service: None,
+                name: None,
+                status,
+                attributes: vec![],
+                range: TimeRange::ALL,
+                limit: 10_000,
+                row_budget: usize::MAX,
+            })
+            .unwrap()
+            .traces
+    };
+    assert_eq!(
+        text("\"payment declined\"", None).len(),
+        hours.len() * TRACES / 5,
+        "status messages"
+    );
+    assert_eq!(text("orders", None).len(), hours.len() * TRACES, "span names");
+    assert_eq!(text("user.id:u7", None).len(), hours.len(), "attributes");
+    assert_eq!(
+        text("status:error AND service:frontend", None).len(),
+        hours.len() * TRACES / 5
+    );
+    assert_eq!(
+        text("checkout", Some(2)).len(),
+        hours.len() * TRACES / 5,
+        "plus a span filter"
+    );
+    assert!(matches!(
+        store.search_traces(&TraceFilter {
+            query: Some("name:(".into()),
+            service: None,
+            name: None,
+            status: None,
+            attributes: vec![],
+            range: TimeRange::ALL,
+            limit: 1,
+            row_budget: 1
+        }),
+        Err(StorageError::BadQuery(_))
+    ));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! Generates N spans and N log records (seeded, the load generator's workload: 1–30 spans per
 //! trace, 5–15 attributes, logs inside spans) spread over one hour, ingests them into a fresh
-//! store the way the storage exporter does (append per batch, flush per 1M rows), then measures
+//! store the way the storage exporter does (append per batch, flush when the head is due: 256 MiB
+//! or 30 s, the defaults), then measures
 //! lookups and searches on the result. Generation is not timed; append + flush are.
 //!
 //! cargo run --release -p sift-benches --bin sift-storebench -- --spans 10000000 --logs 10000000
@@ -36,7 +37,6 @@ struct Args {
 }
 
 const BATCH_SPANS: usize = 4096;
-const FLUSH_ROWS: u64 = 1_000_000;
 
 fn shift(generated: &mut Generated, delta: i64) {
     let s = |t: &mut u64| *t = t.saturating_add_signed(delta);
@@ -101,7 +101,6 @@ fn main() -> anyhow::Result<()> {
     let (mut span_bytes, mut log_bytes) = (0u64, 0u64);
     let (mut span_time, mut log_time) = (Duration::ZERO, Duration::ZERO);
     let mut sample_traces: Vec<[u8; 16]> = Vec::new();
-    let mut since_flush = (0u64, 0u64);
     let progress = indicatif::ProgressBar::new(batches as u64);
     for b in 0..batches {
         let mut generated = generate(&mut rng, BATCH_SPANS, &Shape::default());
@@ -126,10 +125,8 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let added = store.append(position, &[entry])?;
             span_rows += added.get(&Table::Spans).copied().unwrap_or(0);
-            since_flush.0 += added.get(&Table::Spans).copied().unwrap_or(0);
-            if since_flush.0 >= FLUSH_ROWS {
+            if store.flush_due() {
                 store.flush()?;
-                since_flush.0 = 0;
             }
             span_time += started.elapsed();
         }
@@ -146,10 +143,8 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let added = store.append(position, &[entry])?;
             log_rows += added.get(&Table::Logs).copied().unwrap_or(0);
-            since_flush.1 += added.get(&Table::Logs).copied().unwrap_or(0);
-            if since_flush.1 >= FLUSH_ROWS {
+            if store.flush_due() {
                 store.flush()?;
-                since_flush.1 = 0;
             }
             log_time += started.elapsed();
         }

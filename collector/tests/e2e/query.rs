@@ -160,6 +160,15 @@ fn every_endpoint_returns_what_the_python_sdk_sent_across_a_restart() {
     assert_eq!(by_attr[0]["trace_id"], checkout[7].as_str());
     let (_, slow) = sift.query("/api/v1/traces?min_duration=1h");
     assert_eq!(slow["traces"], serde_json::json!([]));
+    // Full-text over spans (status messages, event attributes): the four error traces.
+    assert!(eventually(Duration::from_secs(10), || {
+        sift.query("/api/v1/traces?q=%22deadlock%20detected%22&limit=100").1["traces"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 4
+    }));
+    let (_, by_text) = sift.query("/api/v1/traces?q=exception.message:deadlock&service=billing");
+    assert_eq!(by_text["traces"].as_array().unwrap().len(), 2);
     let (_, limited) = sift.query("/api/v1/traces?limit=3");
     assert_eq!(limited["traces"].as_array().unwrap().len(), 3);
 

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::logs::v1::LogRecord;
+use sift_proto::otlp::trace::v1::Span;
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
@@ -30,7 +31,10 @@ use crate::columnar::Table;
 /// Heap given to each partition's index writer.
 const WRITER_MEMORY: usize = 48 << 20;
 
-/// The index schema's fields.
+/// The index schema's fields. Logs and spans share the shape: a text field with positions
+/// (log `body`; span `name`: name, status message and event names), `attributes` (JSON), a
+/// level (log `severity`; span `status`), a number (severity number; status code) and the
+/// service, trace id, time and row reference.
 #[derive(Clone)]
 struct Fields {
     body: Field,
@@ -44,10 +48,10 @@ struct Fields {
     row: Field,
 }
 
-fn schema() -> (Schema, Fields) {
+fn schema(table: Table) -> (Schema, Fields) {
     let mut b = Schema::builder();
     // Results are ordered by time, never by score: no field needs norms. Attribute values keep
-    // positions (`order.id:o-3` is a phrase of two tokens); severities do not need them; per-record
+    // positions (`order.id:o-3` is a phrase of two tokens); levels do not need them; per-record
     // ids other than the trace id are left to the columnar parts (the term dictionary is most of
     // an index's size).
     let indexing = |positions: bool| {
@@ -64,13 +68,18 @@ fn schema() -> (Schema, Fields) {
     let json = JsonObjectOptions::default()
         .set_indexing_options(indexing(true))
         .set_expand_dots_enabled();
+    let (body, level, number) = match table {
+        Table::Spans => ("name", "status", "status_code"),
+        _ => ("body", "severity", "severity_number"),
+    };
     let fields = Fields {
-        body: b.add_text_field("body", text(true)),
+        body: b.add_text_field(body, text(true)),
         attributes: b.add_json_field("attributes", json),
-        severity: b.add_text_field("severity", text(false)),
-        severity_number: b.add_u64_field("severity_number", INDEXED | FAST),
+        severity: b.add_text_field(level, text(false)),
+        severity_number: b.add_u64_field(number, INDEXED | FAST),
         service: b.add_text_field("service", STRING),
-        trace_id: b.add_text_field("trace_id", STRING),
+        // Span hits are traces: their trace id is read back from the index.
+        trace_id: b.add_text_field("trace_id", if table == Table::Spans { STRING | FAST } else { STRING }),
         time: b.add_u64_field("time", INDEXED | FAST),
         part: b.add_u64_field("part", INDEXED | FAST),
         row: b.add_u64_field("row", FAST),
@@ -180,20 +189,24 @@ pub(crate) struct Hit {
     pub time: u64,
     pub part: u64,
     pub row: u64,
+    /// The trace (span indexes only).
+    pub trace_id: Option<[u8; 16]>,
 }
 
-/// The log indexes of a store.
-pub(crate) struct LogIndexes {
+/// The full-text indexes of one table (logs or spans), one per hour partition.
+pub(crate) struct TextIndexes {
+    table: Table,
     root: std::path::PathBuf,
     schema: Schema,
     fields: Fields,
     partitions: Mutex<BTreeMap<u64, PartitionIndex>>,
 }
 
-impl LogIndexes {
-    pub(crate) fn new(root: &Path) -> LogIndexes {
-        let (schema, fields) = schema();
-        LogIndexes {
+impl TextIndexes {
+    pub(crate) fn new(root: &Path, table: Table) -> TextIndexes {
+        let (schema, fields) = schema(table);
+        TextIndexes {
+            table,
             root: root.to_path_buf(),
             schema,
             fields,
@@ -211,7 +224,7 @@ impl LogIndexes {
         hour: u64,
     ) -> Result<&'m mut PartitionIndex, StorageError> {
         if let std::collections::btree_map::Entry::Vacant(slot) = partitions.entry(hour) {
-            let dir = super::manifest::partition_dir(&self.root, Table::Logs, hour).join("index");
+            let dir = super::manifest::partition_dir(&self.root, self.table, hour).join("index");
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
             let directory = MmapDirectory::open(&dir).map_err(|e| StorageError::Index(e.to_string()))?;
             let index = Index::open_or_create(directory, self.schema.clone())?;
@@ -230,8 +243,7 @@ impl LogIndexes {
 
     /// Opens the indexes that exist on disk and deletes the documents of parts not in `live`.
     pub(crate) fn recover(&self, live: &BTreeSet<u64>) -> Result<(), StorageError> {
-        let logs = self.root.join(Table::Logs.as_str());
-        let Ok(entries) = std::fs::read_dir(&logs) else {
+        let Ok(entries) = std::fs::read_dir(self.root.join(self.table.as_str())) else {
             return Ok(());
         };
         let mut partitions = self.lock();
@@ -270,8 +282,8 @@ impl LogIndexes {
         Ok(())
     }
 
-    /// Indexes records of one partition, stored in part `part` from row `first_row` on.
-    pub(crate) fn add<'a>(
+    /// Indexes log records of one partition, stored in part `part` from row `first_row` on.
+    pub(crate) fn add_logs<'a>(
         &self,
         hour: u64,
         part: u64,
@@ -303,6 +315,57 @@ impl LogIndexes {
                 doc.add_text(f.trace_id, hex::encode(&log.trace_id));
             }
             doc.add_u64(f.time, crate::columnar::logs::effective_time(log));
+            doc.add_u64(f.part, part);
+            doc.add_u64(f.row, first_row + i as u64);
+            writer.add_document(doc)?;
+        }
+        partition.dirty = true;
+        Ok(())
+    }
+
+    /// Indexes spans of one partition, stored in part `part` (spans are found by trace, so the
+    /// row numbers only keep documents distinct).
+    pub(crate) fn add_spans<'a>(
+        &self,
+        hour: u64,
+        part: u64,
+        first_row: u64,
+        spans: impl Iterator<Item = (&'a str, &'a Span)>,
+    ) -> Result<(), StorageError> {
+        let mut partitions = self.lock();
+        let partition = self.open(&mut partitions, hour)?;
+        let writer = partition.writer()?;
+        let f = &self.fields;
+        for (i, (service, span)) in spans.enumerate() {
+            let mut doc = TantivyDocument::new();
+            doc.add_text(f.body, &span.name);
+            let status = span.status.clone().unwrap_or_default();
+            if !status.message.is_empty() {
+                doc.add_text(f.body, &status.message);
+            }
+            let mut object = json_object(&span.attributes);
+            for event in &span.events {
+                doc.add_text(f.body, &event.name);
+                object.extend(json_object(&event.attributes));
+            }
+            if !object.is_empty() {
+                doc.add_object(
+                    f.attributes,
+                    object.iter().map(|(k, v)| (k.clone(), owned(v))).collect(),
+                );
+            }
+            doc.add_text(
+                f.severity,
+                match status.code {
+                    1 => "ok",
+                    2 => "error",
+                    _ => "unset",
+                },
+            );
+            doc.add_u64(f.severity_number, u64::try_from(status.code).unwrap_or(0));
+            doc.add_text(f.service, service);
+            doc.add_text(f.trace_id, hex::encode(&span.trace_id));
+            doc.add_u64(f.time, span.start_time_unix_nano);
             doc.add_u64(f.part, part);
             doc.add_u64(f.row, first_row + i as u64);
             writer.add_document(doc)?;
@@ -407,7 +470,7 @@ impl LogIndexes {
             let mut readers = Vec::new();
             for &hour in hours {
                 let exists = partitions.contains_key(&hour)
-                    || super::manifest::partition_dir(&self.root, Table::Logs, hour)
+                    || super::manifest::partition_dir(&self.root, self.table, hour)
                         .join("index/meta.json")
                         .exists();
                 if exists {
@@ -427,26 +490,32 @@ impl LogIndexes {
             )?;
             let mut columns = BTreeMap::new();
             for (time, address) in top {
-                let (part, row) = match columns.entry(address.segment_ord) {
-                    std::collections::btree_map::Entry::Occupied(e) => {
-                        let (part, row): &(tantivy::columnar::Column<u64>, tantivy::columnar::Column<u64>) =
-                            e.into_mut();
-                        (part.first(address.doc_id), row.first(address.doc_id))
-                    }
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let segment = searcher.segment_reader(address.segment_ord);
-                        let fast = segment.fast_fields();
-                        let (part, row) = e.insert((fast.u64("part")?, fast.u64("row")?));
-                        (part.first(address.doc_id), row.first(address.doc_id))
-                    }
-                };
-                let (Some(part), Some(row)) = (part, row) else {
+                if let std::collections::btree_map::Entry::Vacant(e) = columns.entry(address.segment_ord) {
+                    let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+                    let traces = if self.table == Table::Spans {
+                        fast.str("trace_id")?
+                    } else {
+                        None
+                    };
+                    e.insert((fast.u64("part")?, fast.u64("row")?, traces));
+                }
+                let Some((parts, rows, traces)) = columns.get(&address.segment_ord) else {
                     continue;
                 };
+                let (Some(part), Some(row)) = (parts.first(address.doc_id), rows.first(address.doc_id)) else {
+                    continue;
+                };
+                let trace_id = traces.as_ref().and_then(|traces| {
+                    let ord = traces.ords().first(address.doc_id)?;
+                    let mut text = String::new();
+                    traces.ord_to_str(ord, &mut text).ok()?;
+                    hex::decode(text).ok()?.try_into().ok()
+                });
                 let hit = Hit {
                     time: time.unwrap_or(0),
                     part,
                     row,
+                    trace_id,
                 };
                 if accept(&hit) {
                     hits.push(hit);

@@ -25,7 +25,7 @@ use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::SignalKind;
 
-use self::fulltext::{Hit, LogIndexes};
+use self::fulltext::{Hit, TextIndexes};
 use self::head::{BatchStats, HeadPartition};
 use self::manifest::{hour_of, partition_dir, sync_dir, Manifest, PartMeta, ServiceRows};
 use self::part::{equal_mask, PartReader};
@@ -115,7 +115,8 @@ pub struct LocalStore {
     state: Mutex<State>,
     /// Serializes the writers: append, flush, compaction and retention.
     writer: Mutex<()>,
-    logs: LogIndexes,
+    logs: TextIndexes,
+    spans: TextIndexes,
     readers: Mutex<HashMap<u64, PartReader>>,
 }
 
@@ -136,11 +137,13 @@ fn or_now(time: u64, now: u64) -> u64 {
 
 /// A log record and its service, waiting to be indexed.
 type ServiceLog = (String, sift_proto::otlp::logs::v1::LogRecord);
+/// A span and its service, waiting to be indexed.
+type ServiceSpan = (String, sift_proto::otlp::trace::v1::Span);
 
 /// Builders for one append, per (table, hour).
 #[derive(Default)]
 struct Pending {
-    spans: BTreeMap<u64, (SpanBuilder, BatchStats)>,
+    spans: BTreeMap<u64, (SpanBuilder, BatchStats, Vec<ServiceSpan>)>,
     logs: BTreeMap<u64, (LogBuilder, BatchStats, Vec<ServiceLog>)>,
     metrics: BTreeMap<u64, (MetricBuilder, BatchStats)>,
     exemplars: BTreeMap<u64, (ExemplarBuilder, BatchStats)>,
@@ -154,9 +157,10 @@ impl Pending {
                 let request = ExportTraceServiceRequest::decode(entry.body.clone()).map_err(corrupt)?;
                 spans::for_each(&request, |origin, span| {
                     let time = or_now(span.start_time_unix_nano, now);
-                    let (builder, stats) = self.spans.entry(hour_of(time)).or_default();
+                    let (builder, stats, records) = self.spans.entry(hour_of(time)).or_default();
                     builder.append(origin, span);
                     stats.add(origin.service(), time);
+                    records.push((origin.service().to_owned(), span.clone()));
                 });
             }
             SignalKind::Logs => {
@@ -197,8 +201,10 @@ impl LocalStore {
         let manifest = Manifest::load(root)?;
         let live_ids: BTreeSet<u64> = manifest.parts.iter().map(|p| p.id).collect();
         remove_unpublished(root, &manifest)?;
-        let logs = LogIndexes::new(root);
+        let logs = TextIndexes::new(root, Table::Logs);
         logs.recover(&live_ids)?;
+        let spans = TextIndexes::new(root, Table::Spans);
+        spans.recover(&live_ids)?;
         let next_part_id = manifest.next_part_id.max(live_ids.last().map_or(0, |id| id + 1));
         Ok(LocalStore {
             root: root.to_path_buf(),
@@ -214,6 +220,7 @@ impl LocalStore {
             }),
             writer: Mutex::new(()),
             logs,
+            spans,
             readers: Mutex::new(HashMap::new()),
         })
     }
@@ -278,6 +285,7 @@ impl LocalStore {
             }
         }
         let mut index_jobs = Vec::new();
+        let mut span_jobs = Vec::new();
         {
             let mut state = self.state();
             state.position = state.position.max(end);
@@ -298,8 +306,9 @@ impl LocalStore {
                 head.push(batch, stats);
                 (head.id, first_row)
             };
-            for (hour, (mut builder, stats)) in pending.spans {
-                push(&mut state, Table::Spans, hour, builder.finish(), &stats);
+            for (hour, (mut builder, stats, records)) in pending.spans {
+                let (part, first_row) = push(&mut state, Table::Spans, hour, builder.finish(), &stats);
+                span_jobs.push((hour, part, first_row, records));
             }
             for (hour, (mut builder, stats)) in pending.metrics {
                 push(&mut state, Table::Metrics, hour, builder.finish(), &stats);
@@ -314,15 +323,28 @@ impl LocalStore {
         }
         for (hour, part, first_row, records) in index_jobs {
             self.logs
-                .add(hour, part, first_row, records.iter().map(|(s, l)| (s.as_str(), l)))?;
+                .add_logs(hour, part, first_row, records.iter().map(|(s, l)| (s.as_str(), l)))?;
+        }
+        for (hour, part, first_row, records) in span_jobs {
+            self.spans
+                .add_spans(hour, part, first_row, records.iter().map(|(s, l)| (s.as_str(), l)))?;
         }
         Ok(added)
     }
 
-    /// Makes head logs searchable (full-text indexes are refreshed, not rebuilt).
+    /// Makes head logs and spans searchable (full-text indexes are refreshed, not rebuilt).
     pub fn refresh(&self) -> Result<(), StorageError> {
         let _writer = self.write_lock();
-        self.logs.commit()
+        self.logs.commit()?;
+        self.spans.commit()
+    }
+
+    fn index(&self, table: Table) -> Option<&TextIndexes> {
+        match table {
+            Table::Logs => Some(&self.logs),
+            Table::Spans => Some(&self.spans),
+            Table::Metrics | Table::Exemplars => None,
+        }
     }
 
     /// Writes the head as parts and publishes them; returns the WAL position now durable.
@@ -355,21 +377,22 @@ impl LocalStore {
             sync_dir(dir)?;
         }
         self.logs.commit()?;
+        self.spans.commit()?;
         manifest.wal_position = position;
         manifest.next_part_id = next_part_id;
         manifest.store(&self.root)?;
-        let live_log_hours: BTreeSet<u64> = {
+        let live: BTreeSet<(Table, u64)> = {
             let mut state = self.state();
             state.manifest = Arc::new(manifest);
             state.frozen.clear();
-            state
-                .live
-                .keys()
-                .filter(|(table, _)| *table == Table::Logs)
-                .map(|(_, hour)| *hour)
-                .collect()
+            state.live.keys().copied().collect()
         };
-        self.logs.close_writers_except(&live_log_hours)?;
+        for table in [Table::Logs, Table::Spans] {
+            let hours = live.iter().filter(|(t, _)| *t == table).map(|(_, h)| *h).collect();
+            if let Some(index) = self.index(table) {
+                index.close_writers_except(&hours)?;
+            }
+        }
         Ok(position)
     }
 
@@ -431,23 +454,23 @@ impl LocalStore {
             };
             let meta = self.write_part(table, hour, id, &batches, &stats)?;
             sync_dir(&partition_dir(&self.root, table, hour))?;
-            if table == Table::Logs {
-                // Index the merged part before publishing it; the old parts' entries go after.
-                let rows: Vec<LogRow> = batches
-                    .iter()
-                    .map(logs::rows)
-                    .collect::<Result<Vec<_>, _>>()?
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                let services: Vec<String> = rows.iter().map(|r| r.origin.service_name().to_owned()).collect();
-                self.logs.add(
-                    hour,
-                    id,
-                    0,
-                    services.iter().map(String::as_str).zip(rows.iter().map(|r| &r.log)),
-                )?;
-                self.logs.commit()?;
+            // Index the merged part before publishing it; the old parts' entries go after.
+            match table {
+                Table::Logs => {
+                    let rows = decode_all(&batches, logs::rows)?;
+                    let services: Vec<&str> = rows.iter().map(|r| r.origin.service_name()).collect();
+                    self.logs
+                        .add_logs(hour, id, 0, services.into_iter().zip(rows.iter().map(|r| &r.log)))?;
+                    self.logs.commit()?;
+                }
+                Table::Spans => {
+                    let rows = decode_all(&batches, spans::rows)?;
+                    let services: Vec<&str> = rows.iter().map(|r| r.origin.service_name()).collect();
+                    self.spans
+                        .add_spans(hour, id, 0, services.into_iter().zip(rows.iter().map(|r| &r.span)))?;
+                    self.spans.commit()?;
+                }
+                Table::Metrics | Table::Exemplars => {}
             }
             let old: BTreeSet<u64> = parts.iter().map(|p| p.id).collect();
             let next = {
@@ -461,8 +484,8 @@ impl LocalStore {
                 state.manifest = next.clone();
                 next
             };
-            if table == Table::Logs {
-                self.logs.recover(&next.parts.iter().map(|p| p.id).collect())?;
+            if let Some(index) = self.index(table) {
+                index.recover(&next.parts.iter().map(|p| p.id).collect())?;
             }
             for part in &parts {
                 self.readers().remove(&part.id);
@@ -514,12 +537,16 @@ impl LocalStore {
                 partitions.insert((part.table, part.hour));
             }
         }
-        let log_hours = partitions
-            .iter()
-            .filter(|(t, _)| *t == Table::Logs)
-            .map(|(_, h)| *h)
-            .collect();
-        self.logs.drop_partitions(&log_hours);
+        for table in [Table::Logs, Table::Spans] {
+            let hours = partitions
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, h)| *h)
+                .collect();
+            if let Some(index) = self.index(table) {
+                index.drop_partitions(&hours);
+            }
+        }
         for (table, hour) in partitions {
             let dir = partition_dir(&self.root, table, hour);
             let index_bytes = dir_size(&dir.join("index"));
@@ -537,14 +564,15 @@ impl LocalStore {
         for part in &manifest.parts {
             *bytes.entry(part.table).or_default() += part.bytes;
         }
-        *bytes.entry(Table::Logs).or_default() += dir_size(&self.root.join(Table::Logs.as_str())).saturating_sub(
-            manifest
+        for table in [Table::Logs, Table::Spans] {
+            let parts: u64 = manifest
                 .parts
                 .iter()
-                .filter(|p| p.table == Table::Logs)
+                .filter(|p| p.table == table)
                 .map(|p| p.bytes)
-                .sum(),
-        );
+                .sum();
+            *bytes.entry(table).or_default() += dir_size(&self.root.join(table.as_str())).saturating_sub(parts);
+        }
         bytes
     }
 
@@ -606,6 +634,18 @@ pub(crate) fn part_roundtrip(path: &Path, table: Table, batch: &RecordBatch) -> 
         .map(|b| b.unwrap())
         .collect();
     concat_batches(&table.schema(), &batches).unwrap()
+}
+
+/// Every row of `batches`, decoded.
+fn decode_all<T>(
+    batches: &[RecordBatch],
+    rows: impl Fn(&RecordBatch) -> Result<Vec<T>, arrow_schema::ArrowError>,
+) -> Result<Vec<T>, StorageError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        out.extend(rows(batch)?);
+    }
+    Ok(out)
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -679,6 +719,9 @@ impl Store for LocalStore {
     }
 
     fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
+        if let Some(query) = filter.query.as_deref().filter(|q| !q.trim().is_empty()) {
+            return self.search_traces_by_text(query, filter);
+        }
         let snapshot = self.snapshot();
         let mut hours: BTreeMap<u64, Vec<Source<'_>>> = BTreeMap::new();
         for part in snapshot.parts(Table::Spans, &filter.range) {
@@ -844,6 +887,77 @@ impl Store for LocalStore {
             })
             .collect())
     }
+}
+
+impl LocalStore {
+    /// Trace search with a full-text query over spans: the span index names candidate traces
+    /// (newest first), whose spans are then checked against the other filters.
+    fn search_traces_by_text(&self, query: &str, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
+        let search = LogSearch {
+            query: query.to_owned(),
+            service: filter.service.clone(),
+            range: filter.range,
+            // Hits are spans: ask for enough to find `limit` traces.
+            limit: filter.limit.saturating_mul(32).clamp(1, 100_000),
+            ..LogSearch::default()
+        };
+        self.spans.validate(&search)?;
+        let snapshot = self.snapshot();
+        let mut hours: BTreeSet<u64> = snapshot.parts(Table::Spans, &filter.range).map(|p| p.hour).collect();
+        hours.extend(snapshot.heads(Table::Spans, &filter.range).map(|h| h.hour));
+        let hours: Vec<u64> = hours.into_iter().rev().collect();
+        let live: BTreeSet<u64> = snapshot
+            .manifest
+            .parts
+            .iter()
+            .filter(|p| p.table == Table::Spans)
+            .map(|p| p.id)
+            .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
+            .collect();
+        let hits = self
+            .spans
+            .search(&search, &hours, |hit: &Hit| live.contains(&hit.part))?;
+        let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
+        for hit in &hits {
+            if let Some(id) = hit.trace_id {
+                let t = newest.entry(id).or_insert(hit.time);
+                *t = (*t).max(hit.time);
+            }
+        }
+        let mut traces: Vec<([u8; 16], u64)> = newest.into_iter().collect();
+        traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let other_filters = filter.name.is_some() || filter.status.is_some() || !filter.attributes.is_empty();
+        if other_filters {
+            let mut kept = Vec::new();
+            for (id, time) in traces {
+                let spans = self.trace(&id, &TimeRange::ALL)?;
+                if spans.iter().any(|row| span_matches(row, filter)) {
+                    kept.push((id, time));
+                }
+            }
+            traces = kept;
+        }
+        traces.truncate(filter.limit);
+        Ok(TraceHits {
+            traces,
+            partial: hits.len() >= search.limit,
+        })
+    }
+}
+
+/// Whether a stored span passes the span-level filters (name, status, service, attributes).
+fn span_matches(row: &SpanRow, filter: &TraceFilter) -> bool {
+    let status = row.span.status.as_ref().map_or(0, |s| s.code);
+    filter.name.as_deref().is_none_or(|n| n == row.span.name)
+        && filter.status.is_none_or(|s| s == status)
+        && filter.service.as_deref().is_none_or(|s| s == row.origin.service_name())
+        && filter.attributes.iter().all(|(key, value)| {
+            row.span
+                .attributes
+                .iter()
+                .chain(&row.origin.resource.attributes)
+                .any(|kv| &kv.key == key && kv.value.as_ref().is_some_and(|v| &fulltext::any_text(v) == value))
+        })
 }
 
 /// The time of a stored point (its metric holds exactly one).
