@@ -87,7 +87,7 @@ for protocol in http grpc; do
   rm -rf "$work/data"
   measure "Sift → WAL (fsync) → nop" "$protocol" -- "$target/sift" serve --config "$work/sift-nop.yaml" --data-dir "$work/data"
   rm -rf "$work/data"
-  measure "Sift default config (redaction → WAL → tail sampling → file)" "$protocol" -- "$target/sift" serve --data-dir "$work/data"
+  measure "Sift default config (redaction → WAL → tail sampling → storage + full-text)" "$protocol" -- "$target/sift" serve --data-dir "$work/data"
 done
 
 {

@@ -86,8 +86,8 @@ impl StorageError {
 /// A trace search: span-level filters (one span must match all of them) over a time range.
 #[derive(Debug, Clone)]
 pub struct TraceFilter {
-    /// Full-text query over spans (name, status message, event names, attributes; `status:error`,
-    /// `service:x`); a trace matches if one of its spans does.
+    /// Full-text query over spans (names, status messages, event names, span and event attribute
+    /// values; `status:error`, `service:x`), evaluated per trace: its spans together must match.
     pub query: Option<String>,
     /// The span's `service.name`.
     pub service: Option<String>,

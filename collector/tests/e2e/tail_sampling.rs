@@ -281,3 +281,83 @@ fn policies_change_at_run_time_by_put_and_sighup_and_decisions_are_reported() {
         == "not_sampled"));
     assert!(sift.terminate().success());
 }
+
+#[test]
+fn python_sdk_traces_errors_and_slow_kept_whole_and_the_rest_at_ten_percent() {
+    let config = String::from(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: { endpoint: 127.0.0.1:0 }\n      http: { endpoint: 127.0.0.1:0 }\n\
+         processors:\n  tail_sampling:\n    decision_wait: 1s\n    policies:\n\
+         \x20     - { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }\n\
+         \x20     - { name: slow, type: latency, latency: { threshold_ms: 500 } }\n\
+         \x20     - { name: rest, type: probabilistic, probabilistic: { sampling_percentage: 10 } }\n\
+         exporters:\n  file: {}\n  nop: {}\n\
+         service:\n  pipelines:\n\
+         \x20   traces: { receivers: [otlp], processors: [tail_sampling], exporters: [file] }\n\
+         \x20   logs: { receivers: [otlp], exporters: [nop] }\n\
+         \x20   metrics: { receivers: [otlp], exporters: [nop] }\n\
+         query:\n  endpoint: 127.0.0.1:0\n"
+    );
+    let sift = Sift::start(&config);
+    let args: Vec<String> = [
+        "--traces",
+        "2000",
+        "--logs-per-span",
+        "0",
+        "--error-every",
+        "20",
+        "--slow-every",
+        "20",
+        "--slow-ms",
+        "800",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let report = sift.sdk_report("grpc", &args);
+    let ids: Vec<String> = report["trace_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2000);
+    assert_eq!(report["spans"], 4000, "the SDK exported every span");
+    assert!(
+        eventually(Duration::from_secs(30), || decisions(&sift) == 2000.0),
+        "decisions: {}, pending {}, late {}, accepted {}",
+        decisions(&sift),
+        sift.metric("sift_sampling_traces_pending"),
+        sift.metric("sift_sampling_late_spans_total"),
+        sift.metric("sift_receiver_accepted_total{signal=\"traces\",protocol=\"grpc\"}"),
+    );
+    let stored_by_id = |sift: &Sift| {
+        let mut traces: HashMap<String, usize> = HashMap::new();
+        for request in sift.exported("traces") {
+            each(&request, &["resourceSpans", "scopeSpans", "spans"], &mut |s: &Value| {
+                *traces.entry(s["traceId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+            });
+        }
+        traces
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let stored = stored_by_id(&sift);
+            ids.iter()
+                .enumerate()
+                .filter(|(i, _)| i % 20 < 2)
+                .all(|(_, id)| stored.get(id) == Some(&2))
+        }),
+        "every error and slow trace stored whole"
+    );
+    let stored = stored_by_id(&sift);
+    assert!(stored.values().all(|n| *n == 2), "every stored trace is complete");
+    assert!(stored.keys().all(|id| ids.contains(id)), "nothing else stored");
+    let rest = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| i % 20 >= 2 && stored.contains_key(*id))
+        .count();
+    let share = rest as f64 / 1800.0 * 100.0;
+    eprintln!("python sdk: 100 error + 100 slow traces kept whole, {rest} of 1800 others kept ({share:.1}%)");
+    assert!((7.5..=12.5).contains(&share), "{share}% of the rest kept");
+}

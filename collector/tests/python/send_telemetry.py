@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
@@ -85,6 +86,9 @@ def main():
     parser.add_argument("--service", default="checkout")
     parser.add_argument("--attr", action="append", default=[], help="KEY=VALUE set on every span, log and point")
     parser.add_argument("--log-suffix", default="", help="text appended to every log body")
+    parser.add_argument("--error-every", type=int, default=5, help="trace i has an error span when i %% N == 0")
+    parser.add_argument("--slow-every", type=int, default=0, help="trace i lasts --slow-ms when i %% N == 1 (0: never)")
+    parser.add_argument("--slow-ms", type=int, default=800)
     args = parser.parse_args()
 
     extra = dict(kv.split("=", 1) for kv in args.attr)
@@ -106,9 +110,14 @@ def main():
     resource = Resource.create({"service.name": args.service, "deployment.environment": "test", **extra})
 
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(span_cls(endpoint=url("traces"), **grpc_opts, **kwargs)))
+    # Queues large enough for every item the script makes: the SDK drops silently beyond them.
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(span_cls(endpoint=url("traces"), **grpc_opts, **kwargs), max_queue_size=1 << 17)
+    )
     logger_provider = LoggerProvider(resource=resource)
-    logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_cls(endpoint=url("logs"), **grpc_opts, **kwargs)))
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(log_cls(endpoint=url("logs"), **grpc_opts, **kwargs), max_queue_size=1 << 17)
+    )
     reader = PeriodicExportingMetricReader(
         metric_cls(endpoint=url("metrics"), **grpc_opts, **kwargs), export_interval_millis=3_600_000
     )
@@ -125,10 +134,16 @@ def main():
     latency = meter.create_histogram("http.server.duration", unit="ms")
 
     for i in range(args.traces):
-        with tracer.start_as_current_span("POST /pay", attributes={"http.route": "/pay", "order.id": i, **extra}) as root:
+        # Slow traces get explicit timestamps instead of sleeping.
+        slow = args.slow_every > 0 and i % args.slow_every == 1
+        start = time.time_ns()
+        root_kwargs = {"start_time": start, "end_on_exit": not slow}
+        with tracer.start_as_current_span(
+            "POST /pay", attributes={"http.route": "/pay", "order.id": i, **extra}, **root_kwargs
+        ) as root:
             counts["trace_ids"].append(format(root.get_span_context().trace_id, "032x"))
             with tracer.start_as_current_span("SELECT orders", attributes={"db.system": "postgresql"}) as child:
-                if i % 5 == 0:
+                if args.error_every > 0 and i % args.error_every == 0:
                     child.set_status(Status(StatusCode.ERROR, "deadlock detected"))
                     child.add_event("exception", {"exception.message": "deadlock detected", **extra})
                 for j in range(args.logs_per_span):
@@ -137,6 +152,8 @@ def main():
             route = "/pay" if i % 2 else "/refund"
             requests.add(1, {"http.route": route, **extra})
             latency.record(10.0 + i, {"http.route": route, **extra})
+        if slow:
+            root.end(end_time=start + args.slow_ms * 1_000_000)
 
     tracer_provider.force_flush()
     logger_provider.force_flush()

@@ -166,6 +166,71 @@ impl PartitionIndex {
     }
 }
 
+/// Distinct values kept per attribute key in a trace's document.
+const VALUES_PER_KEY: usize = 32;
+
+/// The searchable text of one trace's spans in one part: span names, status messages and event
+/// names (each once), the distinct values of span and event attributes, statuses and services.
+/// Indexing a document per trace rather than per span keeps the index ~15x smaller; a query's
+/// words may then match different spans of the trace.
+#[derive(Debug, Default)]
+pub(crate) struct TraceText {
+    text: String,
+    lines: std::collections::HashSet<String>,
+    attributes: BTreeMap<String, Vec<Value>>,
+    /// 1 unset, 2 ok, 4 error.
+    statuses: u8,
+    services: BTreeSet<String>,
+    first: u64,
+}
+
+impl TraceText {
+    fn line(&mut self, line: &str) {
+        if !line.is_empty() && !self.lines.contains(line) {
+            self.lines.insert(line.to_owned());
+            self.text.push_str(line);
+            self.text.push('\n');
+        }
+    }
+
+    fn attributes(&mut self, attributes: &[KeyValue]) {
+        for kv in attributes {
+            let value = kv.value.as_ref().map_or(Value::Null, json_value);
+            let values = self.attributes.entry(kv.key.clone()).or_default();
+            if values.len() < VALUES_PER_KEY && !values.contains(&value) {
+                values.push(value);
+            }
+        }
+    }
+
+    /// Adds a span (of service `service`).
+    pub(crate) fn add(&mut self, service: &str, span: &Span) {
+        self.line(&span.name);
+        let status = span.status.as_ref().map_or(0, |s| s.code);
+        if let Some(s) = &span.status {
+            self.line(&s.message);
+        }
+        self.statuses |= match status {
+            1 => 2,
+            2 => 4,
+            _ => 1,
+        };
+        self.attributes(&span.attributes);
+        for event in &span.events {
+            self.line(&event.name);
+            self.attributes(&event.attributes);
+        }
+        if !self.services.contains(service) {
+            self.services.insert(service.to_owned());
+        }
+        self.first = if self.first == 0 {
+            span.start_time_unix_nano
+        } else {
+            self.first.min(span.start_time_unix_nano)
+        };
+    }
+}
+
 /// A log search: the user's full-text query plus structured filters.
 #[derive(Debug, Clone, Default)]
 pub struct LogSearch {
@@ -323,51 +388,48 @@ impl TextIndexes {
         Ok(())
     }
 
-    /// Indexes spans of one partition, stored in part `part` (spans are found by trace, so the
-    /// row numbers only keep documents distinct).
-    pub(crate) fn add_spans<'a>(
+    /// Indexes the text of traces whose spans are stored in part `part`: one document per trace
+    /// and part (span searches answer with traces).
+    pub(crate) fn add_traces<'a>(
         &self,
         hour: u64,
         part: u64,
-        first_row: u64,
-        spans: impl Iterator<Item = (&'a str, &'a Span)>,
+        traces: impl Iterator<Item = (&'a [u8; 16], &'a TraceText)>,
     ) -> Result<(), StorageError> {
         let mut partitions = self.lock();
         let partition = self.open(&mut partitions, hour)?;
         let writer = partition.writer()?;
         let f = &self.fields;
-        for (i, (service, span)) in spans.enumerate() {
+        for (i, (trace_id, text)) in traces.enumerate() {
             let mut doc = TantivyDocument::new();
-            doc.add_text(f.body, &span.name);
-            let status = span.status.clone().unwrap_or_default();
-            if !status.message.is_empty() {
-                doc.add_text(f.body, &status.message);
+            doc.add_text(f.body, &text.text);
+            if !text.attributes.is_empty() {
+                let object = text
+                    .attributes
+                    .iter()
+                    .map(|(k, values)| {
+                        let value = match values.as_slice() {
+                            [one] => owned(one),
+                            many => OwnedValue::Array(many.iter().map(owned).collect()),
+                        };
+                        (k.clone(), value)
+                    })
+                    .collect();
+                doc.add_object(f.attributes, object);
             }
-            let mut object = json_object(&span.attributes);
-            for event in &span.events {
-                doc.add_text(f.body, &event.name);
-                object.extend(json_object(&event.attributes));
+            for (bit, name) in [(1, "unset"), (2, "ok"), (4, "error")] {
+                if text.statuses & bit != 0 {
+                    doc.add_text(f.severity, name);
+                }
             }
-            if !object.is_empty() {
-                doc.add_object(
-                    f.attributes,
-                    object.iter().map(|(k, v)| (k.clone(), owned(v))).collect(),
-                );
+            doc.add_u64(f.severity_number, u64::from(text.statuses));
+            for service in &text.services {
+                doc.add_text(f.service, service);
             }
-            doc.add_text(
-                f.severity,
-                match status.code {
-                    1 => "ok",
-                    2 => "error",
-                    _ => "unset",
-                },
-            );
-            doc.add_u64(f.severity_number, u64::try_from(status.code).unwrap_or(0));
-            doc.add_text(f.service, service);
-            doc.add_text(f.trace_id, hex::encode(&span.trace_id));
-            doc.add_u64(f.time, span.start_time_unix_nano);
+            doc.add_text(f.trace_id, hex::encode(trace_id));
+            doc.add_u64(f.time, text.first);
             doc.add_u64(f.part, part);
-            doc.add_u64(f.row, first_row + i as u64);
+            doc.add_u64(f.row, i as u64);
             writer.add_document(doc)?;
         }
         partition.dirty = true;

@@ -25,7 +25,7 @@ use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::SignalKind;
 
-use self::fulltext::{Hit, TextIndexes};
+use self::fulltext::{Hit, TextIndexes, TraceText};
 use self::head::{BatchStats, HeadPartition};
 use self::manifest::{hour_of, partition_dir, sync_dir, Manifest, PartMeta, ServiceRows};
 use self::part::{equal_mask, PartReader};
@@ -137,13 +137,13 @@ fn or_now(time: u64, now: u64) -> u64 {
 
 /// A log record and its service, waiting to be indexed.
 type ServiceLog = (String, sift_proto::otlp::logs::v1::LogRecord);
-/// A span and its service, waiting to be indexed.
-type ServiceSpan = (String, sift_proto::otlp::trace::v1::Span);
+/// The searchable text of the traces of a batch, waiting to be indexed.
+type TraceTexts = HashMap<[u8; 16], TraceText>;
 
 /// Builders for one append, per (table, hour).
 #[derive(Default)]
 struct Pending {
-    spans: BTreeMap<u64, (SpanBuilder, BatchStats, Vec<ServiceSpan>)>,
+    spans: BTreeMap<u64, (SpanBuilder, BatchStats, TraceTexts)>,
     logs: BTreeMap<u64, (LogBuilder, BatchStats, Vec<ServiceLog>)>,
     metrics: BTreeMap<u64, (MetricBuilder, BatchStats)>,
     exemplars: BTreeMap<u64, (ExemplarBuilder, BatchStats)>,
@@ -160,7 +160,8 @@ impl Pending {
                     let (builder, stats, records) = self.spans.entry(hour_of(time)).or_default();
                     builder.append(origin, span);
                     stats.add(origin.service(), time);
-                    records.push((origin.service().to_owned(), span.clone()));
+                    let id: [u8; 16] = span.trace_id.as_slice().try_into().unwrap_or_default();
+                    records.entry(id).or_default().add(origin.service(), span);
                 });
             }
             SignalKind::Logs => {
@@ -307,8 +308,8 @@ impl LocalStore {
                 (head.id, first_row)
             };
             for (hour, (mut builder, stats, records)) in pending.spans {
-                let (part, first_row) = push(&mut state, Table::Spans, hour, builder.finish(), &stats);
-                span_jobs.push((hour, part, first_row, records));
+                let (part, _) = push(&mut state, Table::Spans, hour, builder.finish(), &stats);
+                span_jobs.push((hour, part, records));
             }
             for (hour, (mut builder, stats)) in pending.metrics {
                 push(&mut state, Table::Metrics, hour, builder.finish(), &stats);
@@ -325,9 +326,8 @@ impl LocalStore {
             self.logs
                 .add_logs(hour, part, first_row, records.iter().map(|(s, l)| (s.as_str(), l)))?;
         }
-        for (hour, part, first_row, records) in span_jobs {
-            self.spans
-                .add_spans(hour, part, first_row, records.iter().map(|(s, l)| (s.as_str(), l)))?;
+        for (hour, part, texts) in span_jobs {
+            self.spans.add_traces(hour, part, texts.iter())?;
         }
         Ok(added)
     }
@@ -464,10 +464,15 @@ impl LocalStore {
                     self.logs.commit()?;
                 }
                 Table::Spans => {
-                    let rows = decode_all(&batches, spans::rows)?;
-                    let services: Vec<&str> = rows.iter().map(|r| r.origin.service_name()).collect();
-                    self.spans
-                        .add_spans(hour, id, 0, services.into_iter().zip(rows.iter().map(|r| &r.span)))?;
+                    let mut texts = TraceTexts::new();
+                    for row in decode_all(&batches, spans::rows)? {
+                        let trace_id = row.span.trace_id.as_slice().try_into().unwrap_or_default();
+                        texts
+                            .entry(trace_id)
+                            .or_default()
+                            .add(row.origin.service_name(), &row.span);
+                    }
+                    self.spans.add_traces(hour, id, texts.iter())?;
                     self.spans.commit()?;
                 }
                 Table::Metrics | Table::Exemplars => {}
@@ -897,8 +902,8 @@ impl LocalStore {
             query: query.to_owned(),
             service: filter.service.clone(),
             range: filter.range,
-            // Hits are spans: ask for enough to find `limit` traces.
-            limit: filter.limit.saturating_mul(32).clamp(1, 100_000),
+            // Hits are (trace, part) documents: a trace may have several.
+            limit: filter.limit.saturating_mul(4).clamp(1, 100_000),
             ..LogSearch::default()
         };
         self.spans.validate(&search)?;
