@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 
 use crate::exporter;
 use crate::pipeline::Ingest;
-use crate::processor::tail_sampling::control::Samplers;
-use crate::processor::tail_sampling::sampler;
+use crate::processor::tail_sampling::control::{SamplerControl, Samplers};
+use crate::processor::tail_sampling::{follower, sampler};
 use crate::receiver;
 use crate::telemetry::Telemetry;
 
@@ -159,20 +159,44 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut samplers = JoinSet::new();
     let mut controls = Samplers::default();
     let mut feeds: BTreeMap<ComponentId, HashSet<String>> = BTreeMap::new();
-    for (pipeline_id, pipeline) in &config.pipelines {
+    // Traces pipelines first: logs pipelines with the same tail_sampling processor follow them.
+    let mut by_processor: BTreeMap<&ComponentId, Arc<SamplerControl>> = BTreeMap::new();
+    let mut ordered: Vec<_> = config.pipelines.iter().collect();
+    ordered.sort_by_key(|(id, _)| id.signal != "traces");
+    for (pipeline_id, pipeline) in ordered {
         let pipeline_name = pipeline_id.to_string();
         let sampling = pipeline.processors.iter().find_map(|p| match config.processors.get(p) {
-            Some(ProcessorConfig::TailSampling(sampling)) => Some(sampling.as_ref().clone()),
+            Some(ProcessorConfig::TailSampling(sampling)) => Some((p, sampling.as_ref().clone())),
             _ => None,
         });
         let feed = match sampling {
-            Some(sampling) => {
+            Some((processor, sampling)) if pipeline_id.signal == "traces" => {
                 let consumer = wal.consumer(&format!("sampler.{pipeline_name}"));
                 let control = sampler::control(&pipeline_name, &sampling);
                 controls.0.push(control.clone());
+                by_processor.insert(processor, control.clone());
                 samplers.spawn(sampler::run(
                     pipeline_name.clone(),
                     control,
+                    consumer,
+                    wal.appender(),
+                    telemetry.clone(),
+                    exporters_stop.clone(),
+                ));
+                sampler::sampled_tag(&pipeline_name)
+            }
+            Some((processor, sampling)) => {
+                let control = by_processor
+                    .get(processor)
+                    .cloned()
+                    .with_context(|| format!("{processor} in {pipeline_name} has no traces pipeline to follow"))?;
+                let consumer = wal.consumer(&format!("follower.{pipeline_name}"));
+                // A log may arrive before its trace's first span: wait for two decision waits.
+                let wait = sampling.decision_wait.0 * 2 + Duration::from_secs(1);
+                samplers.spawn(follower::run(
+                    pipeline_name.clone(),
+                    control,
+                    wait,
                     consumer,
                     wal.appender(),
                     telemetry.clone(),

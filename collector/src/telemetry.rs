@@ -101,6 +101,8 @@ pub struct Telemetry {
     /// Traces decided before their wait was over because the buffer was full or the trace too
     /// large (`sift_sampling_early_decisions_total`).
     pub sampling_early: Counter,
+    /// Log records dropped with their trace (`sift_sampling_logs_dropped_total`).
+    pub sampling_logs_dropped: Counter,
     /// Latency of the query endpoint's requests (`sift_query_duration_seconds`).
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
 }
@@ -219,6 +221,11 @@ impl Telemetry {
                 r,
                 "sift_sampling_late_spans",
                 "Spans that arrived after their trace was decided",
+            ),
+            sampling_logs_dropped: registered(
+                r,
+                "sift_sampling_logs_dropped",
+                "Log records dropped because their trace was not sampled",
             ),
             sampling_early: registered(
                 r,

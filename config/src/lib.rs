@@ -414,6 +414,7 @@ impl Config {
             );
         }
         let mut samplers: BTreeMap<&ComponentId, String> = BTreeMap::new();
+        let mut followers: Vec<(String, &ComponentId)> = Vec::new();
         for (id, pipeline) in &self.pipelines {
             let path = join("service.pipelines", &id.to_string());
             for (i, processor) in pipeline.processors.iter().enumerate() {
@@ -421,20 +422,32 @@ impl Config {
                     continue;
                 }
                 let at = format!("{}[{i}]", join(&path, "processors"));
-                if id.signal != "traces" {
-                    errors.push(ConfigError::new(
-                        &at,
-                        "tail_sampling works on traces pipelines (logs following traces is not available yet)",
-                    ));
-                } else if i + 1 != pipeline.processors.len() {
+                if i + 1 != pipeline.processors.len() {
                     errors.push(ConfigError::new(
                         &at,
                         "tail_sampling must be the last processor of its pipeline",
                     ));
                 }
-                if let Some(other) = samplers.insert(processor, id.to_string()) {
-                    errors.push(ConfigError::new(&at, format!("{processor} is already used by pipeline {other}; give each pipeline its own tail_sampling/<name>")));
+                match id.signal.as_str() {
+                    "traces" => {
+                        if let Some(other) = samplers.insert(processor, id.to_string()) {
+                            errors.push(ConfigError::new(&at, format!("{processor} is already used by pipeline {other}; give each pipeline its own tail_sampling/<name>")));
+                        }
+                    }
+                    "logs" => followers.push((at, processor)),
+                    _ => errors.push(ConfigError::new(
+                        &at,
+                        "tail_sampling works on traces pipelines, and on logs pipelines whose logs follow a traces pipeline's decisions",
+                    )),
                 }
+            }
+        }
+        for (at, processor) in followers {
+            if !samplers.contains_key(processor) {
+                errors.push(ConfigError::new(
+                    &at,
+                    format!("{processor} in a logs pipeline follows the decisions of a traces pipeline using the same processor, and no traces pipeline uses {processor}"),
+                ));
             }
         }
         for (id, receiver) in &self.receivers {

@@ -361,3 +361,86 @@ fn python_sdk_traces_errors_and_slow_kept_whole_and_the_rest_at_ten_percent() {
     eprintln!("python sdk: 100 error + 100 slow traces kept whole, {rest} of 1800 others kept ({share:.1}%)");
     assert!((7.5..=12.5).contains(&share), "{share}% of the rest kept");
 }
+
+#[test]
+fn logs_follow_their_traces_decisions() {
+    let config = String::from(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: { endpoint: 127.0.0.1:0 }\n      http: { endpoint: 127.0.0.1:0 }\n\
+         processors:\n  tail_sampling:\n    decision_wait: 500ms\n    policies:\n\
+         \x20     - { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }\n\
+         exporters:\n  file: {}\n  nop: {}\n\
+         service:\n  pipelines:\n\
+         \x20   traces: { receivers: [otlp], processors: [tail_sampling], exporters: [file] }\n\
+         \x20   logs: { receivers: [otlp], processors: [tail_sampling], exporters: [file] }\n\
+         \x20   metrics: { receivers: [otlp], exporters: [nop] }\n\
+         query:\n  endpoint: 127.0.0.1:0\n",
+    );
+    let sift = Sift::start(&config);
+    // A record without a trace id passes at once.
+    let plain = sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest {
+        resource_logs: vec![sift_proto::otlp::logs::v1::ResourceLogs {
+            scope_logs: vec![sift_proto::otlp::logs::v1::ScopeLogs {
+                log_records: vec![sift_proto::otlp::logs::v1::LogRecord {
+                    body: Some(sift_proto::otlp::common::v1::AnyValue {
+                        value: Some(sift_proto::otlp::common::v1::any_value::Value::StringValue(
+                            "no trace".into(),
+                        )),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(
+        sift.post_protobuf(&Client::new(), "/v1/logs", plain.encode_to_vec())
+            .status(),
+        200
+    );
+    // 20 traces with one log inside each; traces 0, 5, 10, 15 have an error span and are kept.
+    let report = sift.sdk_report("http", &["--traces".into(), "20".into()]);
+    let ids: Vec<String> = report["trace_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let logs_by_trace = |sift: &Sift| {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for request in sift.exported("logs") {
+            each(
+                &request,
+                &["resourceLogs", "scopeLogs", "logRecords"],
+                &mut |log: &Value| {
+                    out.entry(log["traceId"].as_str().unwrap_or("").to_owned())
+                        .or_default()
+                        .push(log["body"]["stringValue"].as_str().unwrap_or("").to_owned());
+                },
+            );
+        }
+        out
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || logs_by_trace(&sift).len() == 5),
+        "{:?}",
+        logs_by_trace(&sift)
+    );
+    // Wait past the longest hold (2 × decision wait + 1 s): dropped traces' logs stay dropped.
+    std::thread::sleep(Duration::from_millis(2500));
+    let logs = logs_by_trace(&sift);
+    assert_eq!(logs.get(""), Some(&vec!["no trace".to_owned()]), "no trace id: passes");
+    for (i, id) in ids.iter().enumerate() {
+        if i % 5 == 0 {
+            assert_eq!(
+                logs.get(id),
+                Some(&vec![format!("charged order {i} step 0")]),
+                "kept trace {i}"
+            );
+        } else {
+            assert_eq!(logs.get(id), None, "dropped trace {i}");
+        }
+    }
+    assert_eq!(logs.len(), 5);
+    assert_eq!(sift.metric("sift_sampling_logs_dropped_total"), 16.0);
+}

@@ -80,6 +80,11 @@ impl SamplerControl {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a recent trace was kept, if it was decided.
+    pub fn sampled(&self, id: &TraceId) -> Option<bool> {
+        self.state().cache.get(id).map(|r| r.sampled)
+    }
+
     /// The decision on a recent trace: decided (with policy and time) or pending.
     pub fn decision(&self, id: &TraceId) -> Option<sift_query::SamplingDecision> {
         let state = self.state();

@@ -5,6 +5,7 @@
 pub mod buffer;
 pub mod cache;
 pub mod control;
+pub mod follower;
 pub mod policy;
 pub mod sampler;
 pub mod trace;

@@ -227,25 +227,35 @@ impl Sampler {
         let items = Traces::item_count(&request);
         let body = Bytes::from(request.encode_to_vec());
         let entry = WalEntry::encode(SignalKind::Traces, &self.sampled_tag, items, &body);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.appender.append(entry.clone()).await {
-                Ok(_) => return true,
-                Err(e) => {
-                    tracing::warn!(pipeline = %self.pipeline, error = %e, "cannot write kept traces yet, will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        () = stopped(stop) => return false,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+        append_with_retry(&self.appender, entry, &self.pipeline, stop).await
+    }
+}
+
+/// Appends `entry` to the WAL, retrying while it is full; false if stopped first.
+pub(super) async fn append_with_retry(
+    appender: &WalAppender,
+    entry: Bytes,
+    pipeline: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match appender.append(entry.clone()).await {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(pipeline, error = %e, "cannot write sampled data yet, will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    () = stopped(stop) => return false,
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
 }
 
 /// Resolves once `stop` is set (holding no borrow of the flag afterwards).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
