@@ -103,6 +103,9 @@ pub struct Telemetry {
     pub sampling_early: Counter,
     /// Log records dropped with their trace (`sift_sampling_logs_dropped_total`).
     pub sampling_logs_dropped: Counter,
+    /// Seconds from a trace's due time (first span + `decision_wait`) to its decision
+    /// (`sift_sampling_decision_latency_seconds`).
+    pub sampling_decision_latency: Histogram,
     /// Latency of the query endpoint's requests (`sift_query_duration_seconds`).
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
 }
@@ -232,6 +235,15 @@ impl Telemetry {
                 "sift_sampling_early_decisions",
                 "Traces decided early because the buffer was full or the trace too large",
             ),
+            sampling_decision_latency: {
+                let histogram = query_histogram();
+                r.register(
+                    "sift_sampling_decision_latency_seconds",
+                    "Time from a trace's due time (first span + decision_wait) to its decision",
+                    histogram.clone(),
+                );
+                histogram
+            },
             query_duration: {
                 let family =
                     Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(query_histogram);

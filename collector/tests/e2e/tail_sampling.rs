@@ -159,6 +159,10 @@ fn errors_and_slow_traces_are_kept_whole_and_the_rest_at_ten_percent() {
         sift.metric("sift_sampling_decisions_total{decision=\"sampled\",policy=\"errors\"}"),
         100.0
     );
+    // Every due trace's decision latency is recorded (the tick is 100 ms).
+    assert_eq!(sift.metric("sift_sampling_decision_latency_seconds_count"), 2000.0);
+    let mean = sift.metric("sift_sampling_decision_latency_seconds_sum") / 2000.0;
+    eprintln!("decision latency after decision_wait: mean {:.1} ms", mean * 1000.0);
 }
 
 #[test]

@@ -192,7 +192,12 @@ impl Sampler {
         let now = Instant::now();
         let mut kept = std::mem::take(&mut self.late_kept);
         let policies = self.control.policies();
-        for (id, pending, _) in ready {
+        for (id, pending, reason) in ready {
+            if reason == Reason::Due {
+                self.telemetry
+                    .sampling_decision_latency
+                    .observe(now.saturating_duration_since(pending.due).as_secs_f64());
+            }
             let decision = decide(&policies, &pending.trace, now);
             let label = if decision.sampled { "sampled" } else { "not_sampled" };
             self.telemetry
