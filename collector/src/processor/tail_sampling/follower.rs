@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message;
 use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use sift_proto::otlp::common::v1::InstrumentationScope;
 use sift_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use sift_proto::otlp::resource::v1::Resource;
 use sift_proto::{Logs, Signal, SignalKind};
 use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
 use sift_storage::WalEntry;
@@ -25,19 +23,11 @@ use tokio::sync::watch;
 use super::buffer::TraceId;
 use super::control::SamplerControl;
 use super::sampler::{append_with_retry, sampled_tag, stopped};
+use super::trace::{group_by_origin, Origin};
 use crate::telemetry::Telemetry;
 
 /// How often waiting records are checked against decisions.
 const TICK: Duration = Duration::from_millis(100);
-
-/// The resource and scope of a group of records, shared by the records held from it.
-#[derive(Debug, PartialEq)]
-struct Origin {
-    resource: Option<Resource>,
-    resource_schema_url: String,
-    scope: Option<InstrumentationScope>,
-    scope_schema_url: String,
-}
 
 struct Held {
     trace: TraceId,
@@ -148,9 +138,9 @@ fn take_in(
         for rl in request.resource_logs {
             for sl in rl.scope_logs {
                 let origin = Arc::new(Origin {
-                    resource: rl.resource.clone(),
+                    resource: rl.resource.clone().unwrap_or_default(),
                     resource_schema_url: rl.schema_url.clone(),
-                    scope: sl.scope,
+                    scope: sl.scope.unwrap_or_default(),
                     scope_schema_url: sl.schema_url,
                 });
                 for log in sl.log_records {
@@ -172,23 +162,14 @@ fn take_in(
 
 /// A request holding `logs`, grouped back under their resources and scopes.
 fn request_of(logs: Vec<(Arc<Origin>, LogRecord)>) -> ExportLogsServiceRequest {
-    let mut groups: Vec<(Arc<Origin>, Vec<LogRecord>)> = Vec::new();
-    for (origin, log) in logs {
-        match groups
-            .iter_mut()
-            .find(|(o, _)| Arc::ptr_eq(o, &origin) || **o == *origin)
-        {
-            Some((_, group)) => group.push(log),
-            None => groups.push((origin, vec![log])),
-        }
-    }
+    let groups = group_by_origin(logs);
     ExportLogsServiceRequest {
         resource_logs: groups
             .into_iter()
             .map(|(origin, log_records)| ResourceLogs {
-                resource: origin.resource.clone(),
+                resource: Some(origin.resource.clone()),
                 scope_logs: vec![ScopeLogs {
-                    scope: origin.scope.clone(),
+                    scope: Some(origin.scope.clone()),
                     log_records,
                     schema_url: origin.scope_schema_url.clone(),
                 }],

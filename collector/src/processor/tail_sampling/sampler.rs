@@ -18,7 +18,7 @@ use prost::Message;
 use sift_config::TailSamplingConfig;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
 use sift_proto::{Signal, SignalKind, Traces};
 use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
 use sift_storage::WalEntry;
@@ -28,7 +28,7 @@ use super::buffer::{Buffer, Limits, Pending, Reason, TraceId};
 use super::cache::DecisionCache;
 use super::control::SamplerControl;
 use super::policy::{decide, ADJUSTED_COUNT};
-use super::trace::{Origin, TraceSpan};
+use super::trace::{group_by_origin, Origin, TraceSpan};
 use crate::telemetry::{DecisionLabels, Telemetry};
 
 /// The WAL tag of a pipeline's kept traces.
@@ -286,16 +286,7 @@ fn spans_of(request: ExportTraceServiceRequest) -> Vec<TraceSpan> {
 
 /// A request holding `spans`, grouped back under their resources and scopes.
 fn request_of(spans: Vec<TraceSpan>) -> ExportTraceServiceRequest {
-    let mut groups: Vec<(Arc<Origin>, Vec<Span>)> = Vec::new();
-    for span in spans {
-        match groups
-            .iter_mut()
-            .find(|(origin, _)| Arc::ptr_eq(origin, &span.origin) || **origin == *span.origin)
-        {
-            Some((_, group)) => group.push(span.span),
-            None => groups.push((span.origin, vec![span.span])),
-        }
-    }
+    let groups = group_by_origin(spans.into_iter().map(|s| (s.origin, s.span)));
     ExportTraceServiceRequest {
         resource_spans: groups
             .into_iter()

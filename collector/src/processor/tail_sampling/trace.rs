@@ -20,6 +20,22 @@ pub struct Origin {
     pub scope_schema_url: String,
 }
 
+/// Items grouped under their origins, in first-seen order (origins equal by value share a group):
+/// how kept spans or log records are put back into one request.
+pub fn group_by_origin<T>(items: impl IntoIterator<Item = (Arc<Origin>, T)>) -> Vec<(Arc<Origin>, Vec<T>)> {
+    let mut groups: Vec<(Arc<Origin>, Vec<T>)> = Vec::new();
+    for (origin, item) in items {
+        match groups
+            .iter_mut()
+            .find(|(o, _)| Arc::ptr_eq(o, &origin) || **o == *origin)
+        {
+            Some((_, group)) => group.push(item),
+            None => groups.push((origin, vec![item])),
+        }
+    }
+    groups
+}
+
 /// One buffered span with its origin.
 #[derive(Debug, Clone)]
 pub struct TraceSpan {
