@@ -178,6 +178,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 samplers.spawn(sampler::run(
                     pipeline_name.clone(),
                     control,
+                    wal.committed(),
                     consumer,
                     wal.appender(),
                     telemetry.clone(),

@@ -448,3 +448,56 @@ fn logs_follow_their_traces_decisions() {
     assert_eq!(logs.len(), 5);
     assert_eq!(sift.metric("sift_sampling_logs_dropped_total"), 16.0);
 }
+
+#[test]
+fn a_replay_after_sigkill_decides_nothing_twice() {
+    let config = String::from(
+        "receivers:\n  otlp:\n    protocols:\n      http: { endpoint: 127.0.0.1:0 }\n\
+         processors:\n  tail_sampling:\n    decision_wait: 3s\n    maximum_trace_size_bytes: 2000\n    policies:\n\
+         \x20     - { name: budget, type: rate_limiting, rate_limiting: { spans_per_second: 50 } }\n\
+         exporters:\n  file: {}\n\
+         service:\n  pipelines:\n\
+         \x20   traces: { receivers: [otlp], processors: [tail_sampling], exporters: [file] }\n\
+         query:\n  endpoint: 127.0.0.1:0\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut sift = Sift::start_in(dir.path(), &config);
+    // Trace 1000 is small and waits 3 s: the sampler's checkpoint stays before everything after it.
+    send(&sift, vec![span(1000, 0)]);
+    // Twenty large traces are decided at once (over maximum_trace_size_bytes); the rate limit keeps
+    // some and drops the rest.
+    for i in 0..20u64 {
+        let spans = (0..30)
+            .map(|n| {
+                let mut s = span(i, n);
+                s.name = "x".repeat(100);
+                s
+            })
+            .collect();
+        send(&sift, spans);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || decisions(&sift) == 20.0),
+        "{}",
+        decisions(&sift)
+    );
+    assert!(eventually(Duration::from_secs(10), || stored(&sift).len()
+        == sift.metric("sift_sampling_decisions_total{decision=\"sampled\",policy=\"budget\"}")
+            as usize));
+    let before = stored(&sift);
+    sift.kill();
+    sift.restart();
+    // The replay meets the twenty traces again, with their recorded decisions: only trace 1000 is
+    // decided in the new process.
+    assert!(
+        eventually(Duration::from_secs(10), || decisions(&sift) == 1.0),
+        "{}",
+        decisions(&sift)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(decisions(&sift), 1.0);
+    let after = stored(&sift);
+    for i in 0..20u64 {
+        assert_eq!(after.get(&i), before.get(&i), "trace {i} stored as before the crash");
+    }
+}

@@ -60,6 +60,7 @@ pub struct Buffer {
     traces: HashMap<TraceId, Pending>,
     arrival: VecDeque<TraceId>,
     total_bytes: usize,
+    enforcing: bool,
 }
 
 impl Buffer {
@@ -70,6 +71,7 @@ impl Buffer {
             traces: HashMap::new(),
             arrival: VecDeque::new(),
             total_bytes: 0,
+            enforcing: true,
         }
     }
 
@@ -93,7 +95,7 @@ impl Buffer {
         let is_root = span.span.parent_span_id.is_empty();
         let bytes = span.span.encoded_len();
         if !self.traces.contains_key(&id) {
-            while self.traces.len() >= self.limits.max_traces.max(1) {
+            while self.enforcing && self.traces.len() >= self.limits.max_traces.max(1) {
                 let Some(oldest) = self.arrival.pop_front() else { break };
                 if let Some(pending) = self.traces.remove(&oldest) {
                     self.total_bytes -= pending.bytes;
@@ -118,6 +120,9 @@ impl Buffer {
         if let (true, Some(after_root)) = (is_root, self.limits.after_root) {
             pending.due = pending.due.min(now + after_root);
         }
+        if !self.enforcing {
+            return out;
+        }
         if self.limits.max_trace_bytes > 0 && pending.bytes > self.limits.max_trace_bytes {
             let pending = self.remove(&id).expect("present");
             out.push((id, pending, Reason::TooLarge));
@@ -128,6 +133,49 @@ impl Buffer {
             };
             let pending = self.remove(&oldest).expect("arrival and traces agree");
             out.push((oldest, pending, Reason::Evicted));
+        }
+        out
+    }
+
+    /// Whether the limits apply.
+    pub fn is_enforcing(&self) -> bool {
+        self.enforcing
+    }
+
+    /// Turns the limits off (while replaying the WAL after a restart: decisions recorded later in
+    /// the log must be met before a trace is decided early) or back on.
+    pub fn set_enforcing(&mut self, on: bool) {
+        self.enforcing = on;
+    }
+
+    /// Applies the limits to what was buffered while they were off: traces over the size limit,
+    /// then the oldest while over the count or byte bound.
+    pub fn enforce(&mut self) -> Vec<(TraceId, Pending, Reason)> {
+        let mut out = Vec::new();
+        if self.limits.max_trace_bytes > 0 {
+            let big: Vec<TraceId> = self
+                .traces
+                .iter()
+                .filter(|(_, p)| p.bytes > self.limits.max_trace_bytes)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in big {
+                if let Some(pending) = self.remove(&id) {
+                    out.push((id, pending, Reason::TooLarge));
+                }
+            }
+        }
+        while self.traces.len() > self.limits.max_traces.max(1) || self.total_bytes > self.limits.max_total_bytes.max(1)
+        {
+            let Some(oldest) = self.arrival.front().copied() else {
+                break;
+            };
+            match self.remove(&oldest) {
+                Some(pending) => out.push((oldest, pending, Reason::Evicted)),
+                None => {
+                    self.arrival.pop_front();
+                }
+            }
         }
         out
     }
@@ -216,6 +264,34 @@ mod tests {
             max_trace_bytes: 0,
             max_total_bytes: usize::MAX,
         }
+    }
+
+    #[test]
+    fn limits_can_wait_for_the_end_of_a_replay() {
+        let mut buffer = Buffer::new(Limits {
+            max_trace_bytes: 150,
+            ..limits()
+        });
+        let t0 = Instant::now();
+        buffer.set_enforcing(false);
+        for trace in 1..=5u8 {
+            for s in 1..=4u8 {
+                assert!(buffer.insert(span(trace, s, s == 1), u64::from(trace), t0).is_empty());
+            }
+        }
+        // A recorded decision met during the replay takes trace 2 out before any limit applies.
+        assert!(buffer.remove(&[2; 16]).is_some());
+        assert_eq!(buffer.len(), 4, "over max_traces and max_trace_bytes while replaying");
+        buffer.set_enforcing(true);
+        let ready = buffer.enforce();
+        let reasons: Vec<(u8, Reason)> = ready.iter().map(|(id, _, r)| (id[0], *r)).collect();
+        assert_eq!(reasons.len(), 4, "every trace is over the size limit: {reasons:?}");
+        assert!(reasons.iter().all(|(_, r)| *r == Reason::TooLarge));
+        assert!(buffer.is_empty());
+        assert!(
+            ready.iter().all(|(_, p, _)| p.trace.spans.len() == 4),
+            "no trace was split"
+        );
     }
 
     #[test]

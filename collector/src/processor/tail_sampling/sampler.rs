@@ -6,9 +6,9 @@
 //! Durability: the sampler checkpoints at the WAL position of its oldest pending trace, so after a
 //! crash or a restart the pending traces are rebuilt by replaying from there. On replay, a kept
 //! trace's spans are met again after its `#sampled` entry, which is recognised: the trace is known
-//! as decided and not emitted twice. Known gap: not-sampled decisions are not recorded, so a trace
-//! dropped just before a crash is decided again on replay (deterministic policies agree; rate-based
-//! ones may not).
+//! as decided and not emitted twice. Dropped traces are recorded too (their ids under
+//! `<pipeline>#dropped`, which no exporter reads), so no trace is decided twice with different
+//! outcomes, even by rate-based policies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use prost::Message;
 use sift_config::TailSamplingConfig;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
+use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use sift_proto::{Signal, SignalKind, Traces};
 use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
 use sift_storage::WalEntry;
@@ -26,10 +26,16 @@ use tokio::sync::watch;
 
 use super::buffer::{Buffer, Limits, Pending, Reason, TraceId};
 use super::cache::DecisionCache;
-use super::control::SamplerControl;
-use super::policy::{decide, ADJUSTED_COUNT};
+use super::control::{SamplerControl, State};
+use super::policy::{decide, NamedPolicy, ADJUSTED_COUNT};
 use super::trace::{group_by_origin, Origin, TraceSpan};
 use crate::telemetry::{DecisionLabels, Telemetry};
+
+/// The WAL tag of a pipeline's dropped traces: a record of their ids only, so that a replay after
+/// a crash does not decide them again (a rate-based policy could decide differently).
+fn dropped_tag(pipeline: &str) -> String {
+    format!("{pipeline}#dropped")
+}
 
 /// The WAL tag of a pipeline's kept traces.
 pub fn sampled_tag(pipeline: &str) -> String {
@@ -58,11 +64,17 @@ const TICK: Duration = Duration::from_millis(100);
 struct Sampler {
     pipeline: String,
     sampled_tag: String,
+    dropped_tag: String,
     control: Arc<SamplerControl>,
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
-    /// Late spans of kept traces, sent on with the next emission.
-    late_kept: Vec<TraceSpan>,
+    /// Spans of kept traces (and late spans of kept traces), written with the next emission.
+    to_emit: Vec<TraceSpan>,
+    /// Dropped traces, recorded with the next emission.
+    to_drop: Vec<TraceId>,
+    /// The WAL's end when the sampler started: records before it are a replay, during which
+    /// traces are not decided early (their recorded decisions come later in the log).
+    replay_until: u64,
 }
 
 /// Runs the sampler of `pipeline` until the WAL is closed or `stop` is set. Pending traces are
@@ -70,6 +82,7 @@ struct Sampler {
 pub async fn run(
     pipeline: String,
     control: Arc<SamplerControl>,
+    replay_until: u64,
     mut consumer: WalConsumer,
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
@@ -77,21 +90,23 @@ pub async fn run(
 ) {
     let mut sampler = Sampler {
         sampled_tag: sampled_tag(&pipeline),
+        dropped_tag: dropped_tag(&pipeline),
         pipeline,
         control,
         appender,
         telemetry,
-        late_kept: Vec::new(),
+        to_emit: Vec::new(),
+        to_drop: Vec::new(),
+        replay_until,
     };
     let mut tick = tokio::time::interval(TICK);
     let mut read_end: Option<u64> = None;
     loop {
-        let mut ready = Vec::new();
         tokio::select! {
             batch = consumer.next_batch(4 << 20) => match batch {
                 Ok(Some(records)) => {
                     read_end = records.last().map(|r| r.end).or(read_end);
-                    ready = sampler.take_in(&records);
+                    sampler.take_in(&records);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -102,8 +117,8 @@ pub async fn run(
             _ = tick.tick() => {}
             () = stopped(&mut stop) => break,
         }
-        ready.extend(sampler.control.state().buffer.take_due(Instant::now()));
-        if !sampler.emit(ready, &mut stop).await {
+        sampler.decide_due();
+        if !sampler.emit(&mut stop).await {
             // Decided but not written: leave the checkpoint where it is, so a restart redoes them.
             read_end = None;
             break;
@@ -135,14 +150,25 @@ pub async fn run(
 }
 
 impl Sampler {
-    /// Buffers the spans of `records` (late spans of kept traces go to `late_kept`); returns the
-    /// traces that must be decided now (buffer full or trace too large).
-    fn take_in(&mut self, records: &[WalRecord]) -> Vec<(TraceId, Pending, Reason)> {
+    /// Buffers the spans of `records`. Late spans of kept traces are queued for writing; traces
+    /// that must be decided at once (buffer full, trace too large) are, so that the rest of their
+    /// spans in the same batch already follow the decision.
+    fn take_in(&mut self, records: &[WalRecord]) {
         let now = Instant::now();
-        let mut ready = Vec::new();
+        let policies = self.control.policies();
         let control = self.control.clone();
         let mut state = control.state();
         for record in records {
+            let replaying = record.end <= self.replay_until;
+            if state.buffer.is_enforcing() == replaying {
+                state.buffer.set_enforcing(!replaying);
+                if !replaying {
+                    for ready in state.buffer.enforce() {
+                        self.telemetry.sampling_early.inc();
+                        self.decide(&mut state, ready, &policies, now);
+                    }
+                }
+            }
             let Ok(entry) = WalEntry::decode(&record.payload) else {
                 continue;
             };
@@ -150,7 +176,8 @@ impl Sampler {
                 continue;
             }
             let is_own_output = entry.pipeline == self.sampled_tag;
-            if !is_own_output && entry.pipeline != self.pipeline {
+            let is_dropped_record = entry.pipeline == self.dropped_tag;
+            if !is_own_output && !is_dropped_record && entry.pipeline != self.pipeline {
                 continue;
             }
             let Ok(request) = ExportTraceServiceRequest::decode(entry.body.clone()) else {
@@ -161,6 +188,14 @@ impl Sampler {
                 let Ok(id) = TraceId::try_from(span.span.trace_id.as_slice()) else {
                     continue;
                 };
+                if is_dropped_record {
+                    // Replay after a restart: this trace was dropped before.
+                    state.buffer.remove(&id);
+                    if state.cache.get(&id).is_none() {
+                        state.remember(id, false, "replayed");
+                    }
+                    continue;
+                }
                 if is_own_output {
                     // Our own output read back. After a restart (no decision remembered) it
                     // means this trace was kept and emitted before: do not decide it again.
@@ -173,56 +208,96 @@ impl Sampler {
                 if let Some(decision) = state.cache.get(&id) {
                     self.telemetry.sampling_late_spans.inc();
                     if decision.sampled {
-                        self.late_kept.push(span);
+                        self.to_emit.push(span);
                     }
                     continue;
                 }
-                for (trace, pending, reason) in state.buffer.insert(span, record.position, now) {
+                for ready in state.buffer.insert(span, record.position, now) {
                     self.telemetry.sampling_early.inc();
-                    ready.push((trace, pending, reason));
+                    self.decide(&mut state, ready, &policies, now);
                 }
             }
         }
-        ready
     }
 
-    /// Decides the traces and appends the kept ones, with the late spans of kept traces, to the
-    /// WAL. Returns false if stopped before the append succeeded.
-    async fn emit(&mut self, ready: Vec<(TraceId, Pending, Reason)>, stop: &mut watch::Receiver<bool>) -> bool {
+    /// Decides every trace whose wait is over.
+    fn decide_due(&mut self) {
         let now = Instant::now();
-        let mut kept = std::mem::take(&mut self.late_kept);
         let policies = self.control.policies();
-        for (id, pending, reason) in ready {
-            if reason == Reason::Due {
-                self.telemetry
-                    .sampling_decision_latency
-                    .observe(now.saturating_duration_since(pending.due).as_secs_f64());
-            }
-            let decision = decide(&policies, &pending.trace, now);
-            let label = if decision.sampled { "sampled" } else { "not_sampled" };
+        let control = self.control.clone();
+        let mut state = control.state();
+        for ready in state.buffer.take_due(now) {
+            self.decide(&mut state, ready, &policies, now);
+        }
+    }
+
+    /// Decides one trace, remembers the decision and queues what must be written.
+    fn decide(
+        &mut self,
+        state: &mut State,
+        (id, pending, reason): (TraceId, Pending, Reason),
+        policies: &[NamedPolicy],
+        now: Instant,
+    ) {
+        if reason == Reason::Due {
             self.telemetry
-                .sampling_decisions
-                .get_or_create(&DecisionLabels {
-                    decision: label.to_owned(),
-                    policy: decision.policy.clone(),
-                })
-                .inc();
-            self.control.state().remember(id, decision.sampled, &decision.policy);
-            if decision.sampled {
-                let mut spans = pending.trace.spans;
-                if decision.probability > 0.0 && decision.probability < 1.0 {
-                    let adjusted = 1.0 / decision.probability;
-                    for span in &mut spans {
-                        span.span.attributes.push(KeyValue {
-                            key: ADJUSTED_COUNT.to_owned(),
-                            value: Some(AnyValue {
-                                value: Some(any_value::Value::DoubleValue(adjusted)),
-                            }),
-                            ..Default::default()
-                        });
-                    }
-                }
-                kept.extend(spans);
+                .sampling_decision_latency
+                .observe(now.saturating_duration_since(pending.due).as_secs_f64());
+        }
+        let decision = decide(policies, &pending.trace, now);
+        let label = if decision.sampled { "sampled" } else { "not_sampled" };
+        self.telemetry
+            .sampling_decisions
+            .get_or_create(&DecisionLabels {
+                decision: label.to_owned(),
+                policy: decision.policy.clone(),
+            })
+            .inc();
+        state.remember(id, decision.sampled, &decision.policy);
+        if !decision.sampled {
+            self.to_drop.push(id);
+            return;
+        }
+        let mut spans = pending.trace.spans;
+        if decision.probability > 0.0 && decision.probability < 1.0 {
+            let adjusted = 1.0 / decision.probability;
+            for span in &mut spans {
+                span.span.attributes.push(KeyValue {
+                    key: ADJUSTED_COUNT.to_owned(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::DoubleValue(adjusted)),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        self.to_emit.extend(spans);
+    }
+
+    /// Appends the kept spans (with late spans of kept traces) and the ids of dropped traces to
+    /// the WAL. Returns false if stopped before the appends succeeded.
+    async fn emit(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let kept = std::mem::take(&mut self.to_emit);
+        let dropped: Vec<Span> = std::mem::take(&mut self.to_drop)
+            .into_iter()
+            .map(|id| Span {
+                trace_id: id.to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        if !dropped.is_empty() {
+            let request = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: dropped,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let entry = WalEntry::encode(SignalKind::Traces, &self.dropped_tag, 0, &request.encode_to_vec());
+            if !append_with_retry(&self.appender, entry, &self.pipeline, stop).await {
+                return false;
             }
         }
         if kept.is_empty() {
