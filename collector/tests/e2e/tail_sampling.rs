@@ -147,14 +147,32 @@ fn errors_and_slow_traces_are_kept_whole_and_the_rest_at_ten_percent() {
 
     // Late spans follow the decision.
     let dropped = (2..2000u64).find(|i| i % 20 >= 2 && !traces.contains_key(i)).unwrap();
-    send(&sift, vec![span(0, 7), span(dropped, 7)]);
+    let kept_by_share = (2..2000u64).find(|i| i % 20 >= 2 && traces.contains_key(i)).unwrap();
+    send(&sift, vec![span(0, 7), span(dropped, 7), span(kept_by_share, 7)]);
     assert!(
-        eventually(Duration::from_secs(5), || stored(&sift).get(&0) == Some(&4)),
-        "late span of a kept trace"
+        eventually(Duration::from_secs(5), || stored(&sift).get(&0) == Some(&4)
+            && stored(&sift).get(&kept_by_share) == Some(&4)),
+        "late spans of kept traces"
     );
     std::thread::sleep(Duration::from_millis(500));
     assert!(!stored(&sift).contains_key(&dropped), "late span of a dropped trace");
-    assert_eq!(sift.metric("sift_sampling_late_spans_total"), 2.0);
+    assert_eq!(sift.metric("sift_sampling_late_spans_total"), 3.0);
+    // The late span of a trace kept by the 10% share stands for 10 as well.
+    let mut late_adjusted = None;
+    for request in sift.exported("traces") {
+        each(&request, &["resourceSpans", "scopeSpans", "spans"], &mut |s: &Value| {
+            let id = hex::decode(s["traceId"].as_str().unwrap()).unwrap();
+            let late = s["spanId"].as_str() == Some(&format!("{:016x}", kept_by_share * 10 + 8));
+            if late && u64::from_be_bytes(id[..8].try_into().unwrap()) == kept_by_share {
+                late_adjusted = s["attributes"].as_array().and_then(|a| {
+                    a.iter()
+                        .find(|kv| kv["key"] == "sampling.adjusted_count")
+                        .and_then(|kv| kv["value"]["doubleValue"].as_f64())
+                });
+            }
+        });
+    }
+    assert_eq!(late_adjusted, Some(10.0));
     assert_eq!(
         sift.metric("sift_sampling_decisions_total{decision=\"sampled\",policy=\"errors\"}"),
         100.0

@@ -8,10 +8,12 @@ use std::time::SystemTime;
 use super::buffer::TraceId;
 
 /// A remembered decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Remembered {
     /// Kept or not.
     pub sampled: bool,
+    /// The probability that kept it (1 unless a probabilistic share did; see `Decision`).
+    pub probability: f64,
     /// The deciding policy.
     pub policy: String,
     /// When.
@@ -88,6 +90,7 @@ mod tests {
     fn decision(sampled: bool, policy: &str) -> Remembered {
         Remembered {
             sampled,
+            probability: 1.0,
             policy: policy.to_owned(),
             decided_at: SystemTime::UNIX_EPOCH,
         }

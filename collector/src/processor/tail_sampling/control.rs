@@ -19,11 +19,12 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn remember(&mut self, id: TraceId, sampled: bool, policy: &str) {
+    pub(crate) fn remember(&mut self, id: TraceId, sampled: bool, probability: f64, policy: &str) {
         self.cache.insert(
             id,
             Remembered {
                 sampled,
+                probability,
                 policy: policy.to_owned(),
                 decided_at: std::time::SystemTime::now(),
             },

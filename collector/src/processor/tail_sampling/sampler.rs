@@ -192,7 +192,7 @@ impl Sampler {
                     // Replay after a restart: this trace was dropped before.
                     state.buffer.remove(&id);
                     if state.cache.get(&id).is_none() {
-                        state.remember(id, false, "replayed");
+                        state.remember(id, false, 1.0, "replayed");
                     }
                     continue;
                 }
@@ -201,13 +201,15 @@ impl Sampler {
                     // means this trace was kept and emitted before: do not decide it again.
                     state.buffer.remove(&id);
                     if state.cache.get(&id).is_none() {
-                        state.remember(id, true, "replayed");
+                        state.remember(id, true, 1.0, "replayed");
                     }
                     continue;
                 }
                 if let Some(decision) = state.cache.get(&id) {
                     self.telemetry.sampling_late_spans.inc();
                     if decision.sampled {
+                        let mut span = span;
+                        mark_adjusted(&mut span, decision.probability);
                         self.to_emit.push(span);
                     }
                     continue;
@@ -253,23 +255,14 @@ impl Sampler {
                 policy: decision.policy.clone(),
             })
             .inc();
-        state.remember(id, decision.sampled, &decision.policy);
+        state.remember(id, decision.sampled, decision.probability, &decision.policy);
         if !decision.sampled {
             self.to_drop.push(id);
             return;
         }
         let mut spans = pending.trace.spans;
-        if decision.probability > 0.0 && decision.probability < 1.0 {
-            let adjusted = 1.0 / decision.probability;
-            for span in &mut spans {
-                span.span.attributes.push(KeyValue {
-                    key: ADJUSTED_COUNT.to_owned(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::DoubleValue(adjusted)),
-                    }),
-                    ..Default::default()
-                });
-            }
+        for span in &mut spans {
+            mark_adjusted(span, decision.probability);
         }
         self.to_emit.extend(spans);
     }
@@ -308,6 +301,19 @@ impl Sampler {
         let body = Bytes::from(request.encode_to_vec());
         let entry = WalEntry::encode(SignalKind::Traces, &self.sampled_tag, items, &body);
         append_with_retry(&self.appender, entry, &self.pipeline, stop).await
+    }
+}
+
+/// Gives a span kept with `probability` < 1 the number of traces it stands for.
+fn mark_adjusted(span: &mut TraceSpan, probability: f64) {
+    if probability > 0.0 && probability < 1.0 {
+        span.span.attributes.push(KeyValue {
+            key: ADJUSTED_COUNT.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::DoubleValue(1.0 / probability)),
+            }),
+            ..Default::default()
+        });
     }
 }
 
