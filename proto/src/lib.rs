@@ -5,8 +5,10 @@
 //! - [`json`]: Sift's own OTLP/JSON codec (lenient where the mapping allows, never silently lossy).
 //! - [`status`]: `google.rpc.Status` and `RetryInfo` for error bodies and retry advice.
 //! - [`RawCodec`]: a tonic codec that passes OTLP message bytes through untouched.
+//! - [`civil`]: calendar dates ⇄ epoch days (partition names, RFC 3339).
 #![warn(missing_docs)]
 
+pub mod civil;
 mod grpc_codec;
 pub mod json;
 mod signal;

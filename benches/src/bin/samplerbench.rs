@@ -8,7 +8,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -17,7 +16,8 @@ use serde_json::json;
 use sift_benches::{generate, Rng, Shape};
 use sift_collector::processor::tail_sampling::buffer::{Buffer, Limits};
 use sift_collector::processor::tail_sampling::policy::{build, decide};
-use sift_collector::processor::tail_sampling::trace::{Origin, TraceSpan};
+use sift_collector::processor::tail_sampling::sampler::spans_of;
+use sift_collector::processor::tail_sampling::trace::TraceSpan;
 use sift_config::TailSamplingConfig;
 
 struct Counting;
@@ -80,20 +80,7 @@ fn main() -> anyhow::Result<()> {
     while spans.len() < args.spans {
         let request = generate(&mut rng, 4096, &Shape::default()).traces;
         encoded += request.encoded_len();
-        for rs in request.resource_spans {
-            for ss in rs.scope_spans {
-                let origin = Arc::new(Origin {
-                    resource: rs.resource.clone().unwrap_or_default(),
-                    resource_schema_url: rs.schema_url.clone(),
-                    scope: ss.scope.unwrap_or_default(),
-                    scope_schema_url: ss.schema_url,
-                });
-                spans.extend(ss.spans.into_iter().map(|span| TraceSpan {
-                    span,
-                    origin: origin.clone(),
-                }));
-            }
-        }
+        spans.extend(spans_of(request));
     }
     let n = spans.len();
     let span_bytes = LIVE.load(Ordering::Relaxed) - before_spans - spans.capacity() * std::mem::size_of::<TraceSpan>();

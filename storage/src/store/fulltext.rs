@@ -628,14 +628,7 @@ pub(crate) fn parse_hour(name: &str) -> Option<u64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 {
         return None;
     }
-    // days-from-civil (Howard Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = sift_proto::civil::days_from_civil(year, month as u32, day as u32);
     u64::try_from(days).ok().map(|d| d * 24 + hour)
 }
 

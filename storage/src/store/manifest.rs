@@ -124,18 +124,9 @@ pub(crate) fn partition_dir(root: &Path, table: Table, hour: u64) -> PathBuf {
     root.join(table.as_str()).join(hour_name(hour))
 }
 
-/// The UTC hour as `yyyy-mm-ddThh` (civil-from-days, Howard Hinnant's algorithm).
+/// The UTC hour as `yyyy-mm-ddThh`.
 pub(crate) fn hour_name(hour: u64) -> String {
-    let days = (hour / 24) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = sift_proto::civil::civil_from_days((hour / 24) as i64);
     format!("{year:04}-{month:02}-{day:02}T{:02}", hour % 24)
 }
 

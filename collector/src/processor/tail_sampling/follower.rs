@@ -92,26 +92,23 @@ pub async fn run(
                 break;
             }
         }
-        if let Some(end) = read_end {
-            let position = held
-                .iter()
-                .map(|h| h.position)
-                .min()
-                .map_or(end, |oldest| oldest.min(end));
-            if let Err(e) = consumer.commit(position, false) {
-                tracing::error!(pipeline = %pipeline, error = %e, "cannot store the log follower's checkpoint");
-            }
-        }
+        checkpoint(&mut consumer, &pipeline, &held, read_end, false);
     }
-    if let Some(end) = read_end {
-        let position = held
-            .iter()
-            .map(|h| h.position)
-            .min()
-            .map_or(end, |oldest| oldest.min(end));
-        if let Err(e) = consumer.commit(position, true) {
-            tracing::error!(pipeline = %pipeline, error = %e, "cannot store the log follower's checkpoint");
-        }
+    checkpoint(&mut consumer, &pipeline, &held, read_end, true);
+}
+
+/// Moves the checkpoint to the oldest held record, or to what was read if nothing is held.
+fn checkpoint(consumer: &mut WalConsumer, pipeline: &str, held: &[Held], read_end: Option<u64>, force: bool) {
+    let Some(end) = read_end else {
+        return;
+    };
+    let position = held
+        .iter()
+        .map(|h| h.position)
+        .min()
+        .map_or(end, |oldest| oldest.min(end));
+    if let Err(e) = consumer.commit(position, force) {
+        tracing::error!(pipeline, error = %e, "cannot store the log follower's checkpoint");
     }
 }
 

@@ -346,7 +346,7 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// The spans of a request, each with its (shared) origin.
-fn spans_of(request: ExportTraceServiceRequest) -> Vec<TraceSpan> {
+pub fn spans_of(request: ExportTraceServiceRequest) -> Vec<TraceSpan> {
     let mut out = Vec::new();
     for rs in request.resource_spans {
         for ss in rs.scope_spans {

@@ -3,22 +3,12 @@
 
 use std::sync::Arc;
 
-use sift_proto::otlp::common::v1::{AnyValue, InstrumentationScope};
-use sift_proto::otlp::resource::v1::Resource;
+use sift_proto::otlp::common::v1::AnyValue;
 use sift_proto::otlp::trace::v1::Span;
 
-/// Where a span came from: its resource and instrumentation scope, with their schema URLs.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Origin {
-    /// The resource.
-    pub resource: Resource,
-    /// `ResourceSpans.schema_url`.
-    pub resource_schema_url: String,
-    /// The scope.
-    pub scope: InstrumentationScope,
-    /// `ScopeSpans.schema_url`.
-    pub scope_schema_url: String,
-}
+/// Where a span came from: its resource and instrumentation scope, with their schema URLs (the
+/// same type the store reads rows back with).
+pub use sift_storage::Origin;
 
 /// Items grouped under their origins, in first-seen order (origins equal by value share a group):
 /// how kept spans or log records are put back into one request.
