@@ -116,16 +116,7 @@ impl<'o> Obj<'o> {
         if items.is_empty() {
             return self;
         }
-        self.raw(key, |out| {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                encode(item, out);
-            }
-            out.push(']');
-        })
+        self.raw(key, |out| array(items, encode, out))
     }
     fn message<T>(self, key: &str, item: Option<&T>, encode: impl Fn(&T, &mut String)) -> Self {
         match item {
