@@ -251,7 +251,8 @@ fn every_endpoint_returns_what_the_python_sdk_sent_across_a_restart() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a hex trace id"));
 }
 
-fn log_request(trace_id: &[u8], span_id: &[u8], time: u64, body: &str) -> ExportLogsServiceRequest {
+/// A logs request of one WARN record (ids may be empty).
+pub fn log_request(trace_id: &[u8], span_id: &[u8], time: u64, body: &str) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             scope_logs: vec![ScopeLogs {

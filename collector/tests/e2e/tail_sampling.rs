@@ -399,22 +399,7 @@ fn logs_follow_their_traces_decisions() {
     );
     let sift = Sift::start(&config);
     // A record without a trace id passes at once.
-    let plain = sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest {
-        resource_logs: vec![sift_proto::otlp::logs::v1::ResourceLogs {
-            scope_logs: vec![sift_proto::otlp::logs::v1::ScopeLogs {
-                log_records: vec![sift_proto::otlp::logs::v1::LogRecord {
-                    body: Some(sift_proto::otlp::common::v1::AnyValue {
-                        value: Some(sift_proto::otlp::common::v1::any_value::Value::StringValue(
-                            "no trace".into(),
-                        )),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let plain = crate::query::log_request(&[], &[], 0, "no trace");
     assert_eq!(
         sift.post_protobuf(&Client::new(), "/v1/logs", plain.encode_to_vec())
             .status(),

@@ -347,89 +347,80 @@ impl TextIndexes {
         Ok(())
     }
 
-    /// Indexes log records of one partition, stored in part `part` from row `first_row` on.
-    pub(crate) fn add_logs<'a>(
+    /// The document of a log record (its part and row are set by [`Self::add_documents`]).
+    pub(crate) fn log_document(&self, service: &str, log: &LogRecord) -> TantivyDocument {
+        let f = &self.fields;
+        let mut doc = TantivyDocument::new();
+        if let Some(body) = &log.body {
+            doc.add_text(f.body, any_text(body));
+        }
+        if !log.attributes.is_empty() {
+            let object = json_object(&log.attributes);
+            doc.add_object(
+                f.attributes,
+                object.iter().map(|(k, v)| (k.clone(), owned(v))).collect(),
+            );
+        }
+        if !log.severity_text.is_empty() {
+            doc.add_text(f.severity, &log.severity_text);
+        }
+        doc.add_u64(f.severity_number, u64::try_from(log.severity_number).unwrap_or(0));
+        doc.add_text(f.service, service);
+        if log.trace_id.len() == 16 {
+            doc.add_text(f.trace_id, hex::encode(&log.trace_id));
+        }
+        doc.add_u64(f.time, crate::columnar::logs::effective_time(log));
+        doc
+    }
+
+    /// The document of a trace's spans in one part (span searches answer with traces).
+    pub(crate) fn trace_document(&self, trace_id: &[u8; 16], text: &TraceText) -> TantivyDocument {
+        let f = &self.fields;
+        let mut doc = TantivyDocument::new();
+        doc.add_text(f.body, &text.text);
+        if !text.attributes.is_empty() {
+            let object = text
+                .attributes
+                .iter()
+                .map(|(k, values)| {
+                    let value = match values.as_slice() {
+                        [one] => owned(one),
+                        many => OwnedValue::Array(many.iter().map(owned).collect()),
+                    };
+                    (k.clone(), value)
+                })
+                .collect();
+            doc.add_object(f.attributes, object);
+        }
+        for (bit, name) in [(1, "unset"), (2, "ok"), (4, "error")] {
+            if text.statuses & bit != 0 {
+                doc.add_text(f.severity, name);
+            }
+        }
+        doc.add_u64(f.severity_number, u64::from(text.statuses));
+        for service in &text.services {
+            doc.add_text(f.service, service);
+        }
+        doc.add_text(f.trace_id, hex::encode(trace_id));
+        doc.add_u64(f.time, text.first);
+        doc
+    }
+
+    /// Indexes documents of one partition, stored in part `part` from row `first_row` on.
+    pub(crate) fn add_documents(
         &self,
         hour: u64,
         part: u64,
         first_row: u64,
-        records: impl Iterator<Item = (&'a str, &'a LogRecord)>,
+        docs: impl IntoIterator<Item = TantivyDocument>,
     ) -> Result<(), StorageError> {
         let mut partitions = self.lock();
         let partition = self.open(&mut partitions, hour)?;
         let writer = partition.writer()?;
         let f = &self.fields;
-        for (i, (service, log)) in records.enumerate() {
-            let mut doc = TantivyDocument::new();
-            if let Some(body) = &log.body {
-                doc.add_text(f.body, any_text(body));
-            }
-            if !log.attributes.is_empty() {
-                let object = json_object(&log.attributes);
-                doc.add_object(
-                    f.attributes,
-                    object.iter().map(|(k, v)| (k.clone(), owned(v))).collect(),
-                );
-            }
-            if !log.severity_text.is_empty() {
-                doc.add_text(f.severity, &log.severity_text);
-            }
-            doc.add_u64(f.severity_number, u64::try_from(log.severity_number).unwrap_or(0));
-            doc.add_text(f.service, service);
-            if log.trace_id.len() == 16 {
-                doc.add_text(f.trace_id, hex::encode(&log.trace_id));
-            }
-            doc.add_u64(f.time, crate::columnar::logs::effective_time(log));
+        for (i, mut doc) in docs.into_iter().enumerate() {
             doc.add_u64(f.part, part);
             doc.add_u64(f.row, first_row + i as u64);
-            writer.add_document(doc)?;
-        }
-        partition.dirty = true;
-        Ok(())
-    }
-
-    /// Indexes the text of traces whose spans are stored in part `part`: one document per trace
-    /// and part (span searches answer with traces).
-    pub(crate) fn add_traces<'a>(
-        &self,
-        hour: u64,
-        part: u64,
-        traces: impl Iterator<Item = (&'a [u8; 16], &'a TraceText)>,
-    ) -> Result<(), StorageError> {
-        let mut partitions = self.lock();
-        let partition = self.open(&mut partitions, hour)?;
-        let writer = partition.writer()?;
-        let f = &self.fields;
-        for (i, (trace_id, text)) in traces.enumerate() {
-            let mut doc = TantivyDocument::new();
-            doc.add_text(f.body, &text.text);
-            if !text.attributes.is_empty() {
-                let object = text
-                    .attributes
-                    .iter()
-                    .map(|(k, values)| {
-                        let value = match values.as_slice() {
-                            [one] => owned(one),
-                            many => OwnedValue::Array(many.iter().map(owned).collect()),
-                        };
-                        (k.clone(), value)
-                    })
-                    .collect();
-                doc.add_object(f.attributes, object);
-            }
-            for (bit, name) in [(1, "unset"), (2, "ok"), (4, "error")] {
-                if text.statuses & bit != 0 {
-                    doc.add_text(f.severity, name);
-                }
-            }
-            doc.add_u64(f.severity_number, u64::from(text.statuses));
-            for service in &text.services {
-                doc.add_text(f.service, service);
-            }
-            doc.add_text(f.trace_id, hex::encode(trace_id));
-            doc.add_u64(f.time, text.first);
-            doc.add_u64(f.part, part);
-            doc.add_u64(f.row, i as u64);
             writer.add_document(doc)?;
         }
         partition.dirty = true;

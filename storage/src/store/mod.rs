@@ -135,8 +135,8 @@ fn or_now(time: u64, now: u64) -> u64 {
     }
 }
 
-/// A log record and its service, waiting to be indexed.
-type ServiceLog = (String, sift_proto::otlp::logs::v1::LogRecord);
+/// Index documents of the log records of a batch, in row order, waiting for their part id.
+type LogDocuments = Vec<tantivy::TantivyDocument>;
 /// The searchable text of the traces of a batch, waiting to be indexed.
 type TraceTexts = HashMap<[u8; 16], TraceText>;
 
@@ -144,13 +144,13 @@ type TraceTexts = HashMap<[u8; 16], TraceText>;
 #[derive(Default)]
 struct Pending {
     spans: BTreeMap<u64, (SpanBuilder, BatchStats, TraceTexts)>,
-    logs: BTreeMap<u64, (LogBuilder, BatchStats, Vec<ServiceLog>)>,
+    logs: BTreeMap<u64, (LogBuilder, BatchStats, LogDocuments)>,
     metrics: BTreeMap<u64, (MetricBuilder, BatchStats)>,
     exemplars: BTreeMap<u64, (ExemplarBuilder, BatchStats)>,
 }
 
 impl Pending {
-    fn add(&mut self, entry: &WalEntry, now: u64) -> Result<(), StorageError> {
+    fn add(&mut self, entry: &WalEntry, now: u64, log_index: &TextIndexes) -> Result<(), StorageError> {
         let corrupt = |e: prost::DecodeError| StorageError::Corrupt(format!("WAL entry of {}: {e}", entry.pipeline));
         match entry.signal {
             SignalKind::Traces => {
@@ -168,10 +168,10 @@ impl Pending {
                 let request = ExportLogsServiceRequest::decode(entry.body.clone()).map_err(corrupt)?;
                 logs::for_each(&request, |origin, log| {
                     let time = or_now(logs::effective_time(log), now);
-                    let (builder, stats, records) = self.logs.entry(hour_of(time)).or_default();
+                    let (builder, stats, docs) = self.logs.entry(hour_of(time)).or_default();
                     builder.append(origin, log);
                     stats.add(origin.service(), time);
-                    records.push((origin.service().to_owned(), log.clone()));
+                    docs.push(log_index.log_document(origin.service(), log));
                 });
             }
             SignalKind::Metrics => {
@@ -279,7 +279,7 @@ impl LocalStore {
         let now = now_nanos();
         let mut pending = Pending::default();
         for entry in entries {
-            if let Err(e) = pending.add(entry, now) {
+            if let Err(e) = pending.add(entry, now, &self.logs) {
                 // A record the receiver accepted always decodes; one that does not cannot be
                 // stored and must not block the rest.
                 tracing::error!(error = %e, "skipping undecodable WAL entry");
@@ -322,12 +322,12 @@ impl LocalStore {
                 index_jobs.push((hour, part, first_row, records));
             }
         }
-        for (hour, part, first_row, records) in index_jobs {
-            self.logs
-                .add_logs(hour, part, first_row, records.iter().map(|(s, l)| (s.as_str(), l)))?;
+        for (hour, part, first_row, docs) in index_jobs {
+            self.logs.add_documents(hour, part, first_row, docs)?;
         }
         for (hour, part, texts) in span_jobs {
-            self.spans.add_traces(hour, part, texts.iter())?;
+            let docs = texts.iter().map(|(id, text)| self.spans.trace_document(id, text));
+            self.spans.add_documents(hour, part, 0, docs)?;
         }
         Ok(added)
     }
@@ -458,9 +458,10 @@ impl LocalStore {
             match table {
                 Table::Logs => {
                     let rows = decode_all(&batches, logs::rows)?;
-                    let services: Vec<&str> = rows.iter().map(|r| r.origin.service_name()).collect();
-                    self.logs
-                        .add_logs(hour, id, 0, services.into_iter().zip(rows.iter().map(|r| &r.log)))?;
+                    let docs = rows
+                        .iter()
+                        .map(|r| self.logs.log_document(r.origin.service_name(), &r.log));
+                    self.logs.add_documents(hour, id, 0, docs)?;
                     self.logs.commit()?;
                 }
                 Table::Spans => {
@@ -472,7 +473,8 @@ impl LocalStore {
                             .or_default()
                             .add(row.origin.service_name(), &row.span);
                     }
-                    self.spans.add_traces(hour, id, texts.iter())?;
+                    let docs = texts.iter().map(|(id, text)| self.spans.trace_document(id, text));
+                    self.spans.add_documents(hour, id, 0, docs)?;
                     self.spans.commit()?;
                 }
                 Table::Metrics | Table::Exemplars => {}
