@@ -1,4 +1,5 @@
-//! Criterion benches of the ingest hot path: OTLP decode (protobuf, JSON) and WAL append.
+//! Criterion benches of the ingest hot path: OTLP decode (protobuf, JSON), the validating scan
+//! that replaces decoding when no processor needs the fields, and WAL append.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
@@ -14,6 +15,9 @@ fn decode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(512));
     group.bench_function("protobuf", |b| {
         b.iter(|| ExportTraceServiceRequest::decode(protobuf.as_slice()).unwrap())
+    });
+    group.bench_function("protobuf_scan", |b| {
+        b.iter(|| sift_proto::wire::scan(Traces::KIND, &protobuf).unwrap())
     });
     group.bench_function("json", |b| b.iter(|| Traces::decode_json(&json).unwrap()));
     group.bench_function("reject_invalid+count", |b| {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use sift_config::{ComponentId, Config};
+use sift_proto::wire::{self, Scan};
 use sift_proto::{Rejected, Signal, SignalKind};
 use sift_storage::wal::{AppendError, WalAppender};
 use sift_storage::WalEntry;
@@ -65,6 +66,25 @@ struct Route {
 
 /// Where one receiver's data of one signal goes.
 type Routes = HashMap<(ComponentId, SignalKind), Vec<Route>>;
+
+/// A received request, decoded only as far as its pipelines need.
+pub enum Payload<R> {
+    /// Decoded: JSON, or protobuf that a processor must see or whose invalid items must be
+    /// dropped. `raw` is the protobuf it came from, reused when nothing in it changes.
+    Decoded {
+        /// The decoded request.
+        request: R,
+        /// The protobuf it was decoded from, if any.
+        raw: Option<Bytes>,
+    },
+    /// Protobuf that was only scanned (well-formed, every item valid): written as received.
+    Encoded {
+        /// The request as received.
+        body: Bytes,
+        /// Its spans, log records or data points.
+        items: u64,
+    },
+}
 
 /// The shared entry point of every receiver.
 pub struct Ingest {
@@ -136,33 +156,68 @@ impl Ingest {
         &self.telemetry
     }
 
+    /// Decodes a protobuf request only as far as `receiver`'s pipelines need: when none of them
+    /// has a processor, a well-formed request whose items are all valid is only scanned (no
+    /// allocation) and goes to the WAL as received; otherwise it is decoded with prost.
+    pub fn decode_protobuf<S: Signal>(
+        &self,
+        receiver: &ComponentId,
+        body: Bytes,
+    ) -> Result<Payload<S::Request>, prost::DecodeError> {
+        let untouched = self
+            .routes
+            .get(&(receiver.clone(), S::KIND))
+            .is_some_and(|routes| routes.iter().all(|route| route.processors.is_empty()));
+        if untouched {
+            // A malformed or partly invalid request takes prost's path, for its error message
+            // or for the partial success.
+            if let Ok(Scan { items, valid: true }) = wire::scan(S::KIND, &body) {
+                return Ok(Payload::Encoded { body, items });
+            }
+        }
+        let request = S::Request::decode(body.clone())?;
+        Ok(Payload::Decoded {
+            request,
+            raw: Some(body),
+        })
+    }
+
     /// Accepts a request from `receiver`: drops invalid items, writes the rest ahead durably for
-    /// each pipeline, and returns what was rejected. `raw` is the request's original protobuf
-    /// encoding, reused when nothing in the request changed.
+    /// each pipeline, and returns what was rejected.
     pub async fn accept<S: Signal>(
         &self,
         receiver: &ComponentId,
         protocol: &str,
-        mut request: S::Request,
-        raw: Option<Bytes>,
+        payload: Payload<S::Request>,
     ) -> Result<Rejected, IngestError> {
         let signal = S::KIND.as_str();
-        let size = raw
-            .as_ref()
-            .map_or_else(|| request.encoded_len(), Bytes::len)
-            .min(self.in_flight_limit);
-        let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
+        let size = match &payload {
+            Payload::Encoded { body, .. } | Payload::Decoded { raw: Some(body), .. } => body.len(),
+            Payload::Decoded { request, raw: None } => request.encoded_len(),
+        };
+        let permits = u32::try_from(size.clamp(1, self.in_flight_limit)).unwrap_or(u32::MAX);
         let Ok(_permit) = self.in_flight.try_acquire_many(permits) else {
-            self.telemetry
-                .refused(signal, protocol, "overloaded", S::item_count(&request), true);
+            let items = match &payload {
+                Payload::Encoded { items, .. } => *items,
+                Payload::Decoded { request, .. } => S::item_count(request),
+            };
+            self.telemetry.refused(signal, protocol, "overloaded", items, true);
             return Err(IngestError::Overloaded("too many bytes in flight".into()));
         };
-        let rejected = S::reject_invalid(&mut request);
-        if rejected.count > 0 {
-            self.telemetry
-                .refused(signal, protocol, "invalid", rejected.count, false);
-        }
-        let items = S::item_count(&request);
+        let (mut request, raw, items, rejected) = match payload {
+            Payload::Encoded { body, items } => (None, Some(body), items, Rejected::default()),
+            Payload::Decoded { mut request, raw } => {
+                let rejected = S::reject_invalid(&mut request);
+                if rejected.count > 0 {
+                    self.telemetry
+                        .refused(signal, protocol, "invalid", rejected.count, false);
+                }
+                // Bytes that no longer match the request are of no use.
+                let raw = raw.filter(|_| rejected.count == 0);
+                let items = S::item_count(&request);
+                (Some(request), raw, items, rejected)
+            }
+        };
         if items == 0 {
             return Ok(rejected);
         }
@@ -171,25 +226,22 @@ impl Ingest {
             .get(&(receiver.clone(), S::KIND))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let mut request = Some(request);
         for (i, route) in routes.iter().enumerate() {
-            // The last pipeline takes the request; earlier ones (rare) work on a copy.
-            let mut own = match request.take() {
-                Some(r) if i + 1 == routes.len() => r,
-                Some(r) => {
-                    let copy = r.clone();
-                    request = Some(r);
-                    copy
+            let body = match request.as_mut() {
+                None => raw.clone().unwrap_or_default(),
+                Some(decoded) => {
+                    // The last pipeline takes the request; earlier ones (rare) work on a copy.
+                    let mut copy = (i + 1 < routes.len()).then(|| decoded.clone());
+                    let own = copy.as_mut().unwrap_or(decoded);
+                    let mut changed = false;
+                    for processor in &route.processors {
+                        changed |= processor.process::<S>(own, &self.telemetry);
+                    }
+                    match &raw {
+                        Some(raw) if !changed => raw.clone(),
+                        _ => Bytes::from(own.encode_to_vec()),
+                    }
                 }
-                None => break,
-            };
-            let mut changed = false;
-            for processor in &route.processors {
-                changed |= processor.process::<S>(&mut own, &self.telemetry);
-            }
-            let body = match &raw {
-                Some(raw) if rejected.count == 0 && !changed => raw.clone(),
-                _ => Bytes::from(own.encode_to_vec()),
             };
             let entry = WalEntry::encode(S::KIND, &route.pipeline, items, &body);
             if let Err(error) = self.appender.append(entry).await {

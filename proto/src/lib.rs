@@ -5,6 +5,7 @@
 //! - [`json`]: Sift's own OTLP/JSON codec (lenient where the mapping allows, never silently lossy).
 //! - [`status`]: `google.rpc.Status` and `RetryInfo` for error bodies and retry advice.
 //! - [`RawCodec`]: a tonic codec that passes OTLP message bytes through untouched.
+//! - [`wire`]: a validating, non-allocating scan of protobuf requests (items and their validity).
 //! - [`civil`]: calendar dates ⇄ epoch days (partition names, RFC 3339).
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ mod grpc_codec;
 pub mod json;
 mod signal;
 pub mod status;
+pub mod wire;
 
 pub use grpc_codec::RawCodec;
 pub use opentelemetry_proto::tonic as otlp;

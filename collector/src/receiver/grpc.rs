@@ -71,8 +71,8 @@ async fn handle<S: Signal>(shared: Arc<Shared>, request: Request<Bytes>) -> Resu
             shared.limit
         )));
     }
-    let decoded = match S::Request::decode(body.clone()) {
-        Ok(decoded) => decoded,
+    let payload = match shared.ingest.decode_protobuf::<S>(&shared.id, body) {
+        Ok(payload) => payload,
         Err(e) => {
             telemetry.refused(signal, "grpc", "malformed", 0, true);
             return Err(Status::invalid_argument(format!(
@@ -81,7 +81,7 @@ async fn handle<S: Signal>(shared: Arc<Shared>, request: Request<Bytes>) -> Resu
             )));
         }
     };
-    match shared.ingest.accept::<S>(&shared.id, "grpc", decoded, Some(body)).await {
+    match shared.ingest.accept::<S>(&shared.id, "grpc", payload).await {
         Ok(rejected) => Ok(Response::new(S::response(&rejected).encode_to_vec().into())),
         Err(error) => Err(unavailable(&error)),
     }

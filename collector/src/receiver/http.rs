@@ -22,7 +22,7 @@ use sift_proto::{Logs, Metrics, Signal, Traces};
 use tokio::net::TcpListener;
 
 use super::decompress::{decompress, DecompressError, Encoding};
-use crate::pipeline::{Ingest, RETRY_AFTER};
+use crate::pipeline::{Ingest, Payload, RETRY_AFTER};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -221,17 +221,14 @@ async fn handle<S: Signal>(
         ));
     }
     let body = read_body(headers, body, receiver.limit).await?;
-    let (request, raw) = match format {
-        Format::Protobuf => {
-            let request = S::Request::decode(body.clone()).map_err(|e| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
-                    format!("invalid protobuf {} request: {e}", S::KIND),
-                )
-            })?;
-            (request, Some(body))
-        }
+    let payload = match format {
+        Format::Protobuf => receiver.ingest.decode_protobuf::<S>(&receiver.id, body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("invalid protobuf {} request: {e}", S::KIND),
+            )
+        })?,
         Format::Json => {
             let request = S::decode_json(&body).map_err(|e| {
                 Refusal::new(
@@ -240,12 +237,12 @@ async fn handle<S: Signal>(
                     format!("invalid OTLP/JSON {} request: {e}", S::KIND),
                 )
             })?;
-            (request, None)
+            Payload::Decoded { request, raw: None }
         }
     };
     let rejected = receiver
         .ingest
-        .accept::<S>(&receiver.id, "http", request, raw)
+        .accept::<S>(&receiver.id, "http", payload)
         .await
         .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
     Ok(respond(
