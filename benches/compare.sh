@@ -96,7 +96,7 @@ done
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)."
   echo "Server pinned to core 0, \`sift-loadgen\` to core 1; $CONNECTIONS connections, ${DURATION}s per run,"
   echo "pre-encoded requests of $SPANS spans (sift-loadgen's seeded workload: traces of 1-30 spans, 5-15 attributes"
-  echo "per span, 5% errors; about 160 KB per request). Spans per CPU-second = acknowledged spans /"
+  echo "per span, 5% of traces with an error span, 5% slow; about 160 KB per request). Spans per CPU-second = acknowledged spans /"
   echo "(user + system CPU time of the server during the run, from /proc/PID/stat)."
   echo
   echo "| server | protocol | spans/s | server CPU s | spans per CPU-second | ack p50 / p99 ms | refused | peak RSS |"

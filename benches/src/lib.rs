@@ -1,7 +1,7 @@
 //! Shared pieces of Sift's benchmarks and load generator: seeded, realistic OTLP payloads.
 //!
 //! One [`generate`] call makes a consistent slice of telemetry: traces of 1–30 spans over a mix of
-//! services (5–15 attributes per span, a share of error spans and of slow traces), log records
+//! services (5–15 attributes per span, a share of failed traces (one error span each) and of slow traces), log records
 //! written inside those spans (so they carry their trace and span ids), and metric series
 //! (request counters and latency histograms) whose exemplars point at those traces.
 #![warn(missing_docs)]
@@ -51,10 +51,12 @@ impl Rng {
 /// The proportions of a workload.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
-    /// Share of spans with an error status, in percent.
+    /// Share of traces with an error span, in percent.
     pub error_percent: u64,
     /// Share of traces slower than one second, in percent.
     pub slow_percent: u64,
+    /// Earliest start of a slice (each starts at a seeded offset of up to ~18 minutes after it).
+    pub start_unix_nano: u64,
 }
 
 impl Default for Shape {
@@ -62,6 +64,7 @@ impl Default for Shape {
         Shape {
             error_percent: 5,
             slow_percent: 5,
+            start_unix_nano: 1_700_000_000_000_000_000,
         }
     }
 }
@@ -149,7 +152,7 @@ fn span_attributes(rng: &mut Rng, route: &str, error: bool) -> Vec<KeyValue> {
 /// Generates about `spans` spans (in whole traces) and the logs and metrics that go with them.
 pub fn generate(rng: &mut Rng, spans: usize, shape: &Shape) -> Generated {
     let service = SERVICES[rng.below(SERVICES.len() as u64) as usize];
-    let now = 1_700_000_000_000_000_000u64 + rng.below(1 << 40);
+    let now = shape.start_unix_nano + rng.below(1 << 40);
     let mut out = Vec::with_capacity(spans);
     let mut logs = Vec::with_capacity(spans / 2 + 1);
     let mut requests = vec![0i64; ROUTES.len()];
@@ -161,13 +164,17 @@ pub fn generate(rng: &mut Rng, spans: usize, shape: &Shape) -> Generated {
         let route_index = rng.below(ROUTES.len() as u64) as usize;
         let route = ROUTES[route_index];
         let slow = rng.percent(shape.slow_percent);
+        // A failed trace has one error span (a client call), as a failed request usually does.
+        let failed_at = rng
+            .percent(shape.error_percent)
+            .then(|| rng.below(trace_len as u64) as usize);
         let root_duration = if slow {
             SLOW_NS + rng.below(SLOW_NS)
         } else {
             1_000_000 + rng.below(200_000_000)
         };
         for i in 0..trace_len {
-            let error = rng.percent(shape.error_percent);
+            let error = failed_at == Some(i);
             let start = now + i as u64 * 1_000;
             let duration = if i == 0 {
                 root_duration
@@ -366,11 +373,18 @@ mod tests {
         assert_eq!(Metrics::item_count(&a.metrics), 10);
         let spans = &a.traces.resource_spans[0].scope_spans[0].spans;
         assert!(spans.iter().all(|s| (5..=15).contains(&s.attributes.len())));
-        let errors = spans
+        let many = generate(&mut Rng::new(7), 5_000, &Shape::default());
+        let many = &many.traces.resource_spans[0].scope_spans[0].spans;
+        let traces: std::collections::HashSet<_> = many.iter().map(|s| s.trace_id.clone()).collect();
+        let failed: Vec<_> = many
             .iter()
             .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
-            .count();
-        assert!((5..=60).contains(&errors), "about 5% errors: {errors}");
+            .map(|s| s.trace_id.clone())
+            .collect();
+        let distinct: std::collections::HashSet<_> = failed.iter().collect();
+        assert_eq!(distinct.len(), failed.len(), "one error span per failed trace");
+        let share = failed.len() as f64 / traces.len() as f64;
+        assert!((0.02..=0.09).contains(&share), "about 5% of traces failed: {share}");
         let log_trace_ids: std::collections::HashSet<_> = a.logs.resource_logs[0].scope_logs[0]
             .log_records
             .iter()

@@ -78,7 +78,8 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlushConfig {
-    /// Age of the oldest unflushed row (default 30s).
+    /// Age of the oldest unflushed row (default 10s: the WAL holds everything after it, so this
+    /// bounds how much of the WAL the storage exporter keeps, and the head's memory).
     pub interval: Duration,
     /// Size of the head in memory (default 256 MiB).
     pub max_size_mib: u64,
@@ -87,7 +88,7 @@ pub struct FlushConfig {
 impl Default for FlushConfig {
     fn default() -> Self {
         FlushConfig {
-            interval: Duration::from_secs(30),
+            interval: Duration::from_secs(10),
             max_size_mib: 256,
         }
     }
@@ -119,7 +120,8 @@ impl Default for Retention {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalConfig {
-    /// Total size on disk; when reached, receivers refuse with a retryable status (default 1024 MiB).
+    /// Total size on disk; when reached, receivers refuse with a retryable status (default 2048 MiB:
+    /// at 150k spans/s the tail-sampling wait plus the storage flush interval hold ~1 GiB).
     pub max_size_mib: u64,
     /// Size at which a segment file is closed and a new one started (default 64 MiB).
     pub segment_size_mib: u64,
@@ -128,7 +130,7 @@ pub struct WalConfig {
 impl Default for WalConfig {
     fn default() -> Self {
         WalConfig {
-            max_size_mib: 1024,
+            max_size_mib: 2048,
             segment_size_mib: 64,
         }
     }

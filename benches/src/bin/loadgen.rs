@@ -1,8 +1,10 @@
 //! `sift-loadgen`: sends pre-encoded OTLP requests (traces, and optionally the logs and metrics that
 //! go with them) to an OTLP endpoint over gRPC or HTTP/protobuf from N concurrent connections, flat
-//! out, bounded by a duration and a request count, and reports throughput and acknowledgement
-//! latency. Payloads are seeded and generated before the clock starts, so the client does no
-//! encoding while it measures.
+//! out or at a target rate, bounded by a duration and a request count, and reports throughput and
+//! acknowledgement latency. Payloads are seeded and generated before the clock starts, so the
+//! client does no encoding while it measures: each round through the pre-encoded slices only
+//! rewrites their trace ids in place (so that every trace is new to the receiver, as tail sampling
+//! and storage must see it), which is a copy of the request and a few XORs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use sift_benches::{generate, Rng, Shape};
-use sift_proto::{RawCodec, Signal, SignalKind};
+use sift_proto::{RawCodec, Signal, SignalKind, Traces};
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
 enum Protocol {
@@ -62,13 +64,16 @@ struct Args {
     /// Spans per traces request (whole traces of 1-30 spans).
     #[arg(long, default_value_t = 512)]
     spans_per_request: usize,
-    /// Share of error spans, in percent.
+    /// Share of traces with an error span, in percent.
     #[arg(long, default_value_t = 5)]
     error_percent: u64,
     /// Share of traces slower than 1 s, in percent.
     #[arg(long, default_value_t = 5)]
     slow_percent: u64,
-    /// Distinct pre-encoded slices cycled through.
+    /// Target spans (or, without traces, items) per second over all connections; 0 = flat out.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Distinct pre-encoded slices cycled through (trace ids are renewed on every round).
     #[arg(long, default_value_t = 32)]
     distinct: usize,
     /// Seed of the payload generator.
@@ -84,6 +89,41 @@ struct Payload {
     signal: SignalKind,
     body: Bytes,
     items: u64,
+    /// Where the body holds a trace id (span, link, log record, exemplar).
+    trace_ids: Vec<usize>,
+}
+
+impl Payload {
+    /// The body for round `round` through the payloads: round 0 as generated, later rounds with
+    /// the first 8 bytes of every trace id XORed with the round (ids stay consistent across the
+    /// traces, logs and metrics of a slice).
+    fn body(&self, round: u64) -> Bytes {
+        if round == 0 || self.trace_ids.is_empty() {
+            return self.body.clone();
+        }
+        let mut body = self.body.to_vec();
+        for &at in &self.trace_ids {
+            for (byte, salt) in body[at..at + 8].iter_mut().zip(round.to_be_bytes()) {
+                *byte ^= salt;
+            }
+        }
+        body.into()
+    }
+}
+
+/// Offsets of the 16-byte trace ids of `ids` in `body`, each found after its length prefix.
+fn trace_id_offsets(body: &[u8], ids: &std::collections::HashSet<[u8; 16]>) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 1;
+    while at + 16 <= body.len() {
+        if body[at - 1] == 16 && body[at..at + 16].try_into().is_ok_and(|id: [u8; 16]| ids.contains(&id)) {
+            out.push(at);
+            at += 16;
+        } else {
+            at += 1;
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -114,7 +154,7 @@ async fn connection(
     payloads: Arc<Vec<Payload>>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
-    offset: usize,
+    epoch: Instant,
 ) -> anyhow::Result<Vec<u32>> {
     let mut latencies = Vec::new();
     let http = reqwest::Client::builder()
@@ -133,14 +173,23 @@ async fn connection(
         }
         Protocol::Http => None,
     };
-    let mut i = offset;
+    // Requests are numbered across connections; with a rate, request n waits for its slot.
+    let interval = (args.rate > 0).then(|| {
+        let items = payloads.iter().map(|p| p.items).sum::<u64>() as f64 / payloads.len() as f64;
+        Duration::from_secs_f64(items / args.rate as f64)
+    });
     while !stop.load(Ordering::Relaxed) {
-        if counters.sent.fetch_add(1, Ordering::Relaxed) >= args.max_requests {
+        let n = counters.sent.fetch_add(1, Ordering::Relaxed);
+        if n >= args.max_requests {
             stop.store(true, Ordering::Relaxed);
             break;
         }
+        if let Some(interval) = interval {
+            tokio::time::sleep_until((epoch + interval.mul_f64(n as f64)).into()).await;
+        }
+        let i = n as usize;
         let payload = &payloads[i % payloads.len()];
-        i += 1;
+        let body = payload.body((i / payloads.len()) as u64);
         let started = Instant::now();
         let outcome = match grpc.as_mut() {
             Some(grpc) => {
@@ -148,10 +197,7 @@ async fn connection(
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(
                     sift_proto::with_signal!(payload.signal, S => S::GRPC_EXPORT_PATH),
                 );
-                match grpc
-                    .unary(tonic::Request::new(payload.body.clone()), path, RawCodec)
-                    .await
-                {
+                match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
                     Ok(_) => Outcome::Acked,
                     Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => {
                         Outcome::Refused
@@ -164,7 +210,7 @@ async fn connection(
                 let sent = http
                     .post(&url)
                     .header("Content-Type", "application/x-protobuf")
-                    .body(payload.body.clone())
+                    .body(body)
                     .send()
                     .await;
                 match sent {
@@ -210,19 +256,29 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 /// Pre-encodes `distinct` slices of the selected signals, interleaved.
 fn payloads(args: &Args) -> Vec<Payload> {
     let mut rng = Rng::new(args.seed);
+    // Spans of the last ~20 minutes, so that a store files them under the current hours.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let shape = Shape {
         error_percent: args.error_percent,
         slow_percent: args.slow_percent,
+        start_unix_nano: now.saturating_sub(1_200_000_000_000),
     };
     let mut out = Vec::new();
     for _ in 0..args.distinct.max(1) {
         let slice = generate(&mut rng, args.spans_per_request, &shape);
+        let ids: std::collections::HashSet<[u8; 16]> = slice
+            .traces
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .filter_map(|span| span.trace_id.as_slice().try_into().ok())
+            .collect();
         for signal in &args.signals {
             let (body, items) = match signal.kind() {
-                SignalKind::Traces => (
-                    slice.traces.encode_to_vec(),
-                    sift_proto::Traces::item_count(&slice.traces),
-                ),
+                SignalKind::Traces => (slice.traces.encode_to_vec(), Traces::item_count(&slice.traces)),
                 SignalKind::Logs => (slice.logs.encode_to_vec(), sift_proto::Logs::item_count(&slice.logs)),
                 SignalKind::Metrics => (
                     slice.metrics.encode_to_vec(),
@@ -231,6 +287,7 @@ fn payloads(args: &Args) -> Vec<Payload> {
             };
             out.push(Payload {
                 signal: signal.kind(),
+                trace_ids: trace_id_offsets(&body, &ids),
                 body: body.into(),
                 items,
             });
@@ -255,13 +312,13 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let latencies = runtime.block_on(async {
         let tasks: Vec<_> = (0..args.connections.max(1))
-            .map(|c| {
+            .map(|_| {
                 tokio::spawn(connection(
                     args.clone(),
                     payloads.clone(),
                     counters.clone(),
                     stop.clone(),
-                    c * 7,
+                    started,
                 ))
             })
             .collect();
@@ -295,6 +352,7 @@ fn main() -> anyhow::Result<()> {
         "protocol": format!("{:?}", args.protocol).to_lowercase(),
         "signals": args.signals.iter().map(|s| s.kind().as_str()).collect::<Vec<_>>(),
         "connections": args.connections,
+        "target_rate": args.rate,
         "spans_per_request": args.spans_per_request,
         "request_bytes": request_bytes,
         "seconds": elapsed,
@@ -333,4 +391,45 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+    use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+
+    use super::*;
+
+    fn span_ids(request: &ExportTraceServiceRequest) -> HashSet<Vec<u8>> {
+        let spans = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans);
+        spans.map(|s| s.trace_id.clone()).collect()
+    }
+
+    #[test]
+    fn every_round_renews_the_trace_ids_of_traces_and_logs_alike() {
+        let args = Args::parse_from(["sift-loadgen", "--signals", "traces,logs", "--distinct", "2"]);
+        let payloads = payloads(&args);
+        let (traces, logs) = (&payloads[0], &payloads[1]);
+        let original = span_ids(&ExportTraceServiceRequest::decode(traces.body(0)).unwrap());
+        let renewed = ExportTraceServiceRequest::decode(traces.body(3)).unwrap();
+        let ids = span_ids(&renewed);
+        assert_eq!(ids.len(), original.len());
+        assert!(ids.is_disjoint(&original));
+        assert_eq!(Traces::item_count(&renewed), traces.items);
+        let logs = ExportLogsServiceRequest::decode(logs.body(3)).unwrap();
+        let log_ids: HashSet<Vec<u8>> = logs
+            .resource_logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| &sl.log_records)
+            .map(|l| l.trace_id.clone())
+            .collect();
+        assert!(!log_ids.is_empty() && log_ids.is_subset(&ids));
+    }
 }

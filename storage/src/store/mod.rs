@@ -44,8 +44,12 @@ pub struct StoreOptions {
     pub flush_interval: Duration,
     /// Flush the head once it holds this many bytes of Arrow data.
     pub flush_bytes: usize,
-    /// Compact a partition once it has this many parts.
+    /// Compact a partition once it has this many small parts.
     pub compact_parts: usize,
+    /// Rows of a merged part at most; parts of a quarter of this or more are left alone, so a
+    /// merge's memory is bounded and no row is rewritten more than a few times. (A merge decodes
+    /// its rows to re-index them: 1M spans took ~23 s and ~2.5 GB, hence the default of 100k.)
+    pub compact_max_rows: u64,
     /// How long each signal is kept (`None`: forever).
     pub retention: BTreeMap<SignalKind, Duration>,
 }
@@ -56,6 +60,7 @@ impl Default for StoreOptions {
             flush_interval: Duration::from_secs(30),
             flush_bytes: 256 << 20,
             compact_parts: 8,
+            compact_max_rows: 100_000,
             retention: BTreeMap::new(),
         }
     }
@@ -432,9 +437,9 @@ impl LocalStore {
         }
         let mut merged = 0;
         for ((table, hour), parts) in groups {
-            if parts.len() < self.options.compact_parts.max(2) {
+            let Some(parts) = merge_group(&parts, self.options.compact_parts, self.options.compact_max_rows) else {
                 continue;
-            }
+            };
             let mut batches = Vec::new();
             let mut stats = HeadPartition::new(table, hour, 0);
             for part in &parts {
@@ -1043,4 +1048,65 @@ fn has_attribute(json: &str, key: &str, value: &str) -> Result<bool, StorageErro
     Ok(columnar::read_attributes(json)?
         .iter()
         .any(|kv| kv.key == key && kv.value.as_ref().is_some_and(|v| fulltext::any_text(v) == value)))
+}
+
+/// The parts of one partition to merge, if any: its oldest small parts (fewer than a quarter of
+/// `max_rows` rows each) while their sum stays within `max_rows`, when there are at least
+/// `min_parts` of them.
+fn merge_group<'a>(parts: &[&'a PartMeta], min_parts: usize, max_rows: u64) -> Option<Vec<&'a PartMeta>> {
+    let mut small: Vec<&PartMeta> = parts
+        .iter()
+        .copied()
+        .filter(|p| p.rows.saturating_mul(4) < max_rows)
+        .collect();
+    small.sort_by_key(|p| p.id);
+    let mut total = 0u64;
+    let group: Vec<&PartMeta> = small
+        .into_iter()
+        .take_while(|p| {
+            total += p.rows;
+            total <= max_rows
+        })
+        .collect();
+    (group.len() >= min_parts.max(2)).then_some(group)
+}
+
+#[cfg(test)]
+mod compaction_tests {
+    use super::*;
+
+    fn part(id: u64, rows: u64) -> PartMeta {
+        PartMeta {
+            id,
+            table: Table::Spans,
+            hour: 0,
+            rows,
+            bytes: 0,
+            min_time: 0,
+            max_time: 0,
+            services: BTreeMap::new(),
+        }
+    }
+
+    fn ids(group: Option<Vec<&PartMeta>>) -> Option<Vec<u64>> {
+        group.map(|g| g.iter().map(|p| p.id).collect())
+    }
+
+    #[test]
+    fn only_small_parts_are_merged_and_a_merge_is_bounded() {
+        let parts = [
+            part(5, 10),
+            part(1, 10),
+            part(2, 30),
+            part(3, 10),
+            part(4, 10),
+            part(6, 10),
+        ];
+        let refs: Vec<&PartMeta> = parts.iter().collect();
+        // Part 2 (30 rows) is not small for 100 rows; the five small ones (50 rows) are merged.
+        assert_eq!(ids(merge_group(&refs, 2, 100)), Some(vec![1, 3, 4, 5, 6]));
+        assert_eq!(ids(merge_group(&refs, 2, 30)), None, "no part is small");
+        assert_eq!(ids(merge_group(&refs, 2, 45)), Some(vec![1, 3, 4, 5]), "sum within 45");
+        assert_eq!(ids(merge_group(&refs, 6, 100)), None, "too few small parts");
+    }
 }

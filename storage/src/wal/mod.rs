@@ -5,7 +5,9 @@
 //! Everything downstream reads the log through a [`WalConsumer`] that keeps its own checkpoint, so
 //! the log is every exporter's persistent queue and a crash replays from the last checkpoint.
 //! A segment is deleted once every registered consumer is past it. The total size is bounded:
-//! when full, appends fail with the retryable [`AppendError::Full`].
+//! when full, appends fail with the retryable [`AppendError::Full`] — except the appends of stages
+//! that drain the log (a tail sampler's decisions), which may use a reserve of a quarter of the
+//! limit: refusing them would keep the log full for good.
 //!
 //! Invariants: positions only grow; a position handed out is durable; recovery keeps every intact
 //! record and cuts only a torn or damaged tail.
@@ -353,9 +355,24 @@ pub struct WalAppender {
 impl WalAppender {
     /// Appends `payload` and waits until it is durable. Returns the position after it.
     pub async fn append(&self, payload: Bytes) -> Result<u64, AppendError> {
+        self.send(payload, false).await
+    }
+
+    /// Like [`append`](Self::append), for a stage whose output lets consumers advance (a tail
+    /// sampler holds the log back until it has written its decisions): it may use a reserve of a
+    /// quarter of the size limit beyond it, so that a log filled by receivers can still drain.
+    pub async fn append_reserved(&self, payload: Bytes) -> Result<u64, AppendError> {
+        self.send(payload, true).await
+    }
+
+    async fn send(&self, payload: Bytes, reserved: bool) -> Result<u64, AppendError> {
         let (reply, response) = oneshot::channel();
         self.sender
-            .try_send(Command::Append(Append { payload, reply }))
+            .try_send(Command::Append(Append {
+                payload,
+                reply,
+                reserved,
+            }))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => AppendError::Busy,
                 mpsc::error::TrySendError::Closed(_) => AppendError::Closed,

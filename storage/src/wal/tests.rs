@@ -92,6 +92,23 @@ async fn a_full_log_refuses_until_consumers_catch_up() {
     assert_eq!(refusal, AppendError::Full);
     assert!(refusal.is_retryable());
     assert!(wal.disk_bytes() <= 4096);
+    // A draining stage may still write, into a reserve of a quarter of the limit, and no further.
+    let mut reserved = 0;
+    while appender.append_reserved(Bytes::from(vec![8u8; 200])).await.is_ok() {
+        reserved += 1;
+        assert!(reserved < 100, "the reserve has no end");
+    }
+    assert!(reserved >= 3, "{reserved} appends in the reserve");
+    assert!(
+        wal.disk_bytes() > 4096 && wal.disk_bytes() <= 5120,
+        "{}",
+        wal.disk_bytes()
+    );
+    assert_eq!(
+        appender.append(Bytes::from(vec![7u8; 200])).await,
+        Err(AppendError::Full)
+    );
+    accepted += reserved;
     let records = read_all(&mut consumer, accepted).await;
     consumer.commit(records.last().unwrap().end, true).unwrap();
     assert!(wal.disk_bytes() < 2048, "segments were collected: {}", wal.disk_bytes());

@@ -23,6 +23,8 @@ pub(crate) type Reply = oneshot::Sender<Result<u64, AppendError>>;
 pub(crate) struct Append {
     pub payload: Bytes,
     pub reply: Reply,
+    /// May use the reserve beyond the size limit (see [`super::WalAppender::append_reserved`]).
+    pub reserved: bool,
 }
 
 /// What the writer is asked to do.
@@ -63,7 +65,7 @@ impl Writer {
             while let Some(command) = next.take() {
                 if let Command::Append(request) = command {
                     gathered += request.payload.len();
-                    let outcome = self.stage(&request.payload);
+                    let outcome = self.stage(&request.payload, request.reserved);
                     group.push((request.reply, outcome));
                 }
                 if gathered < MAX_GROUP_BYTES {
@@ -93,7 +95,7 @@ impl Writer {
     }
 
     /// Frames one payload into the group buffer (rotating first if the segment is full).
-    fn stage(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
+    fn stage(&mut self, payload: &[u8], reserved: bool) -> Result<u64, AppendError> {
         if let Some(reason) = self.shared.poisoned() {
             return Err(AppendError::Io(reason));
         }
@@ -101,7 +103,8 @@ impl Writer {
         if payload.len() > record::MAX_PAYLOAD {
             return Err(AppendError::TooLarge);
         }
-        if self.shared.disk_bytes() + self.buffer.len() as u64 + framed > self.shared.options.max_bytes {
+        let limit = self.shared.options.max_bytes + if reserved { self.shared.options.max_bytes / 4 } else { 0 };
+        if self.shared.disk_bytes() + self.buffer.len() as u64 + framed > limit {
             return Err(AppendError::Full);
         }
         let pending = self.buffer.len() as u64;

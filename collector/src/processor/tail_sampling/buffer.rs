@@ -188,6 +188,24 @@ impl Buffer {
     /// Removes and returns every trace due at `now`, oldest first.
     pub fn take_due(&mut self, now: Instant) -> Vec<(TraceId, Pending, Reason)> {
         let mut out = Vec::new();
+        if self.limits.after_root.is_none() {
+            // Every trace is due a fixed wait after it arrived: the due ones are at the front.
+            while let Some(id) = self.arrival.front().copied() {
+                match self.traces.get(&id) {
+                    Some(pending) if pending.due > now => break,
+                    Some(_) => {
+                        self.arrival.pop_front();
+                        let pending = self.traces.remove(&id).expect("present");
+                        self.total_bytes -= pending.bytes;
+                        out.push((id, pending, Reason::Due));
+                    }
+                    None => {
+                        self.arrival.pop_front();
+                    }
+                }
+            }
+            return out;
+        }
         let mut keep = VecDeque::with_capacity(self.arrival.len());
         while let Some(id) = self.arrival.pop_front() {
             match self.traces.get(&id) {
@@ -213,7 +231,12 @@ impl Buffer {
     pub fn remove(&mut self, id: &TraceId) -> Option<Pending> {
         let pending = self.traces.remove(id)?;
         self.total_bytes -= pending.bytes;
-        self.arrival.retain(|t| t != id);
+        // Evictions take the oldest trace: pop it instead of scanning the whole queue.
+        if self.arrival.front() == Some(id) {
+            self.arrival.pop_front();
+        } else {
+            self.arrival.retain(|t| t != id);
+        }
         Some(pending)
     }
 

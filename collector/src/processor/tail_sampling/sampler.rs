@@ -180,6 +180,10 @@ impl Sampler {
             if !is_own_output && !is_dropped_record && entry.pipeline != self.pipeline {
                 continue;
             }
+            // Decisions recorded by this process are known already: only a replay reads them.
+            if (is_own_output || is_dropped_record) && !replaying {
+                continue;
+            }
             let Ok(request) = ExportTraceServiceRequest::decode(entry.body.clone()) else {
                 tracing::error!(pipeline = %self.pipeline, "undecodable traces entry in the WAL");
                 continue;
@@ -326,7 +330,7 @@ pub(super) async fn append_with_retry(
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match appender.append(entry.clone()).await {
+        match appender.append_reserved(entry.clone()).await {
             Ok(_) => return true,
             Err(e) => {
                 tracing::warn!(pipeline, error = %e, "cannot write sampled data yet, will retry");
