@@ -409,21 +409,19 @@ impl LocalStore {
         batches: &[RecordBatch],
         stats: &HeadPartition,
     ) -> Result<PartMeta, StorageError> {
-        let batch = concat_batches(&table.schema(), batches)?;
-        let sorted = part::sort_for_part(table, &batch)?;
         let dir = partition_dir(&self.root, table, hour);
         std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
         let mut meta = PartMeta {
             id,
             table,
             hour,
-            rows: sorted.num_rows() as u64,
+            rows: 0,
             bytes: 0,
             min_time: stats.min_time,
             max_time: stats.max_time,
             services: stats.services.clone(),
         };
-        meta.bytes = part::write(&meta.path(&self.root), table, &sorted)?;
+        (meta.bytes, meta.rows) = part::write(&meta.path(&self.root), table, batches)?;
         Ok(meta)
     }
 
@@ -635,10 +633,12 @@ impl LocalStore {
     }
 }
 
-/// Writes `batch` as a part at `path` and reads it back (for round-trip tests).
+/// Writes `batch` as a part at `path`, rows in their order, and reads it back (for round-trip
+/// tests).
 #[cfg(test)]
 pub(crate) fn part_roundtrip(path: &Path, table: Table, batch: &RecordBatch) -> RecordBatch {
-    part::write(path, table, batch).unwrap();
+    let order: Vec<(usize, usize)> = (0..batch.num_rows()).map(|r| (0, r)).collect();
+    part::write_rows(path, table, std::slice::from_ref(batch), &order).unwrap();
     let batches: Vec<RecordBatch> = PartReader::open(path)
         .unwrap()
         .scan_all()

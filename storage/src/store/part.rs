@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_schema::ArrowError;
-use arrow_select::take::take_record_batch;
+use arrow_select::interleave::interleave_record_batch;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
 };
@@ -32,27 +32,42 @@ pub(crate) fn key_column(table: Table) -> &'static str {
     }
 }
 
-/// Sorts a batch into the table's part order (logs keep arrival order: the full-text index
-/// addresses them by row number).
-pub(crate) fn sort_for_part(table: Table, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+/// The order of `batches`' rows in a part of `table`, as (batch, row) pairs: by the table's sort
+/// key (only the key columns are gathered to sort; logs keep their arrival order).
+fn part_order(table: Table, batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>, ArrowError> {
     let keys: &[&str] = match table {
         Table::Spans => &[spans::TRACE_ID, spans::START],
         Table::Exemplars => &[exemplars::TRACE_ID, exemplars::TIME],
         Table::Metrics => &[metrics::NAME, metrics::SERIES_ID, metrics::TIME],
-        Table::Logs => return Ok(batch.clone()),
+        Table::Logs => &[],
     };
+    let mut rows = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for (b, batch) in batches.iter().enumerate() {
+        rows.extend((0..batch.num_rows()).map(|r| (b, r)));
+    }
+    if keys.is_empty() {
+        return Ok(rows);
+    }
     let columns = keys
         .iter()
         .map(|name| {
-            let values = batch
-                .column_by_name(name)
-                .ok_or_else(|| ArrowError::SchemaError(format!("sort column {name} missing")))?
-                .clone();
-            Ok(SortColumn { values, options: None })
+            let parts = batches
+                .iter()
+                .map(|batch| {
+                    batch
+                        .column_by_name(name)
+                        .map(|c| c.as_ref())
+                        .ok_or_else(|| ArrowError::SchemaError(format!("sort column {name} missing")))
+                })
+                .collect::<Result<Vec<&dyn Array>, ArrowError>>()?;
+            Ok(SortColumn {
+                values: arrow_select::concat::concat(&parts)?,
+                options: None,
+            })
         })
         .collect::<Result<Vec<_>, ArrowError>>()?;
     let indices = lexsort_to_indices(&columns, None)?;
-    take_record_batch(batch, &indices)
+    Ok(indices.values().iter().map(|i| rows[*i as usize]).collect())
 }
 
 fn writer_properties(table: Table, rows: usize) -> WriterProperties {
@@ -69,19 +84,34 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
     props.build()
 }
 
-/// Writes `batch` as a part at `path`: to a temporary name, synced, then renamed, so a part is
-/// either whole or absent. Returns the file's size.
-pub(crate) fn write(path: &Path, table: Table, batch: &RecordBatch) -> Result<u64, StorageError> {
+/// Writes the rows of `batches` as a part at `path`, in the table's order, one row group at a
+/// time (the sorted part is never whole in memory): to a temporary name, synced, then renamed,
+/// so a part is either whole or absent. Returns the file's size and its rows.
+pub(crate) fn write(path: &Path, table: Table, batches: &[RecordBatch]) -> Result<(u64, u64), StorageError> {
+    write_rows(path, table, batches, &part_order(table, batches)?)
+}
+
+/// Writes the rows of `batches` as a part in the given (batch, row) order.
+pub(crate) fn write_rows(
+    path: &Path,
+    table: Table,
+    batches: &[RecordBatch],
+    order: &[(usize, usize)],
+) -> Result<(u64, u64), StorageError> {
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(StorageError::io(format!("creating {}", tmp.display())))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(table, batch.num_rows())))?;
-    writer.write(batch)?;
+    let schema = table.schema();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table, order.len())))?;
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    for chunk in order.chunks(ROW_GROUP_ROWS) {
+        writer.write(&interleave_record_batch(&sources, chunk)?)?;
+    }
     let mut file = writer.into_inner()?;
     file.flush().map_err(StorageError::io("flushing a part"))?;
     file.sync_all().map_err(StorageError::io("syncing a part"))?;
     let size = file.metadata().map_err(StorageError::io("sizing a part"))?.len();
     std::fs::rename(&tmp, path).map_err(StorageError::io(format!("publishing {}", path.display())))?;
-    Ok(size)
+    Ok((size, order.len() as u64))
 }
 
 /// An open part: its footer, parsed once.
