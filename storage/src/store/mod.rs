@@ -637,8 +637,7 @@ impl LocalStore {
 /// tests).
 #[cfg(test)]
 pub(crate) fn part_roundtrip(path: &Path, table: Table, batch: &RecordBatch) -> RecordBatch {
-    let order: Vec<(usize, usize)> = (0..batch.num_rows()).map(|r| (0, r)).collect();
-    part::write_rows(path, table, std::slice::from_ref(batch), &order).unwrap();
+    part::write_rows(path, table, std::slice::from_ref(batch), None).unwrap();
     let batches: Vec<RecordBatch> = PartReader::open(path)
         .unwrap()
         .scan_all()

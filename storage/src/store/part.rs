@@ -32,21 +32,18 @@ pub(crate) fn key_column(table: Table) -> &'static str {
     }
 }
 
-/// The order of `batches`' rows in a part of `table`, as (batch, row) pairs: by the table's sort
-/// key (only the key columns are gathered to sort; logs keep their arrival order).
-fn part_order(table: Table, batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>, ArrowError> {
+/// The order of `batches`' rows in a part of `table`, as (batch, row) pairs, by the table's sort
+/// key (only the key columns are gathered to sort); `None` for logs, which keep arrival order.
+fn part_order(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<(usize, usize)>>, ArrowError> {
     let keys: &[&str] = match table {
         Table::Spans => &[spans::TRACE_ID, spans::START],
         Table::Exemplars => &[exemplars::TRACE_ID, exemplars::TIME],
         Table::Metrics => &[metrics::NAME, metrics::SERIES_ID, metrics::TIME],
-        Table::Logs => &[],
+        Table::Logs => return Ok(None),
     };
     let mut rows = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for (b, batch) in batches.iter().enumerate() {
         rows.extend((0..batch.num_rows()).map(|r| (b, r)));
-    }
-    if keys.is_empty() {
-        return Ok(rows);
     }
     let columns = keys
         .iter()
@@ -67,7 +64,7 @@ fn part_order(table: Table, batches: &[RecordBatch]) -> Result<Vec<(usize, usize
         })
         .collect::<Result<Vec<_>, ArrowError>>()?;
     let indices = lexsort_to_indices(&columns, None)?;
-    Ok(indices.values().iter().map(|i| rows[*i as usize]).collect())
+    Ok(Some(indices.values().iter().map(|i| rows[*i as usize]).collect()))
 }
 
 fn writer_properties(table: Table, rows: usize) -> WriterProperties {
@@ -88,30 +85,40 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
 /// time (the sorted part is never whole in memory): to a temporary name, synced, then renamed,
 /// so a part is either whole or absent. Returns the file's size and its rows.
 pub(crate) fn write(path: &Path, table: Table, batches: &[RecordBatch]) -> Result<(u64, u64), StorageError> {
-    write_rows(path, table, batches, &part_order(table, batches)?)
+    write_rows(path, table, batches, part_order(table, batches)?.as_deref())
 }
 
-/// Writes the rows of `batches` as a part in the given (batch, row) order.
+/// Writes the rows of `batches` as a part in the given (batch, row) order, or as they are.
 pub(crate) fn write_rows(
     path: &Path,
     table: Table,
     batches: &[RecordBatch],
-    order: &[(usize, usize)],
+    order: Option<&[(usize, usize)]>,
 ) -> Result<(u64, u64), StorageError> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(StorageError::io(format!("creating {}", tmp.display())))?;
     let schema = table.schema();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table, order.len())))?;
-    let sources: Vec<&RecordBatch> = batches.iter().collect();
-    for chunk in order.chunks(ROW_GROUP_ROWS) {
-        writer.write(&interleave_record_batch(&sources, chunk)?)?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(writer_properties(table, rows)))?;
+    match order {
+        Some(order) => {
+            let sources: Vec<&RecordBatch> = batches.iter().collect();
+            for chunk in order.chunks(ROW_GROUP_ROWS) {
+                writer.write(&interleave_record_batch(&sources, chunk)?)?;
+            }
+        }
+        None => {
+            for batch in batches {
+                writer.write(batch)?;
+            }
+        }
     }
     let mut file = writer.into_inner()?;
     file.flush().map_err(StorageError::io("flushing a part"))?;
     file.sync_all().map_err(StorageError::io("syncing a part"))?;
     let size = file.metadata().map_err(StorageError::io("sizing a part"))?.len();
     std::fs::rename(&tmp, path).map_err(StorageError::io(format!("publishing {}", path.display())))?;
-    Ok((size, order.len() as u64))
+    Ok((size, rows as u64))
 }
 
 /// An open part: its footer, parsed once.
