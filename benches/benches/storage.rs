@@ -11,7 +11,7 @@ use serde_json::json;
 use sift_benches::{generate, Rng, Shape};
 use sift_collector::processor::tail_sampling::buffer::{Buffer, Limits};
 use sift_collector::processor::tail_sampling::policy::{build, decide};
-use sift_collector::processor::tail_sampling::sampler::spans_of;
+use sift_collector::processor::tail_sampling::trace::encoded_spans;
 use sift_config::TailSamplingConfig;
 use sift_proto::SignalKind;
 use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange, WalEntry};
@@ -106,12 +106,12 @@ fn sampler(c: &mut Criterion) {
     )
     .unwrap();
     let policies: Vec<_> = policies.iter().map(build).collect();
-    let request = generate(&mut Rng::new(5), 4096, &Shape::default()).traces;
+    let request = bytes::Bytes::from(generate(&mut Rng::new(5), 4096, &Shape::default()).traces.encode_to_vec());
     let mut group = c.benchmark_group("sampler");
     group.throughput(Throughput::Elements(4096));
     group.bench_function("insert_and_decide_4096_spans_5_policies", |b| {
         b.iter_batched(
-            || spans_of(request.clone()),
+            || encoded_spans(&request).unwrap(),
             |spans| {
                 let now = Instant::now();
                 let mut buffer = Buffer::new(Limits {
@@ -127,7 +127,7 @@ fn sampler(c: &mut Criterion) {
                 buffer
                     .take_due(now)
                     .iter()
-                    .filter(|(_, p, _)| decide(&policies, &p.trace, now).sampled)
+                    .filter(|(_, p, _)| decide(&policies, &p.trace(), now).sampled)
                     .count()
             },
             BatchSize::SmallInput,

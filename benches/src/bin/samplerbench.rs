@@ -1,8 +1,9 @@
 //! `sift-samplerbench`: the tail sampler's buffer and policies on the load generator's workload.
 //!
 //! Buffers N spans (whole traces), then decides every trace with 10 policies, on one thread, and
-//! reports spans/s for buffering and deciding, and the memory the buffer adds per pending span on
-//! top of the span itself (counted by a counting allocator, not RSS).
+//! reports spans/s for buffering and deciding (which decodes each pending trace), the memory a
+//! pending span holds (its share of the encoded request and origins) and what the buffer adds on
+//! top (counted by a counting allocator, not RSS).
 //!
 //! cargo run --release -p sift-benches --bin sift-samplerbench -- --spans 1000000
 
@@ -16,8 +17,7 @@ use serde_json::json;
 use sift_benches::{generate, Rng, Shape};
 use sift_collector::processor::tail_sampling::buffer::{Buffer, Limits};
 use sift_collector::processor::tail_sampling::policy::{build, decide};
-use sift_collector::processor::tail_sampling::sampler::spans_of;
-use sift_collector::processor::tail_sampling::trace::TraceSpan;
+use sift_collector::processor::tail_sampling::trace::{encoded_spans, EncodedSpan};
 use sift_config::TailSamplingConfig;
 
 struct Counting;
@@ -72,18 +72,21 @@ fn main() -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let policies: Vec<_> = policies.iter().map(build).collect();
 
-    // The spans, as the sampler gets them from the WAL (decoded, with a shared origin).
+    // The spans, as the sampler gets them from the WAL: slices of the encoded request, with a
+    // shared (decoded) origin per scope.
     let mut rng = Rng::new(7);
     let mut spans = Vec::with_capacity(args.spans);
     let mut encoded = 0usize;
     let before_spans = LIVE.load(Ordering::Relaxed);
     while spans.len() < args.spans {
         let request = generate(&mut rng, 4096, &Shape::default()).traces;
-        encoded += request.encoded_len();
-        spans.extend(spans_of(request));
+        let body = bytes::Bytes::from(request.encode_to_vec());
+        encoded += body.len();
+        spans.extend(encoded_spans(&body).map_err(|_| anyhow::anyhow!("undecodable request"))?);
     }
     let n = spans.len();
-    let span_bytes = LIVE.load(Ordering::Relaxed) - before_spans - spans.capacity() * std::mem::size_of::<TraceSpan>();
+    let span_bytes =
+        LIVE.load(Ordering::Relaxed) - before_spans - spans.capacity() * std::mem::size_of::<EncodedSpan>();
 
     let mut buffer = Buffer::new(Limits {
         decision_wait: Duration::from_secs(3600),
@@ -102,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     // `spans` (the Vec) is gone; what remains beyond `before_buffer` minus its allocation is the
     // buffer's own overhead, the spans' structs having moved into it.
     let after_buffer = LIVE.load(Ordering::Relaxed);
-    let vec_bytes = n * std::mem::size_of::<TraceSpan>();
+    let vec_bytes = n * std::mem::size_of::<EncodedSpan>();
     let overhead = (after_buffer + vec_bytes).saturating_sub(before_buffer) as f64 / n as f64;
     let traces = buffer.len();
 
@@ -110,7 +113,7 @@ fn main() -> anyhow::Result<()> {
     let due = buffer.take_due(now + Duration::from_secs(7200));
     let mut kept = 0usize;
     for (_, pending, _) in &due {
-        if decide(&policies, &pending.trace, Instant::now()).sampled {
+        if decide(&policies, &pending.trace(), Instant::now()).sampled {
             kept += 1;
         }
     }
@@ -125,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             "decide_spans_per_s": n as f64 / decide_time.as_secs_f64(),
             "buffer_and_decide_spans_per_s": n as f64 / (insert_time + decide_time).as_secs_f64(),
             "encoded_bytes_per_span": encoded as f64 / n as f64,
-            "decoded_bytes_per_span": span_bytes as f64 / n as f64,
+            "held_bytes_per_span": span_bytes as f64 / n as f64,
             "buffer_overhead_bytes_per_span": overhead,
         })
     );

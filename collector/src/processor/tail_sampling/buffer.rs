@@ -8,9 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use prost::Message;
-
-use super::trace::{Trace, TraceSpan};
+use super::trace::{EncodedSpan, Trace};
 
 /// A trace id.
 pub type TraceId = [u8; 16];
@@ -18,14 +16,24 @@ pub type TraceId = [u8; 16];
 /// A trace waiting for its decision.
 #[derive(Debug)]
 pub struct Pending {
-    /// The spans so far.
-    pub trace: Trace,
+    /// The spans so far, as they arrived.
+    pub spans: Vec<EncodedSpan>,
     /// WAL position of the record holding its first span.
     pub first_position: u64,
     /// When it is due.
     pub due: Instant,
     /// Encoded size of its spans.
     pub bytes: usize,
+}
+
+impl Pending {
+    /// The trace decoded for the policies (a span that does not decode is left out; it was
+    /// validated when received, so none should).
+    pub fn trace(&self) -> Trace {
+        Trace {
+            spans: self.spans.iter().filter_map(EncodedSpan::decode).collect(),
+        }
+    }
 }
 
 /// Why a trace left the buffer.
@@ -87,13 +95,13 @@ impl Buffer {
 
     /// Adds a span (read from the WAL record at `position`). Returns the traces that must be
     /// decided now because of it: this one if it grew too large, the oldest if the buffer was full.
-    pub fn insert(&mut self, span: TraceSpan, position: u64, now: Instant) -> Vec<(TraceId, Pending, Reason)> {
+    pub fn insert(&mut self, span: EncodedSpan, position: u64, now: Instant) -> Vec<(TraceId, Pending, Reason)> {
         let mut out = Vec::new();
-        let Ok(id) = TraceId::try_from(span.span.trace_id.as_slice()) else {
+        let Ok(id) = TraceId::try_from(span.trace_id()) else {
             return out;
         };
-        let is_root = span.span.parent_span_id.is_empty();
-        let bytes = span.span.encoded_len();
+        let is_root = span.is_root();
+        let bytes = span.bytes.len();
         if !self.traces.contains_key(&id) {
             while self.enforcing && self.traces.len() >= self.limits.max_traces.max(1) {
                 let Some(oldest) = self.arrival.pop_front() else { break };
@@ -106,7 +114,7 @@ impl Buffer {
             self.traces.insert(
                 id,
                 Pending {
-                    trace: Trace::default(),
+                    spans: Vec::new(),
                     first_position: position,
                     due: now + self.limits.decision_wait,
                     bytes: 0,
@@ -114,7 +122,7 @@ impl Buffer {
             );
         }
         let pending = self.traces.get_mut(&id).expect("inserted above");
-        pending.trace.spans.push(span);
+        pending.spans.push(span);
         pending.bytes += bytes;
         self.total_bytes += bytes;
         if let (true, Some(after_root)) = (is_root, self.limits.after_root) {
@@ -266,17 +274,17 @@ mod tests {
 
     use super::*;
 
-    fn span(trace: u8, span: u8, root: bool) -> TraceSpan {
-        TraceSpan {
-            span: Span {
+    fn span(trace: u8, span: u8, root: bool) -> EncodedSpan {
+        EncodedSpan::of(
+            &Span {
                 trace_id: vec![trace; 16],
                 span_id: vec![span; 8],
                 parent_span_id: if root { Vec::new() } else { vec![1; 8] },
                 name: "x".repeat(50),
                 ..Default::default()
             },
-            origin: Arc::new(Default::default()),
-        }
+            Arc::new(Default::default()),
+        )
     }
 
     fn limits() -> Limits {
@@ -311,10 +319,7 @@ mod tests {
         assert_eq!(reasons.len(), 4, "every trace is over the size limit: {reasons:?}");
         assert!(reasons.iter().all(|(_, r)| *r == Reason::TooLarge));
         assert!(buffer.is_empty());
-        assert!(
-            ready.iter().all(|(_, p, _)| p.trace.spans.len() == 4),
-            "no trace was split"
-        );
+        assert!(ready.iter().all(|(_, p, _)| p.spans.len() == 4), "no trace was split");
     }
 
     #[test]
@@ -333,7 +338,7 @@ mod tests {
         let due = buffer.take_due(t0 + Duration::from_secs(10));
         assert_eq!(due.len(), 1);
         assert_eq!(
-            due[0].1.trace.spans.len(),
+            due[0].1.spans.len(),
             2,
             "both spans of trace 1, though the second came later"
         );

@@ -19,7 +19,7 @@ use sift_config::TailSamplingConfig;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use sift_proto::{Signal, SignalKind, Traces};
+use sift_proto::SignalKind;
 use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
 use sift_storage::WalEntry;
 use tokio::sync::watch;
@@ -28,7 +28,7 @@ use super::buffer::{Buffer, Limits, Pending, Reason, TraceId};
 use super::cache::DecisionCache;
 use super::control::{SamplerControl, State};
 use super::policy::{decide, NamedPolicy, ADJUSTED_COUNT};
-use super::trace::{group_by_origin, Origin, TraceSpan};
+use super::trace::{encode_request, encoded_spans, EncodedSpan};
 use crate::telemetry::{DecisionLabels, Telemetry};
 
 /// The WAL tag of a pipeline's dropped traces: a record of their ids only, so that a replay after
@@ -69,7 +69,7 @@ struct Sampler {
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
     /// Spans of kept traces (and late spans of kept traces), written with the next emission.
-    to_emit: Vec<TraceSpan>,
+    to_emit: Vec<EncodedSpan>,
     /// Dropped traces, recorded with the next emission.
     to_drop: Vec<TraceId>,
     /// The WAL's end when the sampler started: records before it are a replay, during which
@@ -184,12 +184,12 @@ impl Sampler {
             if (is_own_output || is_dropped_record) && !replaying {
                 continue;
             }
-            let Ok(request) = ExportTraceServiceRequest::decode(entry.body.clone()) else {
+            let Ok(spans) = encoded_spans(&entry.body) else {
                 tracing::error!(pipeline = %self.pipeline, "undecodable traces entry in the WAL");
                 continue;
             };
-            for span in spans_of(request) {
-                let Ok(id) = TraceId::try_from(span.span.trace_id.as_slice()) else {
+            for span in spans {
+                let Ok(id) = TraceId::try_from(span.trace_id()) else {
                     continue;
                 };
                 if is_dropped_record {
@@ -250,7 +250,7 @@ impl Sampler {
                 .sampling_decision_latency
                 .observe(now.saturating_duration_since(pending.due).as_secs_f64());
         }
-        let decision = decide(policies, &pending.trace, now);
+        let decision = decide(policies, &pending.trace(), now);
         let label = if decision.sampled { "sampled" } else { "not_sampled" };
         self.telemetry
             .sampling_decisions
@@ -264,7 +264,7 @@ impl Sampler {
             self.to_drop.push(id);
             return;
         }
-        let mut spans = pending.trace.spans;
+        let mut spans = pending.spans;
         for span in &mut spans {
             mark_adjusted(span, decision.probability);
         }
@@ -300,18 +300,17 @@ impl Sampler {
         if kept.is_empty() {
             return true;
         }
-        let request = request_of(kept);
-        let items = Traces::item_count(&request);
-        let body = Bytes::from(request.encode_to_vec());
+        let items = kept.len() as u64;
+        let body = encode_request(kept);
         let entry = WalEntry::encode(SignalKind::Traces, &self.sampled_tag, items, &body);
         append_with_retry(&self.appender, entry, &self.pipeline, stop).await
     }
 }
 
 /// Gives a span kept with `probability` < 1 the number of traces it stands for.
-fn mark_adjusted(span: &mut TraceSpan, probability: f64) {
+fn mark_adjusted(span: &mut EncodedSpan, probability: f64) {
     if probability > 0.0 && probability < 1.0 {
-        span.span.attributes.push(KeyValue {
+        span.push_attribute(&KeyValue {
             key: ADJUSTED_COUNT.to_owned(),
             value: Some(AnyValue {
                 value: Some(any_value::Value::DoubleValue(1.0 / probability)),
@@ -347,43 +346,4 @@ pub(super) async fn append_with_retry(
 /// Resolves once `stop` is set (holding no borrow of the flag afterwards).
 pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// The spans of a request, each with its (shared) origin.
-pub fn spans_of(request: ExportTraceServiceRequest) -> Vec<TraceSpan> {
-    let mut out = Vec::new();
-    for rs in request.resource_spans {
-        for ss in rs.scope_spans {
-            let origin = Arc::new(Origin {
-                resource: rs.resource.clone().unwrap_or_default(),
-                resource_schema_url: rs.schema_url.clone(),
-                scope: ss.scope.unwrap_or_default(),
-                scope_schema_url: ss.schema_url,
-            });
-            out.extend(ss.spans.into_iter().map(|span| TraceSpan {
-                span,
-                origin: origin.clone(),
-            }));
-        }
-    }
-    out
-}
-
-/// A request holding `spans`, grouped back under their resources and scopes.
-fn request_of(spans: Vec<TraceSpan>) -> ExportTraceServiceRequest {
-    let groups = group_by_origin(spans.into_iter().map(|s| (s.origin, s.span)));
-    ExportTraceServiceRequest {
-        resource_spans: groups
-            .into_iter()
-            .map(|(origin, spans)| ResourceSpans {
-                resource: Some(origin.resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(origin.scope.clone()),
-                    spans,
-                    schema_url: origin.scope_schema_url.clone(),
-                }],
-                schema_url: origin.resource_schema_url.clone(),
-            })
-            .collect(),
-    }
 }
