@@ -106,7 +106,11 @@ fn sampler(c: &mut Criterion) {
     )
     .unwrap();
     let policies: Vec<_> = policies.iter().map(build).collect();
-    let request = bytes::Bytes::from(generate(&mut Rng::new(5), 4096, &Shape::default()).traces.encode_to_vec());
+    let request = bytes::Bytes::from(
+        generate(&mut Rng::new(5), 4096, &Shape::default())
+            .traces
+            .encode_to_vec(),
+    );
     let mut group = c.benchmark_group("sampler");
     group.throughput(Throughput::Elements(4096));
     group.bench_function("insert_and_decide_4096_spans_5_policies", |b| {
