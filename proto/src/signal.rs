@@ -492,9 +492,9 @@ impl Signal for Metrics {
     }
 }
 
-/// Number of items in a protobuf-encoded request of `kind`.
-pub fn item_count_protobuf(kind: SignalKind, body: &[u8]) -> Result<u64, prost::DecodeError> {
-    crate::with_signal!(kind, S => <S as Signal>::Request::decode(body).map(|r| S::item_count(&r)))
+/// Number of items in a protobuf-encoded request of `kind` (counted by a scan, not a decode).
+pub fn item_count_protobuf(kind: SignalKind, body: &[u8]) -> Result<u64, crate::wire::Malformed> {
+    crate::wire::scan(kind, body).map(|scan| scan.items)
 }
 
 /// Appends a protobuf-encoded request of `kind` to `out` as OTLP/JSON text.

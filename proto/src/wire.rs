@@ -36,6 +36,29 @@ pub fn scan(kind: SignalKind, body: &[u8]) -> Result<Scan, Malformed> {
     Ok(scan)
 }
 
+/// The length-delimited fields (strings, bytes, messages) of one message as (field number,
+/// bytes), in order; fields of other wire types are skipped. For reading a few fields of a
+/// message without decoding it. Stops with `Malformed` at the first malformed field.
+pub fn delimited_fields(mut buf: &[u8]) -> impl Iterator<Item = Result<(u32, &[u8]), Malformed>> {
+    std::iter::from_fn(move || {
+        while !buf.is_empty() {
+            let field = key(&mut buf).and_then(|(tag, wire)| match wire {
+                LEN => delimited(&mut buf).map(|value| Some((tag, value))),
+                _ => skip(&mut buf, tag, wire, RECURSION_LIMIT).map(|()| None),
+            });
+            match field {
+                Ok(Some(field)) => return Some(Ok(field)),
+                Ok(None) => {}
+                Err(e) => {
+                    buf = &[];
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    })
+}
+
 /// prost's nesting limit: messages (and skipped groups) deeper than this are refused.
 const RECURSION_LIMIT: u32 = 100;
 

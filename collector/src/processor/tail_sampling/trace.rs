@@ -8,7 +8,7 @@ use prost::Message;
 use sift_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use sift_proto::otlp::resource::v1::Resource;
 use sift_proto::otlp::trace::v1::Span;
-use sift_proto::wire::Malformed;
+use sift_proto::wire::{self, Malformed};
 
 /// Where a span came from: its resource and instrumentation scope, with their schema URLs (the
 /// same type the store reads rows back with).
@@ -124,29 +124,13 @@ impl EncodedSpan {
     }
 }
 
-/// The last value of length-delimited field `tag` in a well-formed `Span` message (empty if absent).
-fn span_field(mut buf: &[u8], tag: u32) -> &[u8] {
-    let mut found: &[u8] = &[];
-    while !buf.is_empty() {
-        let Ok((field, wire)) = prost::encoding::decode_key(&mut buf) else {
-            break;
-        };
-        if wire == prost::encoding::WireType::LengthDelimited {
-            let Ok(len) = prost::encoding::decode_varint(&mut buf) else {
-                break;
-            };
-            let Some(len) = usize::try_from(len).ok().filter(|l| *l <= buf.len()) else {
-                break;
-            };
-            if field == tag {
-                found = &buf[..len];
-            }
-            buf = &buf[len..];
-        } else if prost::encoding::skip_field(wire, field, &mut buf, Default::default()).is_err() {
-            break;
-        }
-    }
-    found
+/// The last value of length-delimited field `tag` in a `Span` message (empty if absent).
+fn span_field(buf: &[u8], tag: u32) -> &[u8] {
+    wire::delimited_fields(buf)
+        .map_while(Result::ok)
+        .filter(|(field, _)| *field == tag)
+        .last()
+        .map_or(&[], |(_, value)| value)
 }
 
 /// The spans of a protobuf `ExportTraceServiceRequest`, each a slice of `body`, with their origins
@@ -197,23 +181,12 @@ pub fn encoded_spans(body: &Bytes) -> Result<Vec<EncodedSpan>, Malformed> {
 
 /// Calls `f` with each length-delimited field of a message (other wire types are skipped).
 fn for_each_field<'a>(
-    mut buf: &'a [u8],
+    buf: &'a [u8],
     f: &mut dyn FnMut(u32, &'a [u8]) -> Result<(), Malformed>,
 ) -> Result<(), Malformed> {
-    while !buf.is_empty() {
-        let (field, wire) = prost::encoding::decode_key(&mut buf).map_err(|_| Malformed)?;
-        if wire == prost::encoding::WireType::LengthDelimited {
-            let len = prost::encoding::decode_varint(&mut buf).map_err(|_| Malformed)?;
-            let len = usize::try_from(len).unwrap_or(usize::MAX);
-            if len > buf.len() {
-                return Err(Malformed);
-            }
-            let (value, rest) = buf.split_at(len);
-            buf = rest;
-            f(field, value)?;
-        } else {
-            prost::encoding::skip_field(wire, field, &mut buf, Default::default()).map_err(|_| Malformed)?;
-        }
+    for field in wire::delimited_fields(buf) {
+        let (tag, value) = field?;
+        f(tag, value)?;
     }
     Ok(())
 }
