@@ -238,34 +238,29 @@ fn policies_change_at_run_time_by_put_and_sighup_and_decisions_are_reported() {
     assert_eq!(status, 404, "{unknown}");
 
     // An invalid PUT changes nothing and says where the problem is.
-    let client = Client::new();
-    let bad = client
-        .put(sift.query_url("/api/v1/sampling/policies"))
-        .body("- { name: slow, type: latency, latency: { threshold_ms: -5 } }")
-        .send()
-        .unwrap();
+    let first_policy = || sift.query("/api/v1/sampling/policies").1["policies"][0]["name"].clone();
+    let put = |body: &str| {
+        Client::new()
+            .put(sift.query_url("/api/v1/sampling/policies"))
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+    };
+    let bad = put("- { name: slow, type: latency, latency: { threshold_ms: -5 } }");
     assert_eq!(bad.status(), 400);
     let message = bad.json::<Value>().unwrap()["error"]["message"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(message.contains("policies[0].latency.threshold_ms"), "{message}");
-    assert_eq!(
-        sift.query("/api/v1/sampling/policies").1["policies"][0]["name"],
-        "errors"
-    );
+    assert_eq!(first_policy(), "errors");
 
     // A valid PUT (YAML) applies to new traces at once.
-    let put = client
-        .put(sift.query_url("/api/v1/sampling/policies"))
-        .body("policies:\n  - { name: everything, type: always_sample }\n")
-        .send()
-        .unwrap();
-    assert_eq!(put.status(), 200);
     assert_eq!(
-        sift.query("/api/v1/sampling/policies").1["policies"][0]["name"],
-        "everything"
+        put("policies:\n  - { name: everything, type: always_sample }\n").status(),
+        200
     );
+    assert_eq!(first_policy(), "everything");
     send(&sift, vec![span(2, 0), span(2, 1)]);
     assert!(eventually(Duration::from_secs(10), || decision_of(&sift, 2)
         ["decision"]

@@ -48,7 +48,8 @@ pub struct StoreOptions {
     pub compact_parts: usize,
     /// Rows of a merged part at most; parts of a quarter of this or more are left alone, so a
     /// merge's memory is bounded and no row is rewritten more than a few times. (A merge decodes
-    /// its rows to re-index them: 1M spans took ~23 s and ~2.5 GB, hence the default of 100k.)
+    /// its rows to re-index them: one merge of eight parts, up to 1M spans, took ~23 s and ~2.5 GB
+    /// of RSS, hence the default of 100k.)
     pub compact_max_rows: u64,
     /// How long each signal is kept (`None`: forever).
     pub retention: BTreeMap<SignalKind, Duration>,

@@ -1,7 +1,7 @@
-//! The pending-trace buffer of tail sampling (not wired into pipelines yet): spans grouped by
-//! trace id, each trace due `decision_wait` after its first span (sooner once its root span
-//! arrived, with `decision_wait_after_root_received`), bounded by a trace count and a per-trace
-//! size. When full, the oldest trace is handed out early rather than dropped; an oversized trace is
+//! The pending-trace buffer of tail sampling: spans (as they arrived, encoded) grouped by trace
+//! id, each trace due `decision_wait` after its first span (sooner once its root span arrived,
+//! with `decision_wait_after_root_received`), bounded by a trace count, a per-trace size and a
+//! total size. When full, the oldest trace is handed out early rather than dropped; an oversized trace is
 //! handed out at once. It also knows the WAL position of its oldest pending span, which is where a
 //! replay after a crash has to start.
 
@@ -97,7 +97,7 @@ impl Buffer {
     /// decided now because of it: this one if it grew too large, the oldest if the buffer was full.
     pub fn insert(&mut self, span: EncodedSpan, position: u64, now: Instant) -> Vec<(TraceId, Pending, Reason)> {
         let mut out = Vec::new();
-        let Ok(id) = TraceId::try_from(span.trace_id()) else {
+        let Some(id) = span.trace_id() else {
             return out;
         };
         let is_root = span.is_root();

@@ -189,7 +189,7 @@ impl Sampler {
                 continue;
             };
             for span in spans {
-                let Ok(id) = TraceId::try_from(span.trace_id()) else {
+                let Some(id) = span.trace_id() else {
                     continue;
                 };
                 if is_dropped_record {

@@ -1,5 +1,7 @@
-//! A trace as the policies see it: its spans, each with its resource and scope (shared by the
-//! spans that came with them), so that kept traces can be sent on as they arrived.
+//! Traces in tail sampling: as the buffer holds them ([`EncodedSpan`]: the bytes each span arrived
+//! as, sliced out of the WAL record, with its resource and scope) and as the policies see them
+//! ([`Trace`]: decoded when the decision is due). Kept spans are written on as they arrived
+//! ([`encode_request`]).
 
 use std::sync::Arc;
 
@@ -86,17 +88,38 @@ pub struct EncodedSpan {
     pub bytes: Bytes,
     /// Its resource and scope.
     pub origin: Arc<Origin>,
+    /// Read once, when the span is sliced out: the buffer and the sampler both need them.
+    trace_id: Option<[u8; 16]>,
+    root: bool,
 }
 
 impl EncodedSpan {
-    /// The span's trace id (empty if the message has none).
-    pub fn trace_id(&self) -> &[u8] {
-        span_field(&self.bytes, 1)
+    /// A span from its `Span` message bytes (one pass over its fields for the trace id and parent).
+    pub fn new(bytes: Bytes, origin: Arc<Origin>) -> EncodedSpan {
+        let (mut trace_id, mut parent): (&[u8], &[u8]) = (&[], &[]);
+        for (field, value) in wire::delimited_fields(&bytes).map_while(Result::ok) {
+            match field {
+                1 => trace_id = value,
+                4 => parent = value,
+                _ => {}
+            }
+        }
+        EncodedSpan {
+            trace_id: trace_id.try_into().ok(),
+            root: parent.is_empty(),
+            bytes,
+            origin,
+        }
+    }
+
+    /// The span's trace id, if it has a valid one.
+    pub fn trace_id(&self) -> Option<[u8; 16]> {
+        self.trace_id
     }
 
     /// Whether the span has no parent.
     pub fn is_root(&self) -> bool {
-        span_field(&self.bytes, 4).is_empty()
+        self.root
     }
 
     /// The decoded span, for the policies.
@@ -109,10 +132,7 @@ impl EncodedSpan {
 
     /// A span of `span` (for tests and benches).
     pub fn of(span: &Span, origin: Arc<Origin>) -> EncodedSpan {
-        EncodedSpan {
-            bytes: span.encode_to_vec().into(),
-            origin,
-        }
+        EncodedSpan::new(span.encode_to_vec().into(), origin)
     }
 
     /// Adds an attribute: a repeated field may be appended to an encoded message.
@@ -122,15 +142,6 @@ impl EncodedSpan {
         prost::encoding::message::encode(9, attribute, &mut bytes);
         self.bytes = bytes.into();
     }
-}
-
-/// The last value of length-delimited field `tag` in a `Span` message (empty if absent).
-fn span_field(buf: &[u8], tag: u32) -> &[u8] {
-    wire::delimited_fields(buf)
-        .map_while(Result::ok)
-        .filter(|(field, _)| *field == tag)
-        .last()
-        .map_or(&[], |(_, value)| value)
 }
 
 /// The spans of a protobuf `ExportTraceServiceRequest`, each a slice of `body`, with their origins
@@ -169,10 +180,7 @@ pub fn encoded_spans(body: &Bytes) -> Result<Vec<EncodedSpan>, Malformed> {
                 scope,
                 scope_schema_url,
             });
-            out.extend(spans.into_iter().map(|bytes| EncodedSpan {
-                bytes,
-                origin: origin.clone(),
-            }));
+            out.extend(spans.into_iter().map(|bytes| EncodedSpan::new(bytes, origin.clone())));
         }
         Ok(())
     })?;
@@ -279,7 +287,7 @@ mod tests {
         let body = Bytes::from(original.encode_to_vec());
         let spans = encoded_spans(&body).unwrap();
         assert_eq!(spans.len(), 4);
-        assert_eq!(spans[1].trace_id(), &[2; 16]);
+        assert_eq!(spans[1].trace_id(), Some([2; 16]));
         assert!(spans[0].is_root() && !spans[1].is_root());
         assert_eq!(spans[2].origin.scope.name, "y");
         assert_eq!(spans[3].origin.resource_schema_url, "");
