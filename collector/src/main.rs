@@ -133,7 +133,11 @@ fn main() -> ExitCode {
                 config_path: config,
                 data_dir,
             };
-            match runtime.block_on(serve(options)) {
+            let outcome = runtime.block_on(serve(options));
+            // A blocking task still running (a flush on a failing disk) must not hold the exit:
+            // what it has not published stays in the WAL for the next start.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("sift failed: {e:#}");

@@ -26,6 +26,15 @@ use crate::telemetry::Telemetry;
 
 /// How long shutdown waits for in-flight requests, then for exporters to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Free space the WAL's filesystem needs, after a write failed for lack of it, before Sift says
+/// it is ready again (two full write groups).
+const DISK_HEADROOM: u64 = 32 << 20;
+/// How long Sift says it is not ready after a WAL write failed with an I/O error other than a
+/// full disk (the next write shows whether it persists).
+const IO_ERROR_HOLD: Duration = Duration::from_secs(5);
+
+/// A WAL consumer task, built before any of them is started.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What `sift serve` was asked to run.
 pub struct ServeOptions {
@@ -61,6 +70,18 @@ impl sift_query::Health for Health {
         let nearly_full = self.wal.disk_bytes() >= self.wal.max_bytes() / 10 * 9;
         if self.ingest.is_refusing() && nearly_full {
             return Err("the write-ahead log is full: exporters are behind".into());
+        }
+        // The disk refused the last write: not ready while it is still full (or, for other I/O
+        // errors, for a few seconds), so that traffic comes back once a write can succeed.
+        if let Some(failure) = self.wal.write_failure() {
+            let still_failing = if failure.disk_full {
+                self.wal.free_disk_bytes().is_none_or(|free| free < DISK_HEADROOM)
+            } else {
+                failure.at.elapsed() < IO_ERROR_HOLD
+            };
+            if still_failing {
+                return Err(format!("the write-ahead log cannot write: {}", failure.message));
+            }
         }
         Ok(())
     }
@@ -141,7 +162,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         },
     )?;
     let recovery = wal.recovery().clone();
-    if recovery.truncated_bytes > 0 || recovery.corrupt_bytes > 0 {
+    if let Some(aside) = &recovery.kept_aside {
+        tracing::error!(
+            truncated_bytes = recovery.truncated_bytes,
+            kept_at = %aside.display(),
+            "write-ahead log: the end of the last segment was damaged in a way a crash does not explain; its bytes were cut from the log and kept for inspection"
+        );
+    } else if recovery.truncated_bytes > 0 || recovery.corrupt_bytes > 0 {
         tracing::warn!(
             truncated_bytes = recovery.truncated_bytes,
             corrupt_bytes = recovery.corrupt_bytes,
@@ -155,8 +182,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let ingest = Arc::new(Ingest::new(&config, wal.appender(), telemetry.clone()));
 
     // Tail samplers: one WAL consumer per sampled pipeline; its exporters read its output.
+    // Every consumer is registered before any task starts: a consumer that committed first could
+    // otherwise let the WAL delete segments a consumer registered later still needs.
     let (stop_exporters, exporters_stop) = watch::channel(false);
-    let mut samplers = JoinSet::new();
+    let mut sampler_tasks: Vec<Task> = Vec::new();
+    let mut exporter_tasks: Vec<Task> = Vec::new();
     let mut controls = Samplers::default();
     let mut feeds: BTreeMap<ComponentId, HashSet<String>> = BTreeMap::new();
     // Traces pipelines first: logs pipelines with the same tail_sampling processor follow them.
@@ -175,7 +205,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 let control = sampler::control(&pipeline_name, &sampling);
                 controls.0.push(control.clone());
                 by_processor.insert(processor, control.clone());
-                samplers.spawn(sampler::run(
+                sampler_tasks.push(Box::pin(sampler::run(
                     pipeline_name.clone(),
                     control,
                     wal.committed(),
@@ -183,7 +213,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                     wal.appender(),
                     telemetry.clone(),
                     exporters_stop.clone(),
-                ));
+                )));
                 sampler::sampled_tag(&pipeline_name)
             }
             Some((processor, sampling)) => {
@@ -194,7 +224,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 let consumer = wal.consumer(&format!("follower.{pipeline_name}"));
                 // A log may arrive before its trace's first span: wait for two decision waits.
                 let wait = sampling.decision_wait.0 * 2 + Duration::from_secs(1);
-                samplers.spawn(follower::run(
+                sampler_tasks.push(Box::pin(follower::run(
                     pipeline_name.clone(),
                     control,
                     wait,
@@ -202,7 +232,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                     wal.appender(),
                     telemetry.clone(),
                     exporters_stop.clone(),
-                ));
+                )));
                 sampler::sampled_tag(&pipeline_name)
             }
             None => pipeline_name,
@@ -211,7 +241,6 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             feeds.entry(exporter_id.clone()).or_default().insert(feed.clone());
         }
     }
-    let mut exporters = JoinSet::new();
     let mut store: Option<Arc<LocalStore>> = None;
     for (id, exporter_config) in &config.exporters {
         let Some(pipelines) = feeds.remove(id) else {
@@ -222,26 +251,34 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         if let ExporterConfig::Storage(_) = exporter_config {
             let opened = open_store(&data_dir, &config)?;
             store = Some(opened.clone());
-            exporters.spawn(exporter::storage::run(
+            exporter_tasks.push(Box::pin(exporter::storage::run(
                 id.clone(),
                 opened,
                 consumer,
                 pipelines,
                 telemetry.clone(),
                 exporters_stop.clone(),
-            ));
+            )));
             continue;
         }
         let built =
             exporter::build(id, exporter_config, &data_dir).with_context(|| format!("building exporter {id}"))?;
-        exporters.spawn(exporter::run(
+        exporter_tasks.push(Box::pin(exporter::run(
             id.clone(),
             built,
             consumer,
             pipelines,
             telemetry.clone(),
             exporters_stop.clone(),
-        ));
+        )));
+    }
+    let mut samplers = JoinSet::new();
+    for task in sampler_tasks {
+        samplers.spawn(task);
+    }
+    let mut exporters = JoinSet::new();
+    for task in exporter_tasks {
+        exporters.spawn(task);
     }
 
     // Query API (and /metrics, /healthz, /readyz).

@@ -90,6 +90,9 @@ pub struct Telemetry {
     pub storage_disk_bytes: Family<SignalLabels, Gauge>,
     /// Bytes deleted by retention (`sift_storage_retention_freed_bytes_total{signal}`).
     pub storage_retention_freed_bytes: Family<SignalLabels, Counter>,
+    /// Stored files found damaged: quarantined parts and indexes being rebuilt
+    /// (`sift_storage_damaged_files`).
+    pub storage_damaged_files: Gauge,
     /// Resident memory of the process (`sift_memory_bytes`).
     pub memory_bytes: Gauge,
     /// Tail-sampling decisions (`sift_sampling_decisions_total{decision,policy}`).
@@ -203,6 +206,11 @@ impl Telemetry {
                 r,
                 "sift_storage_disk_bytes",
                 "Bytes of Parquet parts and full-text indexes on disk",
+            ),
+            storage_damaged_files: registered(
+                r,
+                "sift_storage_damaged_files",
+                "Stored files found damaged: quarantined parts and full-text indexes being rebuilt",
             ),
             storage_retention_freed_bytes: registered(
                 r,

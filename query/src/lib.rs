@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
-use sift_storage::{LogSearch, StorageError, Store, TimeRange, TraceFilter};
+use sift_storage::{LogSearch, StorageError, Store, Table, TimeRange, TraceFilter};
 
 pub use error::ApiError;
 use params::Params;
@@ -164,28 +164,50 @@ async fn trace(
     let params = Params::parse(raw.as_deref(), &["start", "end"])?;
     let range = params.range()?;
     let store = store(&backends)?;
-    let (spans, logs, exemplars) = run(store, move |s| {
-        Ok((
-            s.trace(&trace_id, &range)?,
-            s.logs_by_trace(&trace_id, &range)?,
-            s.exemplars_by_trace(&trace_id, &range)?,
-        ))
+    let (spans, logs, exemplars, partial) = run(store, move |s| {
+        let spans = s.trace(&trace_id, &range)?;
+        let logs = s.logs_by_trace(&trace_id, &range)?;
+        let exemplars = s.exemplars_by_trace(&trace_id, &range)?;
+        let partial = [Table::Spans, Table::Logs, Table::Exemplars]
+            .into_iter()
+            .any(|table| s.partial(table, &range, false));
+        Ok((spans, logs, exemplars, partial))
     })
     .await?;
     if spans.is_empty() && logs.is_empty() {
-        return Err(ApiError::NotFound(format!("trace {} not found", hex::encode(trace_id))));
+        let damaged = if partial {
+            " (some stored data is damaged, so it may be missing)"
+        } else {
+            ""
+        };
+        return Err(ApiError::NotFound(format!(
+            "trace {} not found{damaged}",
+            hex::encode(trace_id)
+        )));
     }
     let sampling = backends.sampling.as_ref().and_then(|s| s.decision(&trace_id));
     let mut summary = render::summary(&trace_id, &spans);
     summary.remove("trace_id");
-    Ok(Json(json!({
+    let mut body = json!({
         "trace_id": hex::encode(trace_id),
         "summary": summary,
         "spans": spans.iter().map(render::span).collect::<Vec<_>>(),
         "logs": logs.iter().map(render::log).collect::<Vec<_>>(),
         "exemplars": exemplars.iter().map(render::exemplar).collect::<Vec<_>>(),
         "sampling": sampling_json(sampling),
-    })))
+    });
+    if let Value::Object(map) = &mut body {
+        mark_partial(map, partial);
+    }
+    Ok(Json(body))
+}
+
+/// Adds `"partial": true` to an answer that misses data (a budget ran out, or stored files are
+/// damaged).
+fn mark_partial(body: &mut Map<String, Value>, partial: bool) {
+    if partial {
+        body.insert("partial".into(), Value::Bool(true));
+    }
 }
 
 async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
@@ -246,7 +268,7 @@ async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery
     let (traces, partial) = run(store, move |s| {
         let hits = s.search_traces(&filter)?;
         let deadline = std::time::Instant::now() + QUERY_TIMEOUT / 2;
-        let mut partial = hits.partial;
+        let mut partial = hits.partial || s.partial(Table::Spans, &filter.range, filter.query.is_some());
         let mut out = Vec::new();
         for (trace_id, _) in hits.traces {
             if out.len() >= limit {
@@ -268,9 +290,7 @@ async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery
     .await?;
     let mut body = Map::new();
     body.insert("traces".into(), Value::Array(traces));
-    if partial {
-        body.insert("partial".into(), Value::Bool(true));
-    }
+    mark_partial(&mut body, partial);
     Ok(Json(Value::Object(body)))
 }
 
@@ -295,7 +315,11 @@ async fn search_logs(State(backends): State<Backends>, RawQuery(raw): RawQuery) 
     };
     let query = search.query.clone();
     let store = store(&backends)?;
-    let rows = run(store, move |s| Ok(s.search_logs(&search)?)).await?;
+    let (rows, partial) = run(store, move |s| {
+        let rows = s.search_logs(&search)?;
+        Ok((rows, s.partial(Table::Logs, &search.range, true)))
+    })
+    .await?;
     let logs: Vec<Value> = rows
         .iter()
         .map(|row| {
@@ -306,7 +330,10 @@ async fn search_logs(State(backends): State<Backends>, RawQuery(raw): RawQuery) 
             log
         })
         .collect();
-    Ok(Json(json!({ "logs": logs })))
+    let mut body = Map::new();
+    body.insert("logs".into(), Value::Array(logs));
+    mark_partial(&mut body, partial);
+    Ok(Json(Value::Object(body)))
 }
 
 async fn metric_series(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
@@ -351,14 +378,13 @@ async fn metric_series(State(backends): State<Backends>, RawQuery(raw): RawQuery
     };
     let (series, partial) = run(store, move |s| {
         let (rows, partial) = s.metric_points(&name, &range, POINT_BUDGET)?;
+        let partial = partial || s.partial(Table::Metrics, &range, false);
         Ok((metrics::series(&rows, &matchers, start, end, step, agg)?, partial))
     })
     .await?;
     let mut body = Map::new();
     body.insert("series".into(), Value::Array(series));
-    if partial {
-        body.insert("partial".into(), Value::Bool(true));
-    }
+    mark_partial(&mut body, partial);
     Ok(Json(Value::Object(body)))
 }
 

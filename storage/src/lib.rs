@@ -151,4 +151,8 @@ pub trait Store: Send + Sync {
     ) -> Result<(Vec<MetricRow>, bool), StorageError>;
     /// Services seen in spans and logs.
     fn services(&self) -> Result<Vec<ServiceInfo>, StorageError>;
+    /// Whether an answer about `table` over `range` misses stored data because files were found
+    /// damaged (and, for `full_text` searches, because an index is being rebuilt): the query API
+    /// then says the answer is partial.
+    fn partial(&self, table: Table, range: &TimeRange, full_text: bool) -> bool;
 }

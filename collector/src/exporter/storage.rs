@@ -3,7 +3,9 @@
 //! Unlike the other exporters it does not checkpoint as soon as a batch is handed over: rows sit in
 //! the store's in-memory head until a flush publishes them as Parquet parts, so the checkpoint
 //! follows [`LocalStore::durable_position`]. After a crash the WAL replays from there, and records
-//! the manifest already covers are skipped, so each row is stored exactly once.
+//! the manifest already covers are skipped, so each row is stored exactly once. A failed flush
+//! (full disk) leaves the checkpoint where it is and is retried by the store until it succeeds;
+//! one that still fails at shutdown leaves its rows in the WAL for the next start.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -115,8 +117,11 @@ pub async fn run(
             next = consumer.next_batch(BATCH_BYTES) => next,
             _ = tick.tick() => {
                 if let Err(e) = blocking(&store, LocalStore::refresh).await {
-                    tracing::error!(exporter = %name, error = %e, "cannot refresh the log index");
+                    tracing::warn!(exporter = %name, error = %e, "cannot repair the store yet (full-text rebuild or quarantine); will retry");
                 }
+                telemetry
+                    .storage_damaged_files
+                    .set(i64::try_from(store.damaged_files()).unwrap_or(i64::MAX));
                 if store.flush_due() {
                     flush(&name, &store, &mut consumer, &telemetry).await;
                 }

@@ -6,11 +6,18 @@
 //! get, and become searchable at the next refresh (about a second, like Elasticsearch's refresh
 //! interval); hits on part ids the manifest does not (yet) list are ignored, and after a crash
 //! the documents of parts that were never published are deleted before their ids are reused.
+//!
+//! An index is derived data: the parts (and the head) hold every row it describes. So a failed
+//! write (ENOSPC kills a tantivy writer) or a damaged file (tantivy's per-file checksums, checked
+//! when an index is opened; read errors) never fails the store: the partition's index is marked
+//! stale, stops taking documents, and is rebuilt from its rows by [`super::LocalStore::refresh`].
+//! Searches over a stale partition skip it and say their answer is partial.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
@@ -258,13 +265,23 @@ pub(crate) struct Hit {
     pub trace_id: Option<[u8; 16]>,
 }
 
+/// How long a failed rebuild waits before it is tried again.
+const REBUILD_RETRY: Duration = Duration::from_secs(5);
+
+/// The open partition indexes, and those that are stale (with the last failed rebuild).
+#[derive(Default)]
+struct Partitions {
+    open: BTreeMap<u64, PartitionIndex>,
+    stale: BTreeMap<u64, Option<Instant>>,
+}
+
 /// The full-text indexes of one table (logs or spans), one per hour partition.
 pub(crate) struct TextIndexes {
     table: Table,
     root: std::path::PathBuf,
     schema: Schema,
     fields: Fields,
-    partitions: Mutex<BTreeMap<u64, PartitionIndex>>,
+    partitions: Mutex<Partitions>,
 }
 
 impl TextIndexes {
@@ -275,21 +292,21 @@ impl TextIndexes {
             root: root.to_path_buf(),
             schema,
             fields,
-            partitions: Mutex::new(BTreeMap::new()),
+            partitions: Mutex::new(Partitions::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PartitionIndex>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Partitions> {
         self.partitions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open<'m>(
-        &self,
-        partitions: &'m mut BTreeMap<u64, PartitionIndex>,
-        hour: u64,
-    ) -> Result<&'m mut PartitionIndex, StorageError> {
-        if let std::collections::btree_map::Entry::Vacant(slot) = partitions.entry(hour) {
-            let dir = super::manifest::partition_dir(&self.root, self.table, hour).join("index");
+    fn dir(&self, hour: u64) -> PathBuf {
+        super::manifest::partition_dir(&self.root, self.table, hour).join("index")
+    }
+
+    fn open<'m>(&self, partitions: &'m mut Partitions, hour: u64) -> Result<&'m mut PartitionIndex, StorageError> {
+        if let std::collections::btree_map::Entry::Vacant(slot) = partitions.open.entry(hour) {
+            let dir = self.dir(hour);
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
             let directory = MmapDirectory::open(&dir).map_err(|e| StorageError::Index(e.to_string()))?;
             let index = Index::open_or_create(directory, self.schema.clone())?;
@@ -302,11 +319,96 @@ impl TextIndexes {
             });
         }
         Ok(partitions
+            .open
             .get_mut(&hour)
             .unwrap_or_else(|| unreachable!("inserted above")))
     }
 
-    /// Opens the indexes that exist on disk and deletes the documents of parts not in `live`.
+    /// Marks a partition's index stale: it is closed, takes no documents and is rebuilt from its
+    /// rows by the next [`Self::rebuild`].
+    fn mark_stale(&self, partitions: &mut Partitions, hour: u64, error: &dyn std::fmt::Display) {
+        partitions.open.remove(&hour);
+        if partitions.stale.insert(hour, None).is_none() {
+            tracing::error!(
+                index = %self.dir(hour).display(),
+                error = %error,
+                "full-text index damaged or not writable; it will be rebuilt from its parts (searches of this hour are partial until then)"
+            );
+        }
+    }
+
+    /// Runs `work` on a partition's index; a failure marks the index stale instead of failing.
+    fn with_partition(&self, hour: u64, work: impl FnOnce(&Fields, &mut PartitionIndex) -> Result<(), StorageError>) {
+        let mut partitions = self.lock();
+        if partitions.stale.contains_key(&hour) {
+            return;
+        }
+        let result = self
+            .open(&mut partitions, hour)
+            .and_then(|partition| work(&self.fields, partition));
+        if let Err(e) = result {
+            self.mark_stale(&mut partitions, hour, &e);
+        }
+    }
+
+    /// Partitions whose index is stale and due for a rebuild.
+    pub(crate) fn due_for_rebuild(&self) -> Vec<u64> {
+        self.lock()
+            .stale
+            .iter()
+            .filter(|(_, failed)| failed.is_none_or(|at| at.elapsed() >= REBUILD_RETRY))
+            .map(|(hour, _)| *hour)
+            .collect()
+    }
+
+    /// Whether the index of `hour` is stale (searches of it are partial).
+    pub(crate) fn is_stale(&self, hour: u64) -> bool {
+        self.lock().stale.contains_key(&hour)
+    }
+
+    /// Partition indexes that are stale.
+    pub(crate) fn stale_count(&self) -> usize {
+        self.lock().stale.len()
+    }
+
+    /// Rebuilds a stale partition's index from scratch with the documents of every part (and head)
+    /// of the hour: `(part id, documents in row order)`. A failure leaves it stale, retried later.
+    pub(crate) fn rebuild(&self, hour: u64, sources: Vec<(u64, Vec<TantivyDocument>)>) -> Result<(), StorageError> {
+        let mut partitions = self.lock();
+        partitions.open.remove(&hour);
+        let dir = self.dir(hour);
+        let result = (|| {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(StorageError::io(format!("removing {}", dir.display())))?;
+            }
+            let partition = self.open(&mut partitions, hour)?;
+            let writer = partition.writer()?;
+            for (part, docs) in sources {
+                for (row, mut doc) in docs.into_iter().enumerate() {
+                    doc.add_u64(self.fields.part, part);
+                    doc.add_u64(self.fields.row, row as u64);
+                    writer.add_document(doc)?;
+                }
+            }
+            partition.dirty = true;
+            partition.commit()
+        })();
+        match result {
+            Ok(()) => {
+                partitions.stale.remove(&hour);
+                tracing::info!(index = %dir.display(), "full-text index rebuilt from its parts");
+                Ok(())
+            }
+            Err(e) => {
+                partitions.open.remove(&hour);
+                partitions.stale.insert(hour, Some(Instant::now()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the indexes that exist on disk (checking every file's checksum; a damaged index is
+    /// marked stale) and deletes the documents of parts not in `live`.
     pub(crate) fn recover(&self, live: &BTreeSet<u64>) -> Result<(), StorageError> {
         let Ok(entries) = std::fs::read_dir(self.root.join(self.table.as_str())) else {
             return Ok(());
@@ -317,10 +419,31 @@ impl TextIndexes {
             let Some(hour) = parse_hour(&entry.file_name().to_string_lossy()) else {
                 continue;
             };
-            if !index_dir.join("meta.json").exists() {
+            if !index_dir.join("meta.json").exists() || partitions.stale.contains_key(&hour) {
                 continue;
             }
-            let partition = self.open(&mut partitions, hour)?;
+            if let Err(e) = self.remove_orphans(&mut partitions, hour, live) {
+                self.mark_stale(&mut partitions, hour, &e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens one partition's index, verifies it and deletes the documents of parts not in `live`.
+    fn remove_orphans(&self, partitions: &mut Partitions, hour: u64, live: &BTreeSet<u64>) -> Result<(), StorageError> {
+        let fresh = !partitions.open.contains_key(&hour);
+        let partition = self.open(partitions, hour)?;
+        if fresh {
+            let damaged = partition.index.validate_checksum()?;
+            if !damaged.is_empty() {
+                let files: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+                return Err(StorageError::Corrupt(format!(
+                    "checksum mismatch in {}",
+                    files.join(", ")
+                )));
+            }
+        }
+        {
             let searcher = partition.reader.searcher();
             let mut orphans = BTreeSet::new();
             for segment in searcher.segment_readers() {
@@ -334,17 +457,16 @@ impl TextIndexes {
                 }
             }
             if orphans.is_empty() {
-                continue;
+                return Ok(());
             }
             tracing::info!(partition = %super::manifest::hour_name(hour), parts = orphans.len(), "removing index entries of unpublished parts");
             let writer = partition.writer()?;
             for part in orphans {
                 writer.delete_term(Term::from_field_u64(self.fields.part, part));
             }
-            partition.dirty = true;
-            partition.commit()?;
         }
-        Ok(())
+        partition.dirty = true;
+        partition.commit()
     }
 
     /// The document of a log record (its part and row are set by [`Self::add_documents`]).
@@ -406,49 +528,54 @@ impl TextIndexes {
         doc
     }
 
-    /// Indexes documents of one partition, stored in part `part` from row `first_row` on.
+    /// Indexes documents of one partition, stored in part `part` from row `first_row` on. A
+    /// stale partition takes none (its rebuild reads every row); a failure makes it stale.
     pub(crate) fn add_documents(
         &self,
         hour: u64,
         part: u64,
         first_row: u64,
         docs: impl IntoIterator<Item = TantivyDocument>,
-    ) -> Result<(), StorageError> {
-        let mut partitions = self.lock();
-        let partition = self.open(&mut partitions, hour)?;
-        let writer = partition.writer()?;
-        let f = &self.fields;
-        for (i, mut doc) in docs.into_iter().enumerate() {
-            doc.add_u64(f.part, part);
-            doc.add_u64(f.row, first_row + i as u64);
-            writer.add_document(doc)?;
-        }
-        partition.dirty = true;
-        Ok(())
+    ) {
+        self.with_partition(hour, |f, partition| {
+            let writer = partition.writer()?;
+            for (i, mut doc) in docs.into_iter().enumerate() {
+                doc.add_u64(f.part, part);
+                doc.add_u64(f.row, first_row + i as u64);
+                writer.add_document(doc)?;
+            }
+            partition.dirty = true;
+            Ok(())
+        });
     }
 
-    /// Makes everything indexed so far searchable and durable.
-    pub(crate) fn commit(&self) -> Result<(), StorageError> {
-        for partition in self.lock().values_mut() {
-            partition.commit()?;
+    /// Makes everything indexed so far searchable and durable; a partition that fails is stale.
+    pub(crate) fn commit(&self) {
+        let hours: Vec<u64> = self.lock().open.keys().copied().collect();
+        for hour in hours {
+            self.with_partition(hour, |_, partition| partition.commit());
         }
-        Ok(())
     }
 
     /// Closes the writers of partitions other than `keep` (their heads were flushed).
-    pub(crate) fn close_writers_except(&self, keep: &BTreeSet<u64>) -> Result<(), StorageError> {
-        for (hour, partition) in self.lock().iter_mut() {
-            if !keep.contains(hour) && partition.writer.is_some() {
-                partition.commit()?;
-                partition.writer = None;
-            }
+    pub(crate) fn close_writers_except(&self, keep: &BTreeSet<u64>) {
+        let hours: Vec<u64> = self.lock().open.keys().copied().filter(|h| !keep.contains(h)).collect();
+        for hour in hours {
+            self.with_partition(hour, |_, partition| {
+                if partition.writer.is_some() {
+                    partition.commit()?;
+                    partition.writer = None;
+                }
+                Ok(())
+            });
         }
-        Ok(())
     }
 
     /// Forgets the partitions in `hours` (retention is about to delete them).
     pub(crate) fn drop_partitions(&self, hours: &BTreeSet<u64>) {
-        self.lock().retain(|hour, _| !hours.contains(hour));
+        let mut partitions = self.lock();
+        partitions.open.retain(|hour, _| !hours.contains(hour));
+        partitions.stale.retain(|hour, _| !hours.contains(hour));
     }
 
     /// Parses the user's query (errors are the user's: a 400).
@@ -510,35 +637,66 @@ impl TextIndexes {
     }
 
     /// Up to `limit` hits per partition, newest first, from the partitions in `hours` (newest
-    /// first), counting only hits `accept` takes; stops once `limit` are taken.
+    /// first), counting only hits `accept` takes; stops once `limit` are taken. A partition whose
+    /// index is stale, or fails, is skipped (and marked stale): `partial` says so.
     pub(crate) fn search(
         &self,
         search: &LogSearch,
         hours: &[u64],
         mut accept: impl FnMut(&Hit) -> bool,
-    ) -> Result<Vec<Hit>, StorageError> {
+    ) -> Result<(Vec<Hit>, bool), StorageError> {
         let query = self.query(search)?;
-        let readers: Vec<IndexReader> = {
+        let mut partial = false;
+        let mut readers: Vec<(u64, IndexReader)> = Vec::new();
+        {
             let mut partitions = self.lock();
-            let mut readers = Vec::new();
             for &hour in hours {
-                let exists = partitions.contains_key(&hour)
-                    || super::manifest::partition_dir(&self.root, self.table, hour)
-                        .join("index/meta.json")
-                        .exists();
-                if exists {
-                    readers.push(self.open(&mut partitions, hour)?.reader.clone());
+                if partitions.stale.contains_key(&hour) {
+                    partial = true;
+                    continue;
+                }
+                let exists = partitions.open.contains_key(&hour) || self.dir(hour).join("meta.json").exists();
+                if !exists {
+                    continue;
+                }
+                match self.open(&mut partitions, hour) {
+                    Ok(partition) => readers.push((hour, partition.reader.clone())),
+                    Err(e) => {
+                        self.mark_stale(&mut partitions, hour, &e);
+                        partial = true;
+                    }
                 }
             }
-            readers
-        };
+        }
         let mut hits = Vec::new();
-        for reader in readers {
+        for (hour, reader) in readers {
+            match self.search_partition(&reader, &*query, search.limit, &mut accept, &mut hits) {
+                Ok(true) => return Ok((hits, partial)),
+                Ok(false) => {}
+                Err(e) => {
+                    self.mark_stale(&mut self.lock(), hour, &e);
+                    partial = true;
+                }
+            }
+        }
+        Ok((hits, partial))
+    }
+
+    /// Adds the hits of one partition to `hits`; true once `limit` are taken.
+    fn search_partition(
+        &self,
+        reader: &IndexReader,
+        query: &dyn Query,
+        limit: usize,
+        accept: &mut impl FnMut(&Hit) -> bool,
+        hits: &mut Vec<Hit>,
+    ) -> Result<bool, StorageError> {
+        {
             let searcher = reader.searcher();
             // Ask for more than needed: hits on unpublished parts are skipped.
-            let want = search.limit.saturating_mul(2).max(16);
+            let want = limit.saturating_mul(2).max(16);
             let top = searcher.search(
-                &query,
+                query,
                 &TopDocs::with_limit(want).order_by_fast_field::<u64>("time", Order::Desc),
             )?;
             let mut columns = BTreeMap::new();
@@ -572,13 +730,13 @@ impl TextIndexes {
                 };
                 if accept(&hit) {
                     hits.push(hit);
-                    if hits.len() >= search.limit {
-                        return Ok(hits);
+                    if hits.len() >= limit {
+                        return Ok(true);
                     }
                 }
             }
         }
-        Ok(hits)
+        Ok(false)
     }
 }
 

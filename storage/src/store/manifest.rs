@@ -2,6 +2,11 @@
 //! It is replaced atomically (temporary file, fsync, rename, fsync of the directory), so after a
 //! crash the store is exactly the last manifest: parts it does not list are leftovers and are
 //! deleted, and WAL records past `wal_position` are replayed.
+//!
+//! Each part is listed with the CRC-32 of its file, taken as it was written and checked when the
+//! part is first opened. A part found damaged moves to `quarantined` (its file to
+//! `<root>/quarantine/`): no query reads it again, and answers over its time range say they are
+//! partial. Manifests written before checksums existed still load (their parts go unchecked).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -62,11 +67,26 @@ pub(crate) struct PartMeta {
     pub max_time: u64,
     /// Rows per service.
     pub services: BTreeMap<String, ServiceRows>,
+    /// CRC-32 of the whole file, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
 }
 
 impl PartMeta {
+    pub(crate) fn file_name(&self) -> String {
+        format!("part-{:012}.parquet", self.id)
+    }
+
     pub(crate) fn path(&self, root: &Path) -> PathBuf {
-        partition_dir(root, self.table, self.hour).join(format!("part-{:012}.parquet", self.id))
+        partition_dir(root, self.table, self.hour).join(self.file_name())
+    }
+
+    /// Where the file goes when it is found damaged.
+    pub(crate) fn quarantine_path(&self, root: &Path) -> PathBuf {
+        root.join("quarantine")
+            .join(self.table.as_str())
+            .join(hour_name(self.hour))
+            .join(self.file_name())
     }
 
     pub(crate) fn overlaps(&self, range: &crate::TimeRange) -> bool {
@@ -82,6 +102,9 @@ pub(crate) struct Manifest {
     pub wal_position: u64,
     pub next_part_id: u64,
     pub parts: Vec<PartMeta>,
+    /// Parts found damaged: no longer read, kept so answers over their range say they are partial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<PartMeta>,
 }
 
 impl Manifest {

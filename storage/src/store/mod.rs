@@ -5,6 +5,12 @@
 //! with each WAL record's end position and [`LocalStore::flush`] by size or age; the WAL checkpoint
 //! may then move to [`LocalStore::durable_position`]. Reads take a snapshot (the manifest plus the
 //! head's batches) and never block writes for longer than that copy.
+//!
+//! Faults: a flush that fails (ENOSPC, EIO) keeps its frozen heads and is retried with the next
+//! one, and until a flush succeeds the durable position stays at the last published manifest,
+//! so no WAL checkpoint passes rows that are only in memory. Full-text index failures never fail
+//! a write (the index is rebuilt from the rows). A part that fails its checksum or cannot be read
+//! is quarantined: reads skip it and [`LocalStore::partial`] tells the query layer.
 
 pub(crate) mod fulltext;
 mod head;
@@ -88,21 +94,34 @@ struct State {
     next_part_id: u64,
     head_bytes: usize,
     head_since: Option<Instant>,
+    /// When the last flush failed (its frozen heads wait for the next one).
+    flush_failed: Option<Instant>,
+    /// Parts found damaged since the manifest was last written, by id, with what was wrong: no
+    /// longer read, moved to the quarantine by the next [`LocalStore::refresh`].
+    damaged: BTreeMap<u64, String>,
 }
+
+/// How long a failed flush waits before it is tried again.
+const FLUSH_RETRY: Duration = Duration::from_secs(2);
 
 /// A consistent view for one read.
 struct Snapshot {
     manifest: Arc<Manifest>,
     head: Vec<Arc<HeadPartition>>,
+    damaged: BTreeSet<u64>,
 }
 
 impl Snapshot {
+    fn parts_of_all_tables(&self) -> impl Iterator<Item = &PartMeta> + '_ {
+        self.manifest.parts.iter().filter(|p| !self.damaged.contains(&p.id))
+    }
+
     fn parts(&self, table: Table, range: &TimeRange) -> impl Iterator<Item = &PartMeta> + '_ {
         let range = *range;
         self.manifest
             .parts
             .iter()
-            .filter(move |p| p.table == table && p.overlaps(&range))
+            .filter(move |p| p.table == table && p.overlaps(&range) && !self.damaged.contains(&p.id))
     }
 
     fn heads(&self, table: Table, range: &TimeRange) -> impl Iterator<Item = &HeadPartition> + '_ {
@@ -224,6 +243,8 @@ impl LocalStore {
                 next_part_id,
                 head_bytes: 0,
                 head_since: None,
+                flush_failed: None,
+                damaged: BTreeMap::new(),
             }),
             writer: Mutex::new(()),
             logs,
@@ -256,13 +277,14 @@ impl LocalStore {
         }
     }
 
-    /// Whether the head is due for a flush (by size or age).
+    /// Whether the head is due for a flush (by size or age, or a failed flush to retry).
     pub fn flush_due(&self) -> bool {
         let state = self.state();
         state.head_bytes >= self.options.flush_bytes
             || state
                 .head_since
                 .is_some_and(|since| since.elapsed() >= self.options.flush_interval)
+            || (!state.frozen.is_empty() && state.flush_failed.is_none_or(|at| at.elapsed() >= FLUSH_RETRY))
     }
 
     /// Rows in the head, per table.
@@ -329,20 +351,94 @@ impl LocalStore {
             }
         }
         for (hour, part, first_row, docs) in index_jobs {
-            self.logs.add_documents(hour, part, first_row, docs)?;
+            self.logs.add_documents(hour, part, first_row, docs);
         }
         for (hour, part, texts) in span_jobs {
             let docs = texts.iter().map(|(id, text)| self.spans.trace_document(id, text));
-            self.spans.add_documents(hour, part, 0, docs)?;
+            self.spans.add_documents(hour, part, 0, docs);
         }
         Ok(added)
     }
 
-    /// Makes head logs and spans searchable (full-text indexes are refreshed, not rebuilt).
+    /// Makes head logs and spans searchable (full-text indexes are refreshed, not rebuilt), then
+    /// repairs: rebuilds stale indexes and moves damaged parts to the quarantine. Fails only if
+    /// the repairs could not be made (they are retried at the next refresh).
     pub fn refresh(&self) -> Result<(), StorageError> {
         let _writer = self.write_lock();
-        self.logs.commit()?;
-        self.spans.commit()
+        self.logs.commit();
+        self.spans.commit();
+        let quarantined = self.quarantine_damaged();
+        let rebuilt = self.rebuild_stale_indexes();
+        quarantined.and(rebuilt)
+    }
+
+    /// Rebuilds the stale full-text indexes that are due, from their parts and head rows.
+    fn rebuild_stale_indexes(&self) -> Result<(), StorageError> {
+        let mut result = Ok(());
+        for table in [Table::Logs, Table::Spans] {
+            let Some(index) = self.index(table) else { continue };
+            for hour in index.due_for_rebuild() {
+                let rebuilt = self
+                    .index_sources(table, hour)
+                    .and_then(|sources| index.rebuild(hour, sources));
+                if let Err(e) = rebuilt {
+                    tracing::warn!(table = table.as_str(), partition = %manifest::hour_name(hour), error = %e, "cannot rebuild a full-text index yet; will retry");
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// The index documents of every published part and head partition of (table, hour).
+    fn index_sources(
+        &self,
+        table: Table,
+        hour: u64,
+    ) -> Result<Vec<(u64, Vec<tantivy::TantivyDocument>)>, StorageError> {
+        let snapshot = self.snapshot();
+        let mut sources = Vec::new();
+        for part in snapshot.parts(table, &TimeRange::ALL).filter(|p| p.hour == hour) {
+            let Some(batches) = self.read_part(part, |reader| {
+                reader
+                    .scan_all()?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StorageError::from)
+            }) else {
+                continue;
+            };
+            sources.push((part.id, self.documents(table, &batches)?));
+        }
+        for head in snapshot.head.iter().filter(|h| h.table == table && h.hour == hour) {
+            sources.push((head.id, self.documents(table, &head.batches)?));
+        }
+        Ok(sources)
+    }
+
+    /// The full-text documents of the rows of one part (logs: one per row, in row order; spans:
+    /// one per trace, all at row 0).
+    fn documents(&self, table: Table, batches: &[RecordBatch]) -> Result<Vec<tantivy::TantivyDocument>, StorageError> {
+        Ok(match table {
+            Table::Logs => decode_all(batches, logs::rows)?
+                .iter()
+                .map(|r| self.logs.log_document(r.origin.service_name(), &r.log))
+                .collect(),
+            Table::Spans => {
+                let mut texts = TraceTexts::new();
+                for row in decode_all(batches, spans::rows)? {
+                    let trace_id = row.span.trace_id.as_slice().try_into().unwrap_or_default();
+                    texts
+                        .entry(trace_id)
+                        .or_default()
+                        .add(row.origin.service_name(), &row.span);
+                }
+                texts
+                    .iter()
+                    .map(|(id, text)| self.spans.trace_document(id, text))
+                    .collect()
+            }
+            Table::Metrics | Table::Exemplars => Vec::new(),
+        })
     }
 
     fn index(&self, table: Table) -> Option<&TextIndexes> {
@@ -359,7 +455,9 @@ impl LocalStore {
         let (frozen, position, next_part_id, old) = {
             let mut state = self.state();
             let live = std::mem::take(&mut state.live);
-            state.frozen = live.into_values().map(Arc::new).collect();
+            // Heads a failed flush froze are written again with the new ones: `position` covers
+            // both, so publishing it without them would pass rows that were never stored.
+            state.frozen.extend(live.into_values().map(Arc::new));
             state.head_bytes = 0;
             state.head_since = None;
             (
@@ -372,9 +470,41 @@ impl LocalStore {
         if frozen.is_empty() {
             return Ok(position);
         }
-        let mut manifest = Manifest::clone(&old);
+        match self.publish(&old, &frozen, position, next_part_id) {
+            Ok(manifest) => {
+                let live: BTreeSet<(Table, u64)> = {
+                    let mut state = self.state();
+                    state.manifest = Arc::new(manifest);
+                    state.frozen.clear();
+                    state.flush_failed = None;
+                    state.live.keys().copied().collect()
+                };
+                for table in [Table::Logs, Table::Spans] {
+                    let hours = live.iter().filter(|(t, _)| *t == table).map(|(_, h)| *h).collect();
+                    if let Some(index) = self.index(table) {
+                        index.close_writers_except(&hours);
+                    }
+                }
+                Ok(position)
+            }
+            Err(e) => {
+                self.state().flush_failed = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes frozen heads as parts and publishes them with a manifest at `position`.
+    fn publish(
+        &self,
+        old: &Manifest,
+        frozen: &[Arc<HeadPartition>],
+        position: u64,
+        next_part_id: u64,
+    ) -> Result<Manifest, StorageError> {
+        let mut manifest = Manifest::clone(old);
         let mut dirs = BTreeSet::new();
-        for head in &frozen {
+        for head in frozen {
             let meta = self.write_part(head.table, head.hour, head.id, &head.batches, head)?;
             dirs.insert(partition_dir(&self.root, head.table, head.hour));
             manifest.parts.push(meta);
@@ -382,24 +512,13 @@ impl LocalStore {
         for dir in &dirs {
             sync_dir(dir)?;
         }
-        self.logs.commit()?;
-        self.spans.commit()?;
+        // Index failures make the index stale (rebuilt later), never the flush.
+        self.logs.commit();
+        self.spans.commit();
         manifest.wal_position = position;
         manifest.next_part_id = next_part_id;
         manifest.store(&self.root)?;
-        let live: BTreeSet<(Table, u64)> = {
-            let mut state = self.state();
-            state.manifest = Arc::new(manifest);
-            state.frozen.clear();
-            state.live.keys().copied().collect()
-        };
-        for table in [Table::Logs, Table::Spans] {
-            let hours = live.iter().filter(|(t, _)| *t == table).map(|(_, h)| *h).collect();
-            if let Some(index) = self.index(table) {
-                index.close_writers_except(&hours)?;
-            }
-        }
-        Ok(position)
+        Ok(manifest)
     }
 
     fn write_part(
@@ -421,17 +540,21 @@ impl LocalStore {
             min_time: stats.min_time,
             max_time: stats.max_time,
             services: stats.services.clone(),
+            crc32: None,
         };
-        (meta.bytes, meta.rows) = part::write(&meta.path(&self.root), table, batches)?;
+        let written = part::write(&meta.path(&self.root), table, batches)?;
+        meta.bytes = written.bytes;
+        meta.rows = written.rows;
+        meta.crc32 = Some(written.crc32);
         Ok(meta)
     }
 
     /// Merges the parts of partitions that have too many; returns how many parts were merged.
     pub fn compact(&self) -> Result<usize, StorageError> {
         let _writer = self.write_lock();
-        let manifest = self.state().manifest.clone();
+        let snapshot = self.snapshot();
         let mut groups: BTreeMap<(Table, u64), Vec<&PartMeta>> = BTreeMap::new();
-        for part in &manifest.parts {
+        for part in snapshot.parts_of_all_tables() {
             groups.entry((part.table, part.hour)).or_default().push(part);
         }
         let mut merged = 0;
@@ -441,15 +564,28 @@ impl LocalStore {
             };
             let mut batches = Vec::new();
             let mut stats = HeadPartition::new(table, hour, 0);
+            let mut readable = true;
             for part in &parts {
-                for batch in self.reader(part)?.scan_all()? {
-                    batches.push(batch?);
-                }
+                let read = self.read_part(part, |reader| {
+                    reader
+                        .scan_all()?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(StorageError::from)
+                });
+                let Some(read) = read else {
+                    readable = false;
+                    break;
+                };
+                batches.extend(read);
                 stats.min_time = stats.min_time.min(part.min_time);
                 stats.max_time = stats.max_time.max(part.max_time);
                 for (service, rows) in &part.services {
                     stats.services.entry(service.clone()).or_default().merge(rows);
                 }
+            }
+            if !readable {
+                // A damaged part was found: it is quarantined; the group is merged next time.
+                continue;
             }
             let id = {
                 let mut state = self.state();
@@ -459,29 +595,9 @@ impl LocalStore {
             let meta = self.write_part(table, hour, id, &batches, &stats)?;
             sync_dir(&partition_dir(&self.root, table, hour))?;
             // Index the merged part before publishing it; the old parts' entries go after.
-            match table {
-                Table::Logs => {
-                    let rows = decode_all(&batches, logs::rows)?;
-                    let docs = rows
-                        .iter()
-                        .map(|r| self.logs.log_document(r.origin.service_name(), &r.log));
-                    self.logs.add_documents(hour, id, 0, docs)?;
-                    self.logs.commit()?;
-                }
-                Table::Spans => {
-                    let mut texts = TraceTexts::new();
-                    for row in decode_all(&batches, spans::rows)? {
-                        let trace_id = row.span.trace_id.as_slice().try_into().unwrap_or_default();
-                        texts
-                            .entry(trace_id)
-                            .or_default()
-                            .add(row.origin.service_name(), &row.span);
-                    }
-                    let docs = texts.iter().map(|(id, text)| self.spans.trace_document(id, text));
-                    self.spans.add_documents(hour, id, 0, docs)?;
-                    self.spans.commit()?;
-                }
-                Table::Metrics | Table::Exemplars => {}
+            if let Some(index) = self.index(table) {
+                index.add_documents(hour, id, 0, self.documents(table, &batches)?);
+                index.commit();
             }
             let old: BTreeSet<u64> = parts.iter().map(|p| p.id).collect();
             let next = {
@@ -496,7 +612,8 @@ impl LocalStore {
                 next
             };
             if let Some(index) = self.index(table) {
-                index.recover(&next.parts.iter().map(|p| p.id).collect())?;
+                let live = next.parts.iter().map(|p| p.id).chain(self.head_ids()).collect();
+                index.recover(&live)?;
             }
             for part in &parts {
                 self.readers().remove(&part.id);
@@ -527,6 +644,10 @@ impl LocalStore {
             }
             let mut next = Manifest::clone(&state.manifest);
             next.parts = kept;
+            for part in next.quarantined.iter().filter(|p| expired(p)) {
+                let _ = std::fs::remove_file(part.quarantine_path(&self.root));
+            }
+            next.quarantined.retain(|p| !expired(p));
             next.store(&self.root)?;
             state.manifest = Arc::new(next);
             let remaining: BTreeSet<(Table, u64)> = state
@@ -597,7 +718,115 @@ impl LocalStore {
                 .map(|h| Arc::new(h.clone()))
                 .chain(state.frozen.iter().cloned())
                 .collect(),
+            damaged: state.damaged.keys().copied().collect(),
         }
+    }
+
+    /// The part ids the head's rows will get (their index documents are not orphans).
+    fn head_ids(&self) -> Vec<u64> {
+        let state = self.state();
+        state
+            .live
+            .values()
+            .map(|h| h.id)
+            .chain(state.frozen.iter().map(|h| h.id))
+            .collect()
+    }
+
+    /// Runs `read` on a part. If it fails while the part is still published, the part is damaged:
+    /// it is reported, no read uses it again, and `None` is returned so the caller answers from
+    /// the rest (the answer is then partial, see [`Self::partial`]).
+    fn read_part<T>(&self, part: &PartMeta, read: impl FnOnce(&PartReader) -> Result<T, StorageError>) -> Option<T> {
+        match self.reader(part).and_then(|reader| read(&reader)) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.report_damage(part, &error);
+                None
+            }
+        }
+    }
+
+    /// Records that reading a part failed: if it is still published, it is damaged (reported,
+    /// skipped by every read from now on, quarantined by the next refresh).
+    fn report_damage(&self, part: &PartMeta, error: &StorageError) {
+        let mut state = self.state();
+        let published = state.manifest.parts.iter().any(|p| p.id == part.id);
+        if published && !state.damaged.contains_key(&part.id) {
+            tracing::error!(
+                file = %part.path(&self.root).display(),
+                error = %error,
+                "damaged part: quarantined, queries answer from the other parts"
+            );
+            state.damaged.insert(part.id, error.to_string());
+        }
+        drop(state);
+        self.readers().remove(&part.id);
+    }
+
+    /// Moves the parts found damaged to `<root>/quarantine/` and lists them as quarantined in the
+    /// manifest (retried at the next refresh if the disk refuses).
+    fn quarantine_damaged(&self) -> Result<(), StorageError> {
+        let (damaged, old) = {
+            let state = self.state();
+            if state.damaged.is_empty() {
+                return Ok(());
+            }
+            (state.damaged.clone(), state.manifest.clone())
+        };
+        let mut next = Manifest::clone(&old);
+        let (bad, good): (Vec<PartMeta>, Vec<PartMeta>) =
+            next.parts.drain(..).partition(|p| damaged.contains_key(&p.id));
+        next.parts = good;
+        for part in &bad {
+            let from = part.path(&self.root);
+            let to = part.quarantine_path(&self.root);
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
+            }
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(format!("quarantining {}", from.display()))(e)),
+            }
+            tracing::warn!(file = %to.display(), "damaged part moved to the quarantine");
+        }
+        next.quarantined.extend(bad);
+        next.store(&self.root)?;
+        let mut state = self.state();
+        state.manifest = Arc::new(next);
+        state.damaged.retain(|id, _| !damaged.contains_key(id));
+        Ok(())
+    }
+
+    fn partial_answer(&self, table: Table, range: &TimeRange, full_text: bool) -> bool {
+        let snapshot = self.snapshot();
+        let damaged = snapshot
+            .manifest
+            .parts
+            .iter()
+            .filter(|p| snapshot.damaged.contains(&p.id))
+            .chain(&snapshot.manifest.quarantined)
+            .any(|p| p.table == table && p.overlaps(range));
+        if damaged || !full_text {
+            return damaged;
+        }
+        let Some(index) = self.index(table) else {
+            return false;
+        };
+        let hours: Vec<u64> = snapshot
+            .parts(table, range)
+            .map(|p| p.hour)
+            .chain(snapshot.heads(table, range).map(|h| h.hour))
+            .collect();
+        hours.into_iter().any(|hour| index.is_stale(hour))
+    }
+
+    /// Files known damaged: quarantined parts and full-text indexes waiting to be rebuilt.
+    pub fn damaged_files(&self) -> u64 {
+        let state = self.state();
+        let parts = state.manifest.quarantined.len() + state.damaged.len();
+        drop(state);
+        (parts + self.logs.stale_count() + self.spans.stale_count()) as u64
     }
 
     fn readers(&self) -> MutexGuard<'_, HashMap<u64, PartReader>> {
@@ -608,7 +837,7 @@ impl LocalStore {
         if let Some(reader) = self.readers().get(&part.id) {
             return Ok(reader.clone());
         }
-        let reader = PartReader::open(&part.path(&self.root))?;
+        let reader = PartReader::open(&part.path(&self.root), part.crc32)?;
         self.readers().insert(part.id, reader.clone());
         Ok(reader)
     }
@@ -619,7 +848,9 @@ impl LocalStore {
         let column = part::key_column(table);
         let mut out = Vec::new();
         for part in snapshot.parts(table, range) {
-            out.extend(self.reader(part)?.rows_equal(column, key)?);
+            if let Some(batches) = self.read_part(part, |reader| reader.rows_equal(column, key)) {
+                out.extend(batches);
+            }
         }
         for head in snapshot.heads(table, range) {
             for batch in &head.batches {
@@ -639,7 +870,7 @@ impl LocalStore {
 #[cfg(test)]
 pub(crate) fn part_roundtrip(path: &Path, table: Table, batch: &RecordBatch) -> RecordBatch {
     part::write_rows(path, table, std::slice::from_ref(batch), None).unwrap();
-    let batches: Vec<RecordBatch> = PartReader::open(path)
+    let batches: Vec<RecordBatch> = PartReader::open(path, None)
         .unwrap()
         .scan_all()
         .unwrap()
@@ -761,15 +992,26 @@ impl Store for LocalStore {
                     break 'hours;
                 }
                 let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
-                    Source::Part(part) => Box::new(
-                        self.reader(part)?
-                            .scan(&columns)?
-                            .map(|b| b.map_err(StorageError::from)),
-                    ),
+                    Source::Part(part) => match self.reader(part).and_then(|r| r.scan(&columns)) {
+                        Ok(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
+                        Err(e) => {
+                            self.report_damage(part, &e);
+                            partial = true;
+                            continue;
+                        }
+                    },
                     Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
                 };
                 for batch in batches {
-                    let batch = batch?;
+                    let batch = match (batch, source) {
+                        (Ok(batch), _) => batch,
+                        (Err(e), Source::Part(part)) => {
+                            self.report_damage(part, &e);
+                            partial = true;
+                            break;
+                        }
+                        (Err(e), Source::Head(_)) => return Err(e),
+                    };
                     scanned += batch.num_rows();
                     match_spans(&batch, filter, &mut found)?;
                 }
@@ -790,9 +1032,7 @@ impl Store for LocalStore {
         hours.extend(snapshot.heads(Table::Logs, &search.range).map(|h| h.hour));
         let hours: Vec<u64> = hours.into_iter().rev().collect();
         let parts: HashMap<u64, &PartMeta> = snapshot
-            .manifest
-            .parts
-            .iter()
+            .parts_of_all_tables()
             .filter(|p| p.table == Table::Logs)
             .map(|p| (p.id, p))
             .collect();
@@ -802,7 +1042,8 @@ impl Store for LocalStore {
             .filter(|h| h.table == Table::Logs)
             .map(|h| (h.id, h.as_ref()))
             .collect();
-        let hits = self.logs.search(search, &hours, |hit: &Hit| {
+        // A stale index is reported through `partial`.
+        let (hits, _) = self.logs.search(search, &hours, |hit: &Hit| {
             parts.contains_key(&hit.part) || heads.get(&hit.part).is_some_and(|h| (hit.row as usize) < h.rows)
         })?;
         let mut by_part: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
@@ -814,7 +1055,10 @@ impl Store for LocalStore {
             rows.sort_unstable();
             rows.dedup();
             let batches = match (parts.get(&id), heads.get(&id)) {
-                (Some(part), _) => self.reader(part)?.rows_at(&rows)?,
+                (Some(part), _) => match self.read_part(part, |reader| reader.rows_at(&rows)) {
+                    Some(batches) => batches,
+                    None => continue,
+                },
                 (None, Some(head)) => vec![take_rows(&head.batches, &rows)?],
                 (None, None) => continue,
             };
@@ -862,6 +1106,10 @@ impl Store for LocalStore {
         }
         rows.sort_by_key(point_time);
         Ok((rows, partial))
+    }
+
+    fn partial(&self, table: Table, range: &TimeRange, full_text: bool) -> bool {
+        self.partial_answer(table, range, full_text)
     }
 
     fn services(&self) -> Result<Vec<ServiceInfo>, StorageError> {
@@ -919,14 +1167,12 @@ impl LocalStore {
         hours.extend(snapshot.heads(Table::Spans, &filter.range).map(|h| h.hour));
         let hours: Vec<u64> = hours.into_iter().rev().collect();
         let live: BTreeSet<u64> = snapshot
-            .manifest
-            .parts
-            .iter()
+            .parts_of_all_tables()
             .filter(|p| p.table == Table::Spans)
             .map(|p| p.id)
             .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
             .collect();
-        let hits = self
+        let (hits, index_partial) = self
             .spans
             .search(&search, &hours, |hit: &Hit| live.contains(&hit.part))?;
         let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
@@ -952,7 +1198,7 @@ impl LocalStore {
         traces.truncate(filter.limit);
         Ok(TraceHits {
             traces,
-            partial: hits.len() >= search.limit,
+            partial: hits.len() >= search.limit || index_partial,
         })
     }
 }
@@ -1085,6 +1331,7 @@ mod compaction_tests {
             min_time: 0,
             max_time: 0,
             services: BTreeMap::new(),
+            crc32: None,
         }
     }
 

@@ -83,9 +83,50 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
 
 /// Writes the rows of `batches` as a part at `path`, in the table's order, one row group at a
 /// time (the sorted part is never whole in memory): to a temporary name, synced, then renamed,
-/// so a part is either whole or absent. Returns the file's size and its rows.
-pub(crate) fn write(path: &Path, table: Table, batches: &[RecordBatch]) -> Result<(u64, u64), StorageError> {
+/// so a part is either whole or absent. Returns the file's size, its rows and its CRC-32.
+pub(crate) fn write(path: &Path, table: Table, batches: &[RecordBatch]) -> Result<Written, StorageError> {
     write_rows(path, table, batches, part_order(table, batches)?.as_deref())
+}
+
+/// What [`write`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    pub bytes: u64,
+    pub rows: u64,
+    pub crc32: u32,
+}
+
+/// A file writer that checksums what goes through it.
+struct Checksummed {
+    file: File,
+    crc: crc32fast::Hasher,
+}
+
+impl std::io::Write for Checksummed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The CRC-32 of a whole file.
+pub(crate) fn file_crc32(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read as _;
+    let mut file = File::open(path)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(crc.finalize());
+        }
+        crc.update(&buf[..n]);
+    }
 }
 
 /// Writes the rows of `batches` as a part in the given (batch, row) order, or as they are.
@@ -94,12 +135,45 @@ pub(crate) fn write_rows(
     table: Table,
     batches: &[RecordBatch],
     order: Option<&[(usize, usize)]>,
-) -> Result<(u64, u64), StorageError> {
+) -> Result<Written, StorageError> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(StorageError::io(format!("creating {}", tmp.display())))?;
+    let result = write_file(
+        Checksummed {
+            file,
+            crc: crc32fast::Hasher::new(),
+        },
+        table,
+        batches,
+        order,
+        rows,
+    );
+    let (bytes, crc32) = match result {
+        Ok(written) => written,
+        Err(e) => {
+            // Leave no half-written file behind to fill the disk (a restart would remove it too).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, path).map_err(StorageError::io(format!("publishing {}", path.display())))?;
+    Ok(Written {
+        bytes,
+        rows: rows as u64,
+        crc32,
+    })
+}
+
+fn write_file(
+    out: Checksummed,
+    table: Table,
+    batches: &[RecordBatch],
+    order: Option<&[(usize, usize)]>,
+    rows: usize,
+) -> Result<(u64, u32), StorageError> {
     let schema = table.schema();
-    let mut writer = ArrowWriter::try_new(file, schema, Some(writer_properties(table, rows)))?;
+    let mut writer = ArrowWriter::try_new(out, schema, Some(writer_properties(table, rows)))?;
     match order {
         Some(order) => {
             let sources: Vec<&RecordBatch> = batches.iter().collect();
@@ -113,12 +187,11 @@ pub(crate) fn write_rows(
             }
         }
     }
-    let mut file = writer.into_inner()?;
-    file.flush().map_err(StorageError::io("flushing a part"))?;
-    file.sync_all().map_err(StorageError::io("syncing a part"))?;
-    let size = file.metadata().map_err(StorageError::io("sizing a part"))?.len();
-    std::fs::rename(&tmp, path).map_err(StorageError::io(format!("publishing {}", path.display())))?;
-    Ok((size, rows as u64))
+    let mut out = writer.into_inner()?;
+    out.flush().map_err(StorageError::io("flushing a part"))?;
+    out.file.sync_all().map_err(StorageError::io("syncing a part"))?;
+    let size = out.file.metadata().map_err(StorageError::io("sizing a part"))?.len();
+    Ok((size, out.crc.finalize()))
 }
 
 /// An open part: its footer, parsed once.
@@ -129,7 +202,17 @@ pub(crate) struct PartReader {
 }
 
 impl PartReader {
-    pub(crate) fn open(path: &Path) -> Result<PartReader, StorageError> {
+    /// Opens a part, first checking the whole file against `crc32` when one is known.
+    pub(crate) fn open(path: &Path, crc32: Option<u32>) -> Result<PartReader, StorageError> {
+        if let Some(expected) = crc32 {
+            let found = file_crc32(path).map_err(StorageError::io(format!("checksumming {}", path.display())))?;
+            if found != expected {
+                return Err(StorageError::Corrupt(format!(
+                    "{}: checksum {found:08x}, the manifest says {expected:08x}",
+                    path.display()
+                )));
+            }
+        }
         let file = File::open(path).map_err(StorageError::io(format!("opening {}", path.display())))?;
         let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
         Ok(PartReader {

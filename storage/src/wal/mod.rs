@@ -121,7 +121,19 @@ pub(crate) struct Shared {
     committed: watch::Sender<u64>,
     checkpoints: Mutex<BTreeMap<String, u64>>,
     closing: AtomicBool,
-    poison: Mutex<Option<String>>,
+    /// The last write failure, until a write succeeds again.
+    failure: Mutex<Option<WriteFailure>>,
+}
+
+/// A write the log could not make (see [`WalStats::write_failure`]).
+#[derive(Debug, Clone)]
+pub struct WriteFailure {
+    /// When it happened.
+    pub at: Instant,
+    /// Whether the disk was full (ENOSPC / EDQUOT), as opposed to another I/O error.
+    pub disk_full: bool,
+    /// The error.
+    pub message: String,
 }
 
 impl Shared {
@@ -176,12 +188,28 @@ impl Shared {
         self.closing.load(Ordering::Acquire)
     }
 
-    fn poison(&self, reason: String) {
-        *self.poison.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    fn record_failure(&self, error: &std::io::Error) {
+        let disk_full = matches!(
+            error.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        );
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(WriteFailure {
+            at: Instant::now(),
+            disk_full,
+            message: error.to_string(),
+        });
     }
 
-    fn poisoned(&self) -> Option<String> {
-        self.poison.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn clear_failure(&self) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_some() {
+            tracing::info!("WAL writes succeed again");
+            *failure = None;
+        }
+    }
+
+    fn failure(&self) -> Option<WriteFailure> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Deletes every segment that all registered consumers have fully read (never the active one).
@@ -239,7 +267,7 @@ impl Wal {
             committed,
             checkpoints: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
-            poison: Mutex::new(None),
+            failure: Mutex::new(None),
         });
         let writer = Writer::new(shared.clone(), active).map_err(io_context("opening the active WAL segment"))?;
         let (sender, requests) = mpsc::channel(options.queue_depth.max(1));
@@ -344,6 +372,32 @@ impl WalStats {
     pub fn committed(&self) -> u64 {
         self.shared.committed()
     }
+
+    /// The last write failure, if no write has succeeded since (appends are being refused).
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        self.shared.failure()
+    }
+
+    /// Bytes free for the log on its filesystem (`None` if the filesystem cannot tell).
+    pub fn free_disk_bytes(&self) -> Option<u64> {
+        free_bytes(&self.shared.dir)
+    }
+}
+
+/// Bytes available to an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` is writable memory of the
+    // right type; statvfs initialises it when it returns 0.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Appends records. Cloning is cheap; all clones feed the one writer.

@@ -1,6 +1,8 @@
 //! Segment files: `<wal>/<base:020>.wal`, each starting with an 8-byte versioned header. A segment
 //! holds the log positions `[base, base + len)`, where `len` is its size minus the header.
-//! Recovery scans the last segment and cuts a torn or corrupt tail; it never panics.
+//! Recovery scans the last segment and cuts a torn tail (the unfinished last write of a crash,
+//! never acknowledged); bytes it cannot explain that way are copied to `<wal>/damaged/` before
+//! they are cut, and reported loudly. It never panics.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -60,6 +62,9 @@ pub struct RecoveryReport {
     pub corrupt_bytes: u64,
     /// Bytes cut from the end of the last segment (a torn or corrupt tail).
     pub truncated_bytes: u64,
+    /// Where cut bytes that were not a torn last write were kept (they may have held
+    /// acknowledged records: an operator should look at them).
+    pub kept_aside: Option<PathBuf>,
 }
 
 /// Lists the segments in `dir`, repairing the last one. Creates the first segment if none exist.
@@ -95,6 +100,20 @@ pub(crate) fn recover(dir: &Path) -> io::Result<(Vec<Segment>, RecoveryReport)> 
         report.segments = 1;
     }
     Ok((segments, report))
+}
+
+/// Writes `bytes` to `path` durably (for damaged WAL bytes that are cut from a segment).
+fn keep_aside(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// Scans the last segment: keeps every valid record, cuts everything after the last one.
@@ -144,6 +163,14 @@ fn repair_tail(dir: &Path, base: u64, report: &mut RecoveryReport) -> io::Result
     }
     let cut = data.len() - valid_end;
     if cut > 0 {
+        // A crash during a write leaves the start of one unfinished record: its header (or part
+        // of it) says it goes on past the end of the file. Anything else was not a torn write.
+        let torn = matches!(record::decode(&data[valid_end..]), Decoded::Incomplete);
+        if !torn {
+            let aside = dir.join("damaged").join(format!("{base:020}-{valid_end:012}.bin"));
+            keep_aside(&aside, &data[valid_end..])?;
+            report.kept_aside = Some(aside);
+        }
         report.truncated_bytes += cut as u64;
         file.set_len(HEADER_LEN + valid_end as u64)?;
         file.sync_all()?;

@@ -2,6 +2,12 @@
 //! is waiting, writes them with one `write`, makes them durable with one `fdatasync`, publishes the
 //! new committed position and only then answers each request. Many concurrent requests therefore
 //! share one fsync, and no request is answered before its bytes are on disk.
+//!
+//! A failed write (ENOSPC, EIO) refuses every request of its group and is undone: the segment is
+//! cut back to its last committed byte before anything else is written, so positions handed out
+//! always match the bytes on disk. Nothing is poisoned: the next group tries again, so the log
+//! resumes by itself once space returns. A group that needs a new segment first commits what it
+//! staged in the old one; if that fails, every request staged so far is refused with it.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -34,11 +40,17 @@ pub(crate) enum Command {
     Wake,
 }
 
+/// The requests of one group with their outcomes so far.
+type Group = Vec<(Reply, Result<u64, AppendError>)>;
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     file: File,
     active: Segment,
     buffer: Vec<u8>,
+    /// A write failed part-way: the file may hold bytes past `active.len` that must be cut before
+    /// anything else is written.
+    dirty_tail: bool,
 }
 
 impl Writer {
@@ -53,34 +65,28 @@ impl Writer {
             file,
             active,
             buffer: Vec::with_capacity(1024 * 1024),
+            dirty_tail: false,
         })
     }
 
     /// Runs until every sender is gone or a shutdown is requested.
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Command>) {
-        let mut group: Vec<(Reply, Result<u64, AppendError>)> = Vec::new();
+        let mut group: Group = Vec::new();
         while let Some(first) = requests.blocking_recv() {
             let mut gathered = 0usize;
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 if let Command::Append(request) = command {
                     gathered += request.payload.len();
-                    let outcome = self.stage(&request.payload, request.reserved);
+                    let outcome = self.stage(&request.payload, request.reserved, &mut group);
                     group.push((request.reply, outcome));
                 }
                 if gathered < MAX_GROUP_BYTES {
                     next = requests.try_recv().ok();
                 }
             }
-            if let Err(e) = self.commit() {
-                tracing::error!(error = %e, "WAL write failed; refusing the group");
-                for (_, outcome) in group.iter_mut() {
-                    if outcome.is_ok() {
-                        *outcome = Err(AppendError::Io(e.to_string()));
-                    }
-                }
-                self.shared.poison(e.to_string());
-            }
+            // Failures are already recorded in the outcomes.
+            let _ = self.commit_group(&mut group);
             for (reply, outcome) in group.drain(..) {
                 // The requester may have gone away (client disconnected): the data is durable anyway.
                 let _ = reply.send(outcome);
@@ -94,11 +100,9 @@ impl Writer {
         }
     }
 
-    /// Frames one payload into the group buffer (rotating first if the segment is full).
-    fn stage(&mut self, payload: &[u8], reserved: bool) -> Result<u64, AppendError> {
-        if let Some(reason) = self.shared.poisoned() {
-            return Err(AppendError::Io(reason));
-        }
+    /// Frames one payload into the group buffer (committing the group so far and starting a new
+    /// segment first if this one is full).
+    fn stage(&mut self, payload: &[u8], reserved: bool, group: &mut Group) -> Result<u64, AppendError> {
         let framed = record::framed_len(payload.len()) as u64;
         if payload.len() > record::MAX_PAYLOAD {
             return Err(AppendError::TooLarge);
@@ -109,29 +113,79 @@ impl Writer {
         }
         let pending = self.buffer.len() as u64;
         if self.active.len + pending > 0 && self.active.len + pending + framed > self.shared.options.segment_bytes {
-            self.rotate().map_err(|e| AppendError::Io(e.to_string()))?;
+            self.commit_group(group)?;
+            self.rotate().map_err(|e| self.failed(&e))?;
         }
         record::encode(payload, &mut self.buffer);
         Ok(self.active.end() + self.buffer.len() as u64)
     }
 
-    /// Writes and syncs the group buffer, then publishes the new committed position.
+    /// Commits the staged bytes; on failure every request staged so far is refused.
+    fn commit_group(&mut self, group: &mut Group) -> Result<(), AppendError> {
+        let Err(e) = self.commit() else {
+            return Ok(());
+        };
+        let error = self.failed(&e);
+        for (_, outcome) in group.iter_mut() {
+            if outcome.is_ok() {
+                *outcome = Err(error.clone());
+            }
+        }
+        Err(error)
+    }
+
+    /// Records a write failure (for readiness) and turns it into the append error clients see.
+    fn failed(&self, e: &std::io::Error) -> AppendError {
+        tracing::error!(error = %e, "WAL write failed; refusing the group");
+        self.shared.record_failure(e);
+        AppendError::Io(e.to_string())
+    }
+
+    /// Writes and syncs the group buffer, then publishes the new committed position. On failure
+    /// the buffer is dropped and the segment cut back to its committed length.
     fn commit(&mut self) -> std::io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        let result = self.write_buffer();
         let written = self.buffer.len() as u64;
-        let result = self.file.write_all(&self.buffer).and_then(|()| self.file.sync_data());
         self.buffer.clear();
-        result?;
+        if let Err(e) = result {
+            self.dirty_tail = true;
+            if let Err(cut) = self.cut_tail() {
+                tracing::error!(error = %cut, "cannot cut a failed WAL write yet; will retry before the next one");
+            }
+            return Err(e);
+        }
         self.active.len += written;
         self.shared.grow_active(self.active, written);
         self.shared.publish(self.active.end());
+        self.shared.clear_failure();
+        Ok(())
+    }
+
+    fn write_buffer(&mut self) -> std::io::Result<()> {
+        if self.dirty_tail {
+            self.cut_tail()?;
+        }
+        self.file.write_all(&self.buffer)?;
+        self.file.sync_data()
+    }
+
+    /// Cuts whatever a failed write left after the last committed byte.
+    fn cut_tail(&mut self) -> std::io::Result<()> {
+        let end = segment::HEADER_LEN + self.active.len;
+        self.file.set_len(end)?;
+        self.file.seek(SeekFrom::Start(end))?;
+        self.file.sync_data()?;
+        self.dirty_tail = false;
         Ok(())
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.commit()?;
+        if self.dirty_tail {
+            self.cut_tail()?;
+        }
         let base = self.active.end();
         let file = segment::create(&self.shared.dir, base)?;
         self.file = file;
