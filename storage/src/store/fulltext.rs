@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
@@ -265,9 +265,6 @@ pub(crate) struct Hit {
     pub trace_id: Option<[u8; 16]>,
 }
 
-/// How long a failed rebuild waits before it is tried again.
-const REBUILD_RETRY: Duration = Duration::from_secs(5);
-
 /// The open partition indexes, and those that are stale (with the last failed rebuild).
 #[derive(Default)]
 struct Partitions {
@@ -356,7 +353,7 @@ impl TextIndexes {
         self.lock()
             .stale
             .iter()
-            .filter(|(_, failed)| failed.is_none_or(|at| at.elapsed() >= REBUILD_RETRY))
+            .filter(|(_, failed)| failed.is_none_or(|at| at.elapsed() >= super::RETRY))
             .map(|(hour, _)| *hour)
             .collect()
     }

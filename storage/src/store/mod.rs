@@ -101,8 +101,8 @@ struct State {
     damaged: BTreeMap<u64, String>,
 }
 
-/// How long a failed flush waits before it is tried again.
-const FLUSH_RETRY: Duration = Duration::from_secs(2);
+/// How long a failed flush or index rebuild waits before it is tried again.
+pub(crate) const RETRY: Duration = Duration::from_secs(2);
 
 /// A consistent view for one read.
 struct Snapshot {
@@ -284,7 +284,7 @@ impl LocalStore {
             || state
                 .head_since
                 .is_some_and(|since| since.elapsed() >= self.options.flush_interval)
-            || (!state.frozen.is_empty() && state.flush_failed.is_none_or(|at| at.elapsed() >= FLUSH_RETRY))
+            || (!state.frozen.is_empty() && state.flush_failed.is_none_or(|at| at.elapsed() >= RETRY))
     }
 
     /// Rows in the head, per table.

@@ -1,0 +1,579 @@
+//! Every write step of the WAL and the store failing on a real full filesystem (a tmpfs this test
+//! mounts, limited in bytes or in inodes), and damaged files read back: nothing acknowledged or
+//! published is ever passed over, and work resumes by itself once space returns.
+//!
+//! Mounting needs root (as CI and the developer machines run). Elsewhere set
+//! `SIFT_SKIP_MOUNT_TESTS=1` to skip these tests; they then say so on stderr.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use sift_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use sift_proto::otlp::metrics::v1::{metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+use sift_proto::otlp::resource::v1::Resource;
+use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use sift_proto::SignalKind;
+use sift_storage::wal::{AppendError, Wal, WalOptions};
+use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange, WalEntry};
+
+/// A tmpfs mounted for one test, with a filler to take its space (or inodes) away and give it back.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size` (and at most `inodes` files), or `None` when mounting is skipped.
+    fn mount(size: &str, inodes: Option<u64>) -> Option<SmallFs> {
+        if std::env::var_os("SIFT_SKIP_MOUNT_TESTS").is_some() {
+            eprintln!("SIFT_SKIP_MOUNT_TESTS is set: skipping a full-disk test");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = format!("size={size}");
+        if let Some(n) = inodes {
+            options.push_str(&format!(",nr_inodes={n}"));
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "these tests need to mount a small tmpfs (run as root), or set SIFT_SKIP_MOUNT_TESTS=1"
+        );
+        Some(SmallFs { dir })
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.path().join("filler")
+    }
+
+    /// Takes every free byte.
+    fn fill(&self) {
+        std::fs::create_dir_all(self.filler()).unwrap();
+        let mut file = std::fs::File::create(self.filler().join("bytes")).unwrap();
+        for chunk in [1 << 16, 4096, 1] {
+            let buf = vec![0xA5u8; chunk];
+            while file.write_all(&buf).is_ok() {}
+        }
+    }
+
+    /// Takes every free inode but `leave`.
+    fn fill_inodes(&self, leave: usize) {
+        std::fs::create_dir_all(self.filler()).unwrap();
+        let mut made = Vec::new();
+        for i in 0.. {
+            let path = self.filler().join(format!("f{i}"));
+            if std::fs::File::create(&path).is_err() {
+                break;
+            }
+            made.push(path);
+        }
+        for path in made.iter().rev().take(leave) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    /// Gives everything back.
+    fn free(&self) {
+        std::fs::remove_dir_all(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn text(s: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(s.into())),
+    })
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: text("shop"),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+/// A fixed hour (so every batch lands in one partition).
+const BASE: u64 = 1_795_636_800_000_000_000;
+
+fn trace_id(n: u64) -> [u8; 16] {
+    let mut id = [0x5au8; 16];
+    id[8..].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+/// A WAL entry with one span for each trace in `traces`.
+fn spans(traces: std::ops::Range<u64>) -> WalEntry {
+    let spans = traces
+        .map(|n| Span {
+            trace_id: trace_id(n).to_vec(),
+            span_id: (n + 1).to_be_bytes().to_vec(),
+            name: format!("GET /item/{n}"),
+            start_time_unix_nano: BASE + n * 1000,
+            end_time_unix_nano: BASE + n * 1000 + 500,
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    entry(SignalKind::Traces, request.encode_to_vec())
+}
+
+/// A WAL entry with one log record for each number in `records`, saying `word-<n>`.
+fn logs(records: std::ops::Range<u64>) -> WalEntry {
+    let log_records = records
+        .map(|n| LogRecord {
+            time_unix_nano: BASE + n * 1000,
+            severity_number: 9,
+            body: text(&format!("order shipped word{n}")),
+            trace_id: trace_id(n).to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(),
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    entry(SignalKind::Logs, request.encode_to_vec())
+}
+
+/// A WAL entry with one gauge point for each number in `points`.
+fn points(points: std::ops::Range<u64>) -> WalEntry {
+    let data_points = points
+        .map(|n| NumberDataPoint {
+            time_unix_nano: BASE + n * 1000,
+            value: Some(sift_proto::otlp::metrics::v1::number_data_point::Value::AsInt(n as i64)),
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "queue.depth".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    entry(SignalKind::Metrics, request.encode_to_vec())
+}
+
+fn entry(signal: SignalKind, body: Vec<u8>) -> WalEntry {
+    WalEntry::decode(&WalEntry::encode(signal, "p", 0, &body)).unwrap()
+}
+
+/// How long a failed flush or index rebuild waits before the store tries it again.
+const RETRY: Duration = Duration::from_millis(2100);
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        flush_interval: Duration::from_secs(3600),
+        ..StoreOptions::default()
+    }
+}
+
+/// Asserts every trace in `traces` has exactly one stored span.
+fn assert_traces(store: &LocalStore, traces: std::ops::Range<u64>) {
+    for n in traces {
+        let found = store.trace(&trace_id(n), &TimeRange::ALL).unwrap();
+        assert_eq!(found.len(), 1, "trace {n}: {} spans stored", found.len());
+    }
+}
+
+fn search(store: &LocalStore, query: &str) -> usize {
+    store
+        .search_logs(&LogSearch {
+            query: query.into(),
+            limit: 1000,
+            ..LogSearch::default()
+        })
+        .unwrap()
+        .len()
+}
+
+/// Every record in the WAL at `dir`, in order (reopening it).
+async fn read_wal(dir: &Path) -> Vec<Bytes> {
+    let mut wal = Wal::open(dir, WalOptions::default()).unwrap();
+    let mut consumer = wal.consumer("check");
+    wal.close();
+    let mut out = Vec::new();
+    while let Some(batch) = consumer.next_batch(1 << 20).await.unwrap() {
+        out.extend(batch.into_iter().map(|r| r.payload));
+    }
+    out
+}
+
+fn payload(i: usize) -> Bytes {
+    let mut bytes = format!("record-{i:06}-").into_bytes();
+    bytes.resize(20_000, b'x');
+    Bytes::from(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_appends_on_a_full_disk_are_refused_then_resume_without_losing_or_duplicating() {
+    let Some(fs) = SmallFs::mount("8m", None) else { return };
+    let dir = fs.data().join("wal");
+    let options = WalOptions {
+        // A rotation every dozen records: some of the failures happen while starting a segment.
+        segment_bytes: 256 << 10,
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(&dir, options).unwrap();
+    let appender = wal.appender();
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        appender.append(payload(i)).await.unwrap();
+        acked.push(payload(i));
+    }
+    fs.fill();
+    let mut refused = 0;
+    for i in 30..90 {
+        match appender.append(payload(i)).await {
+            Ok(_) => acked.push(payload(i)),
+            Err(AppendError::Io(_)) => refused += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert!(refused >= 55, "only {refused} appends were refused on a full disk");
+    let failure = wal.stats().write_failure().expect("the failure is reported");
+    assert!(failure.disk_full, "{failure:?}");
+
+    fs.free();
+    // No restart: the next appends succeed by themselves, across rotations.
+    for i in 90..130 {
+        appender.append(payload(i)).await.unwrap();
+        acked.push(payload(i));
+    }
+    assert!(wal.stats().write_failure().is_none());
+    drop(appender);
+    drop(wal);
+
+    let stored = read_wal(&dir).await;
+    let names = |records: &[Bytes]| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r[..13]).into_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&stored),
+        names(&acked),
+        "exactly the acknowledged records, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_cannot_be_written_never_lets_a_restart_skip_records() {
+    let Some(fs) = SmallFs::mount("16m", Some(64)) else {
+        return;
+    };
+    let dir = fs.data().join("wal");
+    let options = WalOptions {
+        segment_bytes: 256 << 10,
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(&dir, options.clone()).unwrap();
+    let appender = wal.appender();
+    for i in 0..40 {
+        appender.append(payload(i)).await.unwrap();
+    }
+    let mut consumer = wal.consumer("exporter");
+    let first = consumer.next_batch(100_000).await.unwrap().unwrap();
+    let handled = first.last().unwrap().end;
+    consumer.commit(handled, true).unwrap();
+
+    // No inode left for the checkpoint's temporary file.
+    fs.fill_inodes(0);
+    let more = consumer.next_batch(300_000).await.unwrap().unwrap();
+    let later = more.last().unwrap().end;
+    let error = consumer
+        .commit(later, true)
+        .expect_err("the checkpoint cannot be stored");
+    assert!(error.to_string().contains("checkpoint"), "{error}");
+    fs.free();
+    drop(consumer);
+    drop(appender);
+    drop(wal);
+
+    // After a restart the consumer resumes at or before what it had handled, and every record
+    // from there on is still in the log.
+    let mut wal = Wal::open(&dir, options).unwrap();
+    let mut consumer = wal.consumer("exporter");
+    wal.close();
+    let mut rest = Vec::new();
+    while let Some(batch) = consumer.next_batch(1 << 20).await.unwrap() {
+        rest.extend(batch);
+    }
+    let resumed = rest.first().unwrap().position;
+    assert!(
+        resumed <= later,
+        "resumed at {resumed}, past the last handled record {later}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&rest.last().unwrap().payload[..13]),
+        "record-000039"
+    );
+    let first_name = String::from_utf8_lossy(&rest[0].payload[..13]).into_owned();
+    let index: usize = first_name[7..13].parse().unwrap();
+    assert_eq!(
+        rest.len(),
+        40 - index,
+        "every record after the resume point is readable"
+    );
+}
+
+#[test]
+fn a_flush_that_fails_on_a_full_disk_keeps_its_rows_until_one_succeeds() {
+    let Some(fs) = SmallFs::mount("32m", None) else { return };
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    store.append(1, &[spans(0..200), logs(0..200)]).unwrap();
+    assert_eq!(store.flush().unwrap(), 1);
+    store.append(2, &[spans(200..400), logs(200..400)]).unwrap();
+
+    fs.fill();
+    assert!(store.flush().is_err(), "a part cannot be written on a full disk");
+    assert_eq!(
+        store.durable_position(),
+        1,
+        "the checkpoint may not pass unwritten rows"
+    );
+    // Nothing new arrived: the next flush must retry the frozen rows, not report them durable.
+    assert!(store.flush().is_err());
+    assert_eq!(store.durable_position(), 1);
+    assert!(!store.flush_due(), "a failed flush waits before it is retried");
+    std::thread::sleep(RETRY);
+    assert!(store.flush_due(), "a failed flush is retried");
+    store.append(3, &[spans(400..500), logs(400..500)]).unwrap();
+    assert!(store.flush().is_err());
+    assert_eq!(store.durable_position(), 1);
+    // Everything is still readable from memory meanwhile.
+    assert_traces(&store, 0..500);
+
+    fs.free();
+    assert_eq!(store.flush().unwrap(), 3);
+    assert_eq!(store.durable_position(), 3);
+    store.refresh().unwrap();
+    assert_eq!(search(&store, "shipped"), 500);
+    assert!(!store.partial(Table::Logs, &TimeRange::ALL, true));
+    drop(store);
+
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    assert_eq!(store.published_position(), 3);
+    assert_traces(&store, 0..500);
+    store.refresh().unwrap();
+    assert_eq!(search(&store, "shipped"), 500);
+    assert_eq!(store.damaged_files(), 0);
+}
+
+#[test]
+fn an_index_commit_that_fails_leaves_the_rows_and_the_index_is_rebuilt() {
+    let Some(fs) = SmallFs::mount("32m", None) else { return };
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    store.append(1, &[logs(0..300)]).unwrap();
+    store.refresh().unwrap();
+    assert_eq!(search(&store, "shipped"), 300);
+    store.append(2, &[logs(300..600)]).unwrap();
+
+    fs.fill();
+    // The index cannot be committed: it is stale and searches say they are partial; the rows
+    // themselves are untouched.
+    let _ = store.refresh();
+    assert!(store.partial(Table::Logs, &TimeRange::ALL, true));
+    assert_eq!(store.damaged_files(), 1);
+    assert_eq!(store.logs_by_trace(&trace_id(450), &TimeRange::ALL).unwrap().len(), 1);
+    assert_eq!(store.durable_position(), 0);
+
+    fs.free();
+    // The rebuild tried while the disk was full waits a little before it is tried again.
+    std::thread::sleep(RETRY);
+    store.refresh().unwrap();
+    assert!(!store.partial(Table::Logs, &TimeRange::ALL, true));
+    assert_eq!(store.damaged_files(), 0);
+    assert_eq!(search(&store, "shipped"), 600);
+    assert_eq!(search(&store, "word450"), 1);
+    assert_eq!(store.flush().unwrap(), 2);
+    store.refresh().unwrap();
+    assert_eq!(search(&store, "shipped"), 600);
+    drop(store);
+
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    assert_eq!(search(&store, "shipped"), 600);
+    assert_eq!(search(&store, "word599"), 1);
+}
+
+#[test]
+fn a_manifest_that_cannot_be_written_publishes_nothing_and_is_retried() {
+    // Inodes, not bytes, run out: the part file is created, the manifest's temporary file is not.
+    let Some(fs) = SmallFs::mount("64m", Some(256)) else {
+        return;
+    };
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    store.append(1, &[points(0..100)]).unwrap();
+    assert_eq!(store.flush().unwrap(), 1);
+    store.append(2, &[points(100..250)]).unwrap();
+
+    fs.fill_inodes(1);
+    let error = store.flush().expect_err("the manifest cannot be written");
+    assert!(error.to_string().contains("manifest"), "{error}");
+    assert_eq!(store.durable_position(), 1);
+    assert_eq!(store.published_position(), 1);
+
+    fs.free();
+    assert_eq!(store.flush().unwrap(), 2);
+    drop(store);
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    assert_eq!(store.published_position(), 2);
+    let (rows, partial) = store.metric_points("queue.depth", &TimeRange::ALL, 10_000).unwrap();
+    assert!(!partial);
+    let mut values: Vec<u64> = rows.iter().map(sift_storage::point_time).collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(rows.len(), 250, "each point exactly once");
+    assert_eq!(values.len(), 250);
+}
+
+/// Flips `count` bytes in the middle of a file.
+fn flip(path: &Path, count: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + count] {
+        *b ^= 0xFF;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        if entry.to_string_lossy().ends_with(suffix) {
+            out.push(entry);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn damaged_parts_are_quarantined_and_a_damaged_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    {
+        let store = LocalStore::open(root, options()).unwrap();
+        store.append(1, &[spans(0..100), logs(0..100)]).unwrap();
+        store.flush().unwrap();
+        store.append(2, &[spans(100..200), logs(100..200)]).unwrap();
+        store.flush().unwrap();
+        store.refresh().unwrap();
+    }
+    // The older spans part, the older logs part and one file of the log index.
+    let span_parts = files(&root.join("spans"), ".parquet");
+    let log_parts = files(&root.join("logs"), ".parquet");
+    assert_eq!((span_parts.len(), log_parts.len()), (2, 2));
+    flip(&span_parts[0], 20);
+    flip(&log_parts[0], 20);
+    let index_files: Vec<PathBuf> = files(&root.join("logs"), ".idx")
+        .into_iter()
+        .chain(files(&root.join("logs"), ".term"))
+        .collect();
+    flip(&index_files[0], 1);
+
+    let store = LocalStore::open(root, options()).unwrap();
+    // The damaged index was found on open; it is rebuilt from the parts at the next refresh.
+    assert!(store.partial(Table::Logs, &TimeRange::ALL, true));
+    // Traces in the intact part are all found; those in the damaged one are missing, and the
+    // answer says it is partial instead of failing.
+    assert_traces(&store, 100..200);
+    for n in 0..100 {
+        assert!(store.trace(&trace_id(n), &TimeRange::ALL).unwrap().is_empty());
+    }
+    assert!(store.partial(Table::Spans, &TimeRange::ALL, false));
+    assert_eq!(store.logs_by_trace(&trace_id(150), &TimeRange::ALL).unwrap().len(), 1);
+    assert!(store.logs_by_trace(&trace_id(50), &TimeRange::ALL).unwrap().is_empty());
+    assert!(
+        store.damaged_files() >= 3,
+        "2 parts and an index: {}",
+        store.damaged_files()
+    );
+
+    store.refresh().unwrap();
+    // Quarantined: moved aside, listed in the manifest, still reported.
+    assert_eq!(files(&root.join("quarantine"), ".parquet").len(), 2);
+    assert_eq!(files(&root.join("spans"), ".parquet").len(), 1);
+    assert_eq!(store.damaged_files(), 2, "the index was rebuilt");
+    assert_eq!(
+        search(&store, "shipped"),
+        100,
+        "the rebuilt index holds the intact part's logs"
+    );
+    assert_eq!(search(&store, "word150"), 1);
+    assert!(
+        store.partial(Table::Logs, &TimeRange::ALL, true),
+        "a logs part is quarantined"
+    );
+    drop(store);
+
+    // A restart keeps the quarantine and serves the rest without errors.
+    let store = LocalStore::open(root, options()).unwrap();
+    assert_eq!(store.damaged_files(), 2);
+    assert_traces(&store, 100..200);
+    assert_eq!(search(&store, "shipped"), 100);
+    let services = store.services().unwrap();
+    assert_eq!(services[0].span_count, 100);
+}
