@@ -3,6 +3,8 @@
 
 mod cli;
 mod common;
+mod damage;
+mod disk_full;
 mod durability;
 mod forwarding;
 mod ingest_grpc;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Full disk, ridden out, repeated: runs the end-to-end test `disk_full` (Sift on a small tmpfs,
+# filled under load until requests are refused, space given back, then SIGTERM or SIGKILL and a
+# restart; every acknowledged span and log record must be readable) RUNS times for each stop and
+# prints how many runs kept everything. Needs root (it mounts a tmpfs).
+#
+#   benches/scripts/disk_full.sh            # RUNS=10 PROFILE=release by default
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+RUNS=${RUNS:-10}
+PROFILE=${PROFILE:-release}
+flag=()
+[ "$PROFILE" = release ] && flag=(--release)
+
+cargo test "${flag[@]}" --locked -p sift-collector --test e2e --no-run
+passed=0
+failed=0
+for run in $(seq 1 "$RUNS"); do
+  for stop in sigterm sigkill; do
+    log=$(mktemp)
+    if cargo test "${flag[@]}" --locked -q -p sift-collector --test e2e "disk_full::a_full_disk_then_${stop}" -- --nocapture \
+        >"$log" 2>&1; then
+      passed=$((passed + 1))
+      echo "run $run $stop: $(grep -E '^SIG(TERM|KILL):' "$log")"
+    else
+      failed=$((failed + 1))
+      echo "run $run $stop: FAILED (log kept in $log)"
+      grep -E 'panicked|acknowledged' "$log" | cut -c1-300 | head -5
+      continue
+    fi
+    rm -f "$log"
+  done
+done
+echo "disk_full: $passed runs kept every acknowledged item, $failed lost some ($RUNS per stop, $PROFILE build)"
+[ "$failed" -eq 0 ]
