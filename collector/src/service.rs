@@ -166,7 +166,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tracing::error!(
             truncated_bytes = recovery.truncated_bytes,
             kept_at = %aside.display(),
-            "write-ahead log: the end of the last segment was damaged in a way a crash does not explain; its bytes were cut from the log and kept for inspection"
+            "write-ahead log had a damaged tail that a crash does not explain: its bytes were cut from the log and kept for inspection"
         );
     } else if recovery.truncated_bytes > 0 || recovery.corrupt_bytes > 0 {
         tracing::warn!(

@@ -304,6 +304,84 @@ async fn wal_appends_on_a_full_disk_are_refused_then_resume_without_losing_or_du
     );
 }
 
+/// A record of `size` bytes named by `i`.
+fn sized(i: usize, size: usize) -> Bytes {
+    let mut bytes = format!("record-{i:06}-").into_bytes();
+    bytes.resize(size, b'y');
+    Bytes::from(bytes)
+}
+
+fn newest_segment_len(dir: &Path) -> u64 {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "wal"));
+    files.sort();
+    std::fs::metadata(files.last().unwrap()).unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_fails_never_lets_positions_overlap_across_a_restart() {
+    let Some(fs) = SmallFs::mount("8m", None) else { return };
+    let dir = fs.data().join("wal");
+    let segment_bytes = 128 << 10;
+    let options = WalOptions {
+        segment_bytes,
+        ..WalOptions::default()
+    };
+    let (large, small) = (60_000, 300);
+    let mut acked = Vec::new();
+    let mut i = 0;
+    {
+        let wal = Wal::open(&dir, options.clone()).unwrap();
+        let appender = wal.appender();
+        // The active segment too full for a large record, with room for small ones in the last
+        // page it already has (which a full disk still lets them use).
+        loop {
+            let len = newest_segment_len(&dir);
+            if len + (large as u64) > segment_bytes && len % 4096 < 1024 {
+                break;
+            }
+            appender.append(sized(i, small)).await.unwrap();
+            acked.push(sized(i, small));
+            i += 1;
+        }
+        fs.fill();
+        // The large record needs a new segment, whose file cannot get its header: the rotation
+        // fails and leaves an empty file at the full segment's end. The small records that follow
+        // would still fit in the full segment's last page: they must not go there.
+        for size in [large, small, small, small, small, small] {
+            match appender.append(sized(i, size)).await {
+                Ok(_) => acked.push(sized(i, size)),
+                Err(AppendError::Io(_)) => {}
+                Err(other) => panic!("unexpected refusal {other:?}"),
+            }
+            i += 1;
+        }
+    }
+    // Stopped while full; the restart finds the file of the failed rotation as the newest one.
+    fs.free();
+    {
+        let wal = Wal::open(&dir, options).unwrap();
+        let appender = wal.appender();
+        for _ in 0..60 {
+            appender.append(sized(i, small)).await.unwrap();
+            acked.push(sized(i, small));
+            i += 1;
+        }
+    }
+    let stored = read_wal(&dir).await;
+    let names = |records: &[Bytes]| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r[..13]).into_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&stored),
+        names(&acked),
+        "exactly the acknowledged records, in order"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_that_cannot_be_written_never_lets_a_restart_skip_records() {
     let Some(fs) = SmallFs::mount("16m", Some(64)) else {

@@ -198,4 +198,7 @@ fn a_bit_flipped_wal_record_is_skipped_and_the_rest_replayed() {
     });
     assert_eq!(traces.len(), 9, "everything but the damaged record");
     assert!(log.contains("damaged tail"), "{log}");
+    // A whole record with a wrong checksum is not a torn write: its bytes are kept, not deleted.
+    assert!(log.contains("kept for inspection"), "{log}");
+    assert!(log.contains("/wal/damaged/"), "{log}");
 }

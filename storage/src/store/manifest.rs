@@ -7,6 +7,10 @@
 //! part is first opened. A part found damaged moves to `quarantined` (its file to
 //! `<root>/quarantine/`): no query reads it again, and answers over its time range say they are
 //! partial. Manifests written before checksums existed still load (their parts go unchecked).
+//!
+//! The manifest checksums itself too (a last line `#crc32:<hex>` after the JSON): a flipped digit in
+//! `wal_position` would otherwise still parse. A manifest that fails its checksum stops the store
+//! from opening, naming the file, and nothing is deleted (which parts are published is unknown).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -110,9 +114,11 @@ pub(crate) struct Manifest {
 impl Manifest {
     pub(crate) fn load(root: &Path) -> Result<Manifest, StorageError> {
         let path = root.join(FILE);
+        let corrupt = |what: String| StorageError::Corrupt(format!("{}: {what}", path.display()));
         match std::fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt(format!("{}: {e}", path.display())))
+                let json = verified(&bytes).map_err(corrupt)?;
+                serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
                 version: VERSION,
@@ -125,7 +131,9 @@ impl Manifest {
     pub(crate) fn store(&self, root: &Path) -> Result<(), StorageError> {
         let path = root.join(FILE);
         let tmp = root.join(format!("{FILE}.tmp"));
-        let bytes = serde_json::to_vec(self).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let mut bytes = serde_json::to_vec(self).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(format!("\n{CRC_PREFIX}{crc:08x}\n").as_bytes());
         let mut file = File::create(&tmp).map_err(StorageError::io("creating the manifest"))?;
         file.write_all(&bytes)
             .map_err(StorageError::io("writing the manifest"))?;
@@ -133,6 +141,33 @@ impl Manifest {
         std::fs::rename(&tmp, &path).map_err(StorageError::io("publishing the manifest"))?;
         sync_dir(root)
     }
+}
+
+/// Starts the manifest's checksum line.
+const CRC_PREFIX: &str = "#crc32:";
+
+/// The JSON of a manifest file, checked against its checksum line (files without one, written
+/// before checksums, are taken as they are).
+fn verified(bytes: &[u8]) -> Result<&[u8], String> {
+    let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let Some(newline) = text.iter().rposition(|&b| b == b'\n') else {
+        return Ok(bytes);
+    };
+    let (json, last) = (&text[..newline], &text[newline + 1..]);
+    let Some(hex) = last.strip_prefix(CRC_PREFIX.as_bytes()) else {
+        return Ok(bytes);
+    };
+    let expected = std::str::from_utf8(hex)
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or_else(|| "unreadable checksum line".to_owned())?;
+    let found = crc32fast::hash(json);
+    if found != expected {
+        return Err(format!(
+            "checksum {found:08x}, the file says {expected:08x}: the manifest is damaged"
+        ));
+    }
+    Ok(json)
 }
 
 /// Makes a rename in `dir` durable.
@@ -161,6 +196,30 @@ pub(crate) fn hour_of(time_nanos: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_manifest_is_refused_and_an_old_one_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = Manifest {
+            version: VERSION,
+            wal_position: 123_456,
+            next_part_id: 7,
+            ..Manifest::default()
+        };
+        manifest.store(dir.path()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), manifest);
+
+        // A digit of wal_position changed: still valid JSON, but refused.
+        let path = dir.path().join(FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("123456", "923456")).unwrap();
+        let error = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("manifest.json") && error.contains("checksum"), "{error}");
+
+        // Written before checksums: loads as it is.
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), manifest);
+    }
 
     #[test]
     fn hour_names_are_utc_calendar_hours() {

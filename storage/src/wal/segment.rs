@@ -83,16 +83,42 @@ pub(crate) fn recover(dir: &Path) -> io::Result<(Vec<Segment>, RecoveryReport)> 
         segments: bases.len(),
         ..Default::default()
     };
-    let mut segments = Vec::with_capacity(bases.len());
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     for (i, base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let file_len = fs::metadata(path(dir, *base))?.len();
+        if let Some(previous) = segments.last() {
+            if *base < previous.end() {
+                // Starts inside the previous segment. A file that holds no record is what a
+                // rotation that failed part-way left (builds before the writer stopped writing
+                // to a full segment could go on growing it): it holds nothing, remove it.
+                // Anything else is damage nobody can explain: keep it aside, never read it.
+                if file_len <= HEADER_LEN {
+                    tracing::warn!(segment = %path(dir, *base).display(), "removing an empty WAL segment left by a failed rotation");
+                    fs::remove_file(path(dir, *base))?;
+                } else {
+                    let aside = dir.join("damaged").join(format!("{base:020}.wal"));
+                    fs::create_dir_all(dir.join("damaged"))?;
+                    fs::rename(path(dir, *base), &aside)?;
+                    tracing::error!(segment = %aside.display(), "WAL segment overlaps the one before it; kept aside, not read");
+                    report.kept_aside = Some(aside);
+                }
+                report.segments -= 1;
+                continue;
+            }
+        }
         let len = if last {
             repair_tail(dir, *base, &mut report)?
         } else {
             file_len.saturating_sub(HEADER_LEN)
         };
         segments.push(Segment { base: *base, len });
+    }
+    // The last segment may have been removed above: the one before it is then the last.
+    if let Some(last) = segments.last_mut() {
+        if bases.last() != Some(&last.base) {
+            last.len = repair_tail(dir, last.base, &mut report)?;
+        }
     }
     if segments.is_empty() {
         create(dir, 0)?;
@@ -165,7 +191,9 @@ fn repair_tail(dir: &Path, base: u64, report: &mut RecoveryReport) -> io::Result
     if cut > 0 {
         // A crash during a write leaves the start of one unfinished record: its header (or part
         // of it) says it goes on past the end of the file. Anything else was not a torn write.
-        let torn = matches!(record::decode(&data[valid_end..]), Decoded::Incomplete);
+        // (A filesystem may also show a never-written end as zeros after a crash.)
+        let tail = &data[valid_end..];
+        let torn = matches!(record::decode(tail), Decoded::Incomplete) || tail.iter().all(|&b| b == 0);
         if !torn {
             let aside = dir.join("damaged").join(format!("{base:020}-{valid_end:012}.bin"));
             keep_aside(&aside, &data[valid_end..])?;

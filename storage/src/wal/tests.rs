@@ -163,6 +163,24 @@ async fn a_torn_tail_is_cut_and_every_intact_record_kept() {
     let (records, report) = reopen_and_read(dir.path(), 9).await;
     assert_eq!(records, (0..9).map(payload).collect::<Vec<_>>());
     assert!(report.truncated_bytes > 0);
+    assert_eq!(
+        report.kept_aside, None,
+        "a torn last write is explained: nothing kept aside"
+    );
+}
+
+#[tokio::test]
+async fn a_tail_of_zeros_is_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 4).await;
+    let file = last_segment(dir.path());
+    let mut f = OpenOptions::new().append(true).open(&file).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+    let (records, report) = reopen_and_read(dir.path(), 4).await;
+    assert_eq!(records.len(), 4);
+    assert_eq!(report.truncated_bytes, 4096);
+    assert_eq!(report.kept_aside, None);
 }
 
 #[tokio::test]
@@ -187,6 +205,39 @@ async fn a_bit_flip_loses_only_the_damaged_record() {
     assert!(!records.contains(&payload(9)));
     assert_eq!(records.last().unwrap(), &payload(8));
     assert!(report.corrupt_bytes > 0 && report.truncated_bytes > 0, "{report:?}");
+    // A damaged last record is not a torn write (it is whole, its checksum is wrong): its bytes
+    // are kept aside for inspection, not deleted.
+    let aside = report
+        .kept_aside
+        .clone()
+        .expect("damage a crash does not explain is kept");
+    assert!(aside.starts_with(dir.path().join("damaged")), "{aside:?}");
+    assert_eq!(std::fs::metadata(&aside).unwrap().len(), report.truncated_bytes);
+}
+
+#[tokio::test]
+async fn an_empty_segment_inside_the_one_before_it_is_removed_and_positions_never_overlap() {
+    // What a rotation that failed part-way left behind in builds that kept writing to the full
+    // segment: an empty file whose base lies inside the segment before it, as the newest file.
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 10).await;
+    let segment = last_segment(dir.path());
+    let end = std::fs::metadata(&segment).unwrap().len() - 8;
+    std::fs::write(dir.path().join(format!("{:020}.wal", end - 100)), b"").unwrap();
+    {
+        let wal = Wal::open(dir.path(), options(1 << 20, 1 << 24)).unwrap();
+        assert_eq!(
+            wal.committed(),
+            end,
+            "the writer resumes at the end of the last whole segment"
+        );
+        let appender = wal.appender();
+        for i in 10..15 {
+            appender.append(payload(i)).await.unwrap();
+        }
+    }
+    let (records, _) = reopen_and_read(dir.path(), 15).await;
+    assert_eq!(records, (0..15).map(payload).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@
 //! cut back to its last committed byte before anything else is written, so positions handed out
 //! always match the bytes on disk. Nothing is poisoned: the next group tries again, so the log
 //! resumes by itself once space returns. A group that needs a new segment first commits what it
-//! staged in the old one; if that fails, every request staged so far is refused with it.
+//! staged in the old one; if that fails, every request staged so far is refused with it. Once a
+//! segment is full nothing more is written to it, not even a smaller record, until the next
+//! segment exists: a file left by a failed rotation starts at the full segment's end, which must
+//! therefore not move.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -51,6 +54,8 @@ pub(crate) struct Writer {
     /// A write failed part-way: the file may hold bytes past `active.len` that must be cut before
     /// anything else is written.
     dirty_tail: bool,
+    /// The active segment is full but the next one could not be started yet.
+    rotate_pending: bool,
 }
 
 impl Writer {
@@ -66,6 +71,7 @@ impl Writer {
             active,
             buffer: Vec::with_capacity(1024 * 1024),
             dirty_tail: false,
+            rotate_pending: false,
         })
     }
 
@@ -112,9 +118,13 @@ impl Writer {
             return Err(AppendError::Full);
         }
         let pending = self.buffer.len() as u64;
-        if self.active.len + pending > 0 && self.active.len + pending + framed > self.shared.options.segment_bytes {
+        let full =
+            self.active.len + pending > 0 && self.active.len + pending + framed > self.shared.options.segment_bytes;
+        if full || self.rotate_pending {
             self.commit_group(group)?;
+            self.rotate_pending = true;
             self.rotate().map_err(|e| self.failed(&e))?;
+            self.rotate_pending = false;
         }
         record::encode(payload, &mut self.buffer);
         Ok(self.active.end() + self.buffer.len() as u64)
