@@ -229,6 +229,23 @@ impl Sift {
             .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
+    /// `/api/v1/services` as service → (stored spans, stored log records).
+    pub fn service_counts(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let (status, body) = self.query("/api/v1/services");
+        assert_eq!(status, 200, "{body}");
+        body["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    (s["span_count"].as_u64().unwrap(), s["log_count"].as_u64().unwrap()),
+                )
+            })
+            .collect()
+    }
+
     /// Every JSON line the file exporter wrote for `signal` under the default path.
     pub fn exported(&self, signal: &str) -> Vec<Value> {
         read_lines(&self.dir.join("export").join(format!("{signal}.jsonl")))

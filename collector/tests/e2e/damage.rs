@@ -59,10 +59,6 @@ fn send_and_flush(sift: &Sift, seqs: std::ops::Range<usize>, parts: usize) {
     assert!(flushed, "parts were not written; log:\n{}", sift.log_text());
 }
 
-fn hex(id: &[u8]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn damaged_parts_and_index_leave_the_rest_queryable_reported_and_rebuilt() {
     let mut sift = Sift::start(&config(
@@ -91,14 +87,14 @@ fn damaged_parts_and_index_leave_the_rest_queryable_reported_and_rebuilt() {
     // Traces in the intact part: every one answers, saying the answer may be partial.
     for seq in 3..6 {
         for n in 0..TRACES {
-            let (status, body) = sift.query(&format!("/api/v1/traces/{}", hex(&trace_id(0, seq, n))));
+            let (status, body) = sift.query(&format!("/api/v1/traces/{}", hex::encode(trace_id(0, seq, n))));
             assert_eq!(status, 200, "{body}");
             assert_eq!(body["spans"].as_array().unwrap().len(), ITEMS / TRACES);
             assert_eq!(body["partial"], true);
         }
     }
     // Traces in the damaged part: not found, and the answer says why it may be missing.
-    let (status, body) = sift.query(&format!("/api/v1/traces/{}", hex(&trace_id(0, 0, 0))));
+    let (status, body) = sift.query(&format!("/api/v1/traces/{}", hex::encode(trace_id(0, 0, 0))));
     assert_eq!(status, 404, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("damaged"), "{body}");
     // Trace search answers from the rest.

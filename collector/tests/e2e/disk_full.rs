@@ -261,26 +261,9 @@ fn free_bytes(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Stored spans and log records per service.
-fn stored(sift: &Sift) -> HashMap<String, (u64, u64)> {
-    let (status, body) = sift.query("/api/v1/services");
-    assert_eq!(status, 200, "{body}");
-    body["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_owned(),
-                (s["span_count"].as_u64().unwrap(), s["log_count"].as_u64().unwrap()),
-            )
-        })
-        .collect()
-}
-
 /// Acknowledged requests whose items are not all stored.
 fn missing(sift: &Sift, acked: &[String]) -> Vec<String> {
-    let stored = stored(sift);
+    let stored = sift.service_counts();
     acked
         .iter()
         .filter(|service| {
@@ -428,7 +411,7 @@ fn check_restart(sift: &mut Sift, outcome: &Outcome, stop_with: Stop, while_full
         sift.log_text()
     );
     // At least once is the promise; how often a request's items were stored more than once:
-    let stored = stored(sift);
+    let stored = sift.service_counts();
     let duplicated = outcome
         .acked
         .iter()

@@ -2,7 +2,7 @@
 //! field by field; a trace split across a crash and across hour partitions comes back whole;
 //! SIGKILL during sustained ingest, 20 times, loses and duplicates nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -193,18 +193,7 @@ fn every_endpoint_returns_what_the_python_sdk_sent_across_a_restart() {
     assert_eq!(none["logs"], serde_json::json!([]));
 
     // Services.
-    let (_, services) = sift.query("/api/v1/services");
-    let services: BTreeMap<String, (u64, u64)> = services["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_owned(),
-                (s["span_count"].as_u64().unwrap(), s["log_count"].as_u64().unwrap()),
-            )
-        })
-        .collect();
+    let services = sift.service_counts();
     assert_eq!(services.get("checkout"), Some(&(20, 10)));
     assert_eq!(services.get("billing"), Some(&(20, 10)));
 
