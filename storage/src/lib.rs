@@ -18,6 +18,23 @@ pub use store::fulltext::{json_object, json_value, LogSearch};
 pub use store::manifest::ServiceRows;
 pub use store::{point_time, LocalStore, RetentionReport, StoreOptions};
 
+#[cfg(test)]
+mod tests {
+    use super::StorageError;
+
+    #[test]
+    fn only_bad_contents_count_as_damage() {
+        let io = |kind: std::io::ErrorKind| StorageError::io("reading a part")(std::io::Error::from(kind));
+        assert!(StorageError::Corrupt("checksum".into()).is_damage());
+        assert!(io(std::io::ErrorKind::UnexpectedEof).is_damage());
+        assert!(io(std::io::ErrorKind::NotFound).is_damage());
+        // Out of file handles or memory, interrupted: the file may be fine.
+        assert!(!StorageError::io("opening")(std::io::Error::from_raw_os_error(libc::EMFILE)).is_damage());
+        assert!(!io(std::io::ErrorKind::OutOfMemory).is_damage());
+        assert!(!io(std::io::ErrorKind::Interrupted).is_damage());
+    }
+}
+
 /// A half-open time range `[start, end)` in Unix nanoseconds; `None` is unbounded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimeRange {
@@ -77,6 +94,20 @@ impl From<tantivy::TantivyError> for StorageError {
 }
 
 impl StorageError {
+    /// Whether the error says a stored file's contents are bad (it does not parse, fails its
+    /// checksum, is cut short or missing), as opposed to a passing failure such as running out of
+    /// file handles. Only the former quarantines a part.
+    pub(crate) fn is_damage(&self) -> bool {
+        match self {
+            StorageError::Parquet(_) | StorageError::Arrow(_) | StorageError::Corrupt(_) => true,
+            StorageError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound
+            ),
+            StorageError::Index(_) | StorageError::BadQuery(_) => false,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
         let context = context.into();
         move |source| StorageError::Io { context, source }

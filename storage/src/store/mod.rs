@@ -399,12 +399,7 @@ impl LocalStore {
         let snapshot = self.snapshot();
         let mut sources = Vec::new();
         for part in snapshot.parts(table, &TimeRange::ALL).filter(|p| p.hour == hour) {
-            let Some(batches) = self.read_part(part, |reader| {
-                reader
-                    .scan_all()?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(StorageError::from)
-            }) else {
+            let Some(batches) = self.read_whole_part(part)? else {
                 continue;
             };
             sources.push((part.id, self.documents(table, &batches)?));
@@ -566,13 +561,7 @@ impl LocalStore {
             let mut stats = HeadPartition::new(table, hour, 0);
             let mut readable = true;
             for part in &parts {
-                let read = self.read_part(part, |reader| {
-                    reader
-                        .scan_all()?
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(StorageError::from)
-                });
-                let Some(read) = read else {
+                let Some(read) = self.read_whole_part(part)? else {
                     readable = false;
                     break;
                 };
@@ -733,17 +722,33 @@ impl LocalStore {
             .collect()
     }
 
-    /// Runs `read` on a part. If it fails while the part is still published, the part is damaged:
-    /// it is reported, no read uses it again, and `None` is returned so the caller answers from
-    /// the rest (the answer is then partial, see [`Self::partial`]).
-    fn read_part<T>(&self, part: &PartMeta, read: impl FnOnce(&PartReader) -> Result<T, StorageError>) -> Option<T> {
+    /// Runs `read` on a part. If it fails because the part's contents are bad while it is still
+    /// published, the part is damaged: it is reported, no read uses it again, and `Ok(None)` is
+    /// returned so the caller answers from the rest (the answer is then partial, see
+    /// [`Store::partial`]). Other failures (out of file handles, say) are returned as they are.
+    fn read_part<T>(
+        &self,
+        part: &PartMeta,
+        read: impl FnOnce(&PartReader) -> Result<T, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
         match self.reader(part).and_then(|reader| read(&reader)) {
-            Ok(value) => Some(value),
-            Err(error) => {
+            Ok(value) => Ok(Some(value)),
+            Err(error) if error.is_damage() => {
                 self.report_damage(part, &error);
-                None
+                Ok(None)
             }
+            Err(error) => Err(error),
         }
+    }
+
+    /// Every row of a part (`None`: it is damaged, see [`Self::read_part`]).
+    fn read_whole_part(&self, part: &PartMeta) -> Result<Option<Vec<RecordBatch>>, StorageError> {
+        self.read_part(part, |reader| {
+            reader
+                .scan_all()?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StorageError::from)
+        })
     }
 
     /// Records that reading a part failed: if it is still published, it is damaged (reported,
@@ -848,7 +853,7 @@ impl LocalStore {
         let column = part::key_column(table);
         let mut out = Vec::new();
         for part in snapshot.parts(table, range) {
-            if let Some(batches) = self.read_part(part, |reader| reader.rows_equal(column, key)) {
+            if let Some(batches) = self.read_part(part, |reader| reader.rows_equal(column, key))? {
                 out.extend(batches);
             }
         }
@@ -994,22 +999,24 @@ impl Store for LocalStore {
                 let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
                     Source::Part(part) => match self.reader(part).and_then(|r| r.scan(&columns)) {
                         Ok(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
-                        Err(e) => {
+                        Err(e) if e.is_damage() => {
                             self.report_damage(part, &e);
                             partial = true;
                             continue;
                         }
+                        Err(e) => return Err(e),
                     },
                     Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
                 };
                 for batch in batches {
                     let batch = match (batch, source) {
                         (Ok(batch), _) => batch,
-                        (Err(e), Source::Part(part)) => {
+                        (Err(e), Source::Part(part)) if e.is_damage() => {
                             self.report_damage(part, &e);
                             partial = true;
                             break;
                         }
+                        (Err(e), Source::Part(_)) => return Err(e),
                         (Err(e), Source::Head(_)) => return Err(e),
                     };
                     scanned += batch.num_rows();
@@ -1055,7 +1062,7 @@ impl Store for LocalStore {
             rows.sort_unstable();
             rows.dedup();
             let batches = match (parts.get(&id), heads.get(&id)) {
-                (Some(part), _) => match self.read_part(part, |reader| reader.rows_at(&rows)) {
+                (Some(part), _) => match self.read_part(part, |reader| reader.rows_at(&rows))? {
                     Some(batches) => batches,
                     None => continue,
                 },
