@@ -2,6 +2,7 @@
 //! telemetry, and the service that runs them all (`sift serve`).
 #![warn(missing_docs)]
 
+pub mod consumer;
 pub mod exporter;
 pub mod pipeline;
 pub mod processor;

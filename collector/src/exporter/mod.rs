@@ -1,8 +1,9 @@
 //! Exporters and the task that drives each one.
 //!
-//! Every exporter is a WAL consumer with its own checkpoint ([`run`]): it reads batches of entries
-//! from the log at its own pace, keeps those of the pipelines that list it, hands them to the
-//! [`Exporter`] and checkpoints once the exporter returns. A retryable failure is retried with
+//! Every exporter is a WAL consumer with its own checkpoint ([`run`], on the one consumer driver
+//! in [`crate::consumer`]): it reads batches of entries from the log at its own pace, keeps those
+//! of the pipelines that list it, hands them to the [`Exporter`] and checkpoints once the
+//! exporter returns. A retryable failure is retried with
 //! exponential backoff and jitter, never sooner than the destination asked (the batch stays in
 //! the log meanwhile); a permanent one is counted and skipped. A slow or dead exporter therefore
 //! slows nobody else until the WAL's size limit, or, with `drop_oldest`, its own queue size.
@@ -27,6 +28,7 @@ use sift_storage::wal::{WalConsumer, WalRecord};
 use sift_storage::WalEntry;
 use tokio::sync::watch;
 
+use crate::consumer::{Event, Flow, Stage, StageFuture, BATCH_BYTES};
 use crate::telemetry::{ExporterLabels, ExporterOnly, Telemetry};
 
 /// The future an exporter returns.
@@ -132,9 +134,6 @@ pub fn build(
     })
 }
 
-/// Bytes of WAL read per batch.
-pub(crate) const BATCH_BYTES: usize = 4 << 20;
-
 /// The per-exporter gauges, refreshed as the exporter moves.
 struct Gauges {
     queue_bytes: prometheus_client::metrics::gauge::Gauge,
@@ -170,72 +169,89 @@ impl Gauges {
 /// Drives one exporter from the WAL until the log is closed and drained, or `stop` is set.
 pub async fn run(
     id: ComponentId,
-    mut exporter: Box<dyn Exporter>,
-    mut consumer: WalConsumer,
+    exporter: Box<dyn Exporter>,
+    consumer: WalConsumer,
     pipelines: HashSet<String>,
     telemetry: Arc<Telemetry>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let name = id.to_string();
-    let mut gauges = Gauges::new(&name, &telemetry);
-    let mut handled = None;
-    let queue_limit = exporter.queue_limit();
-    loop {
-        gauges.update(consumer.lag_bytes(), false);
-        let next = tokio::select! {
-            next = consumer.next_batch(BATCH_BYTES) => next,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        let mut records = match next {
-            Ok(Some(records)) => records,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::error!(exporter = %name, error = %e, "cannot read the WAL");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Some((min_bytes, flush_timeout)) = exporter.batching() {
-            fill_batch(&mut consumer, &mut records, min_bytes, flush_timeout).await;
-        }
-        let Some(end) = records.last().map(|r| r.end) else {
-            continue;
-        };
-        let batch = entries(&name, &records, &pipelines);
-        let over_queue = queue_limit
-            .filter(|(_, policy)| *policy == FullPolicy::DropOldest)
-            .is_some_and(|(limit, _)| consumer.lag_bytes() > limit);
-        if over_queue {
-            count(&telemetry.exporter_dropped, &name, &batch, &BTreeMap::new());
-            tracing::warn!(exporter = %name, entries = batch.len(), "backlog over the sending queue size: dropping the oldest");
-        } else if !batch.is_empty() {
-            gauges.update(consumer.lag_bytes(), true);
-            let delivered = export_with_retry(
-                &name,
-                exporter.as_mut(),
-                &batch,
-                &telemetry,
-                &mut gauges,
-                &consumer,
-                &mut stop,
-            )
-            .await;
-            if !delivered {
-                break;
-            }
-        }
-        handled = Some(end);
-        if let Err(e) = consumer.commit(end, false) {
-            tracing::error!(exporter = %name, error = %e, "cannot store WAL checkpoint");
-        }
+    let stage = ExporterStage {
+        gauges: Gauges::new(&name, &telemetry),
+        queue_limit: exporter.queue_limit(),
+        name,
+        exporter,
+        pipelines,
+        telemetry,
+    };
+    crate::consumer::drive(stage, consumer, stop).await;
+}
+
+/// An exporter as a WAL consumer: batches of its pipelines' entries, exported with retries; the
+/// checkpoint follows what was handed over.
+struct ExporterStage {
+    name: String,
+    exporter: Box<dyn Exporter>,
+    pipelines: HashSet<String>,
+    telemetry: Arc<Telemetry>,
+    gauges: Gauges,
+    queue_limit: Option<(u64, FullPolicy)>,
+}
+
+impl Stage for ExporterStage {
+    fn name(&self) -> &str {
+        &self.name
     }
-    if let Some(end) = handled {
-        if let Err(e) = consumer.commit(end, true) {
-            tracing::error!(exporter = %name, error = %e, "cannot store WAL checkpoint");
-        }
+
+    fn before_read(&mut self, consumer: &WalConsumer) {
+        self.gauges.update(consumer.lag_bytes(), false);
     }
-    gauges.update(consumer.lag_bytes(), false);
-    tracing::debug!(exporter = %name, "exporter stopped");
+
+    fn handle<'a>(
+        &'a mut self,
+        event: Event,
+        consumer: &'a mut WalConsumer,
+        stop: &'a mut watch::Receiver<bool>,
+    ) -> StageFuture<'a, Flow> {
+        Box::pin(async move {
+            let Event::Records(mut records) = event else {
+                return Flow::Handled(None);
+            };
+            if let Some((min_bytes, flush_timeout)) = self.exporter.batching() {
+                fill_batch(consumer, &mut records, min_bytes, flush_timeout).await;
+            }
+            let end = records.last().map(|r| r.end);
+            let batch = entries(&self.name, &records, &self.pipelines);
+            let over_queue = self
+                .queue_limit
+                .filter(|(_, policy)| *policy == FullPolicy::DropOldest)
+                .is_some_and(|(limit, _)| consumer.lag_bytes() > limit);
+            if over_queue {
+                count(&self.telemetry.exporter_dropped, &self.name, &batch, &BTreeMap::new());
+                tracing::warn!(exporter = %self.name, entries = batch.len(), "backlog over the sending queue size: dropping the oldest");
+            } else if !batch.is_empty() {
+                self.gauges.update(consumer.lag_bytes(), true);
+                let delivered = export_with_retry(
+                    &self.name,
+                    self.exporter.as_mut(),
+                    &batch,
+                    &self.telemetry,
+                    &mut self.gauges,
+                    consumer,
+                    stop,
+                )
+                .await;
+                if !delivered {
+                    return Flow::Stopped;
+                }
+            }
+            Flow::Handled(end)
+        })
+    }
+
+    fn checkpoint(&self, handled_end: u64) -> Option<u64> {
+        Some(handled_end)
+    }
 }
 
 /// Waits up to `flush_timeout` for more records while the batch is under `min_bytes`.

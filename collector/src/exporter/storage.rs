@@ -2,7 +2,7 @@
 //!
 //! Unlike the other exporters it does not checkpoint as soon as a batch is handed over: rows sit in
 //! the store's in-memory head until a flush publishes them as Parquet parts, so the checkpoint
-//! follows [`LocalStore::durable_position`]. After a crash the WAL replays from there, and records
+//! follows [`LocalStore::durable_position`] (on the one consumer driver, [`crate::consumer`]). After a crash the WAL replays from there, and records
 //! the manifest already covers are skipped, so each row is stored exactly once. A failed flush
 //! (full disk) leaves the checkpoint where it is and is retried by the store until it succeeds;
 //! one that still fails at shutdown leaves its rows in the WAL for the next start.
@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sift_config::ComponentId;
-use sift_storage::wal::WalConsumer;
+use sift_storage::wal::{WalConsumer, WalRecord};
 use sift_storage::{LocalStore, Table};
 use tokio::sync::watch;
 
-use super::{count, entries, BATCH_BYTES};
+use super::{count, entries};
+use crate::consumer::{Event, Flow, Stage, StageFuture};
 use crate::telemetry::Telemetry;
 
 /// How often head logs become searchable, and flush age is checked.
@@ -34,16 +35,11 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(sift_storage::StorageError::Index(format!("storage task failed: {e}"))))
 }
 
-/// Flushes the head and moves the checkpoint to what is now durable.
-async fn flush(name: &str, store: &Arc<LocalStore>, consumer: &mut WalConsumer, telemetry: &Telemetry) {
+/// Flushes the head (the driver then moves the checkpoint to what is now durable).
+async fn flush(name: &str, store: &Arc<LocalStore>, telemetry: &Telemetry) {
     let started = Instant::now();
     match blocking(store, LocalStore::flush).await {
-        Ok(position) => {
-            tracing::debug!(exporter = name, elapsed = ?started.elapsed(), "storage head flushed");
-            if let Err(e) = consumer.commit(position, true) {
-                tracing::error!(exporter = name, error = %e, "cannot store WAL checkpoint");
-            }
-        }
+        Ok(_) => tracing::debug!(exporter = name, elapsed = ?started.elapsed(), "storage head flushed"),
         Err(e) => tracing::error!(exporter = name, error = %e, "storage flush failed; will retry"),
     }
     refresh_disk(store, telemetry);
@@ -88,72 +84,74 @@ async fn maintain(name: &str, store: &Arc<LocalStore>, telemetry: &Telemetry) {
     refresh_disk(store, telemetry);
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
 /// Feeds the store from the WAL until the log is closed and drained, or `stop` is set; then
 /// flushes, so a clean shutdown leaves nothing to replay.
 pub async fn run(
     id: ComponentId,
     store: Arc<LocalStore>,
-    mut consumer: WalConsumer,
+    consumer: WalConsumer,
     pipelines: HashSet<String>,
     telemetry: Arc<Telemetry>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let name = id.to_string();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_maintenance: Option<Instant> = None;
     refresh_disk(&store, &telemetry);
     let queue_bytes = telemetry
         .exporter_queue_bytes
         .get_or_create(&crate::telemetry::ExporterOnly { exporter: name.clone() })
         .clone();
-    loop {
-        queue_bytes.set(i64::try_from(consumer.lag_bytes()).unwrap_or(i64::MAX));
-        let next = tokio::select! {
-            next = consumer.next_batch(BATCH_BYTES) => next,
-            _ = tick.tick() => {
-                if let Err(e) = blocking(&store, LocalStore::refresh).await {
-                    tracing::warn!(exporter = %name, error = %e, "cannot repair the store yet (full-text rebuild or quarantine); will retry");
-                }
-                telemetry
-                    .storage_damaged_files
-                    .set(i64::try_from(store.damaged_files()).unwrap_or(i64::MAX));
-                if store.flush_due() {
-                    flush(&name, &store, &mut consumer, &telemetry).await;
-                }
-                if last_maintenance.is_none_or(|at| at.elapsed() >= MAINTENANCE) {
-                    maintain(&name, &store, &telemetry).await;
-                    last_maintenance = Some(Instant::now());
-                }
-                continue;
-            }
-            () = stopped(&mut stop) => break,
-        };
-        let records = match next {
-            Ok(Some(records)) => records,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::error!(exporter = %name, error = %e, "cannot read the WAL");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let Some(end) = records.last().map(|r| r.end) else {
-            continue;
-        };
+    let stage = StorageStage {
+        name,
+        store,
+        pipelines,
+        telemetry,
+        queue_bytes,
+        last_maintenance: None,
+    };
+    crate::consumer::drive(stage, consumer, stop).await;
+}
+
+/// The storage exporter as a WAL consumer: records go into the store's head, a tick refreshes,
+/// repairs, flushes when due and maintains; the checkpoint follows the store's durable position.
+struct StorageStage {
+    name: String,
+    store: Arc<LocalStore>,
+    pipelines: HashSet<String>,
+    telemetry: Arc<Telemetry>,
+    queue_bytes: prometheus_client::metrics::gauge::Gauge,
+    last_maintenance: Option<Instant>,
+}
+
+impl StorageStage {
+    async fn on_tick(&mut self) {
+        let (name, store, telemetry) = (&self.name, &self.store, &self.telemetry);
+        if let Err(e) = blocking(store, LocalStore::refresh).await {
+            tracing::warn!(exporter = %name, error = %e, "cannot repair the store yet (full-text rebuild or quarantine); will retry");
+        }
+        telemetry
+            .storage_damaged_files
+            .set(i64::try_from(store.damaged_files()).unwrap_or(i64::MAX));
+        if store.flush_due() {
+            flush(name, store, telemetry).await;
+        }
+        if self.last_maintenance.is_none_or(|at| at.elapsed() >= MAINTENANCE) {
+            maintain(name, store, telemetry).await;
+            self.last_maintenance = Some(Instant::now());
+        }
+    }
+
+    async fn on_records(&mut self, records: Vec<WalRecord>) -> Option<u64> {
+        let (name, store, telemetry) = (&self.name, &self.store, &self.telemetry);
+        let end = records.last().map(|r| r.end)?;
         // Records the published parts already hold (a replay after a crash) are skipped.
         let published = store.published_position();
         let fresh: Vec<_> = records.into_iter().filter(|r| r.end > published).collect();
-        let batch = entries(&name, &fresh, &pipelines);
+        let batch = entries(name, &fresh, &self.pipelines);
         if !batch.is_empty() {
             let counted = batch.clone();
-            match blocking(&store, move |s| s.append(end, &batch)).await {
+            match blocking(store, move |s| s.append(end, &batch)).await {
                 Ok(rows) => {
-                    count(&telemetry.exporter_sent, &name, &counted, &Default::default());
+                    count(&telemetry.exporter_sent, name, &counted, &Default::default());
                     for (table, n) in rows {
                         if table != Table::Exemplars {
                             telemetry
@@ -165,19 +163,56 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::error!(exporter = %name, error = %e, "cannot store batch");
-                    count(&telemetry.exporter_failed, &name, &counted, &Default::default());
+                    count(&telemetry.exporter_failed, name, &counted, &Default::default());
                 }
             }
         } else if end > published {
             // Nothing for this store: only the position moves.
-            let _ = blocking(&store, move |s| s.append(end, &[])).await;
+            let _ = blocking(store, move |s| s.append(end, &[])).await;
         }
         if store.flush_due() {
-            flush(&name, &store, &mut consumer, &telemetry).await;
-        } else if let Err(e) = consumer.commit(store.durable_position(), false) {
-            tracing::error!(exporter = %name, error = %e, "cannot store WAL checkpoint");
+            flush(name, store, telemetry).await;
         }
+        Some(end)
     }
-    flush(&name, &store, &mut consumer, &telemetry).await;
-    tracing::debug!(exporter = %name, "storage exporter stopped");
+}
+
+impl Stage for StorageStage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tick(&self) -> Option<Duration> {
+        Some(TICK)
+    }
+
+    fn before_read(&mut self, consumer: &WalConsumer) {
+        self.queue_bytes
+            .set(i64::try_from(consumer.lag_bytes()).unwrap_or(i64::MAX));
+    }
+
+    fn handle<'a>(
+        &'a mut self,
+        event: Event,
+        _consumer: &'a mut WalConsumer,
+        _stop: &'a mut watch::Receiver<bool>,
+    ) -> StageFuture<'a, Flow> {
+        Box::pin(async move {
+            match event {
+                Event::Records(records) => Flow::Handled(self.on_records(records).await),
+                Event::Tick => {
+                    self.on_tick().await;
+                    Flow::Handled(None)
+                }
+            }
+        })
+    }
+
+    fn checkpoint(&self, _handled_end: u64) -> Option<u64> {
+        Some(self.store.durable_position())
+    }
+
+    fn finish(&mut self) -> StageFuture<'_, ()> {
+        Box::pin(flush(&self.name, &self.store, &self.telemetry))
+    }
 }

@@ -22,8 +22,9 @@ use tokio::sync::watch;
 
 use super::buffer::TraceId;
 use super::control::SamplerControl;
-use super::sampler::{append_with_retry, sampled_tag, stopped};
+use super::sampler::{append_with_retry, sampled_tag};
 use super::trace::{group_by_origin, Origin};
+use crate::consumer::{Event, Flow, Stage, StageFuture};
 use crate::telemetry::Telemetry;
 
 /// How often waiting records are checked against decisions.
@@ -42,73 +43,87 @@ pub async fn run(
     pipeline: String,
     control: Arc<SamplerControl>,
     wait: Duration,
-    mut consumer: WalConsumer,
+    consumer: WalConsumer,
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let tag = sampled_tag(&pipeline);
-    let mut held: Vec<Held> = Vec::new();
-    let mut tick = tokio::time::interval(TICK);
-    let mut read_end: Option<u64> = None;
-    loop {
-        let mut ready: Vec<(Arc<Origin>, LogRecord)> = Vec::new();
-        tokio::select! {
-            batch = consumer.next_batch(4 << 20) => match batch {
-                Ok(Some(records)) => {
-                    read_end = records.last().map(|r| r.end).or(read_end);
-                    take_in(&pipeline, &records, wait, &mut held, &mut ready);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(pipeline = %pipeline, error = %e, "log follower cannot read the WAL");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-            _ = tick.tick() => {}
-            () = stopped(&mut stop) => break,
-        }
-        let now = Instant::now();
-        let mut waiting = Vec::with_capacity(held.len());
-        for h in held.drain(..) {
-            match control.sampled(&h.trace) {
-                Some(true) => ready.push((h.origin, h.log)),
-                Some(false) => {
-                    telemetry.sampling_logs_dropped.inc();
-                }
-                None if now >= h.deadline => ready.push((h.origin, h.log)),
-                None => waiting.push(h),
-            }
-        }
-        held = waiting;
-        if !ready.is_empty() {
-            let request = request_of(ready);
-            let items = Logs::item_count(&request);
-            let body = Bytes::from(request.encode_to_vec());
-            let entry = WalEntry::encode(SignalKind::Logs, &tag, items, &body);
-            if !append_with_retry(&appender, entry, &pipeline, &mut stop).await {
-                // Not written: leave the checkpoint, so a restart reads these records again.
-                read_end = None;
-                break;
-            }
-        }
-        checkpoint(&mut consumer, &pipeline, &held, read_end, false);
-    }
-    checkpoint(&mut consumer, &pipeline, &held, read_end, true);
+    let follower = Follower {
+        tag: sampled_tag(&pipeline),
+        pipeline,
+        control,
+        wait,
+        appender,
+        telemetry,
+        held: Vec::new(),
+    };
+    crate::consumer::drive(follower, consumer, stop).await;
 }
 
-/// Moves the checkpoint to the oldest held record, or to what was read if nothing is held.
-fn checkpoint(consumer: &mut WalConsumer, pipeline: &str, held: &[Held], read_end: Option<u64>, force: bool) {
-    let Some(end) = read_end else {
-        return;
-    };
-    let position = held
-        .iter()
-        .map(|h| h.position)
-        .min()
-        .map_or(end, |oldest| oldest.min(end));
-    if let Err(e) = consumer.commit(position, force) {
-        tracing::error!(pipeline, error = %e, "cannot store the log follower's checkpoint");
+/// The log follower of one logs pipeline: the records waiting for their trace's decision.
+struct Follower {
+    pipeline: String,
+    tag: String,
+    control: Arc<SamplerControl>,
+    wait: Duration,
+    appender: WalAppender,
+    telemetry: Arc<Telemetry>,
+    held: Vec<Held>,
+}
+
+impl Stage for Follower {
+    fn name(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn tick(&self) -> Option<Duration> {
+        Some(TICK)
+    }
+
+    fn handle<'a>(
+        &'a mut self,
+        event: Event,
+        _consumer: &'a mut WalConsumer,
+        stop: &'a mut watch::Receiver<bool>,
+    ) -> StageFuture<'a, Flow> {
+        Box::pin(async move {
+            let mut ready: Vec<(Arc<Origin>, LogRecord)> = Vec::new();
+            let mut end = None;
+            if let Event::Records(records) = &event {
+                end = records.last().map(|r| r.end);
+                take_in(&self.pipeline, records, self.wait, &mut self.held, &mut ready);
+            }
+            let now = Instant::now();
+            let mut waiting = Vec::with_capacity(self.held.len());
+            for h in self.held.drain(..) {
+                match self.control.sampled(&h.trace) {
+                    Some(true) => ready.push((h.origin, h.log)),
+                    Some(false) => {
+                        self.telemetry.sampling_logs_dropped.inc();
+                    }
+                    None if now >= h.deadline => ready.push((h.origin, h.log)),
+                    None => waiting.push(h),
+                }
+            }
+            self.held = waiting;
+            if !ready.is_empty() {
+                let request = request_of(ready);
+                let items = Logs::item_count(&request);
+                let body = Bytes::from(request.encode_to_vec());
+                let entry = WalEntry::encode(SignalKind::Logs, &self.tag, items, &body);
+                if !append_with_retry(&self.appender, entry, &self.pipeline, stop).await {
+                    // Not written: the checkpoint stays, so a restart reads these records again.
+                    return Flow::Stopped;
+                }
+            }
+            Flow::Handled(end)
+        })
+    }
+
+    /// The oldest held record, or what was read if nothing is held.
+    fn checkpoint(&self, handled_end: u64) -> Option<u64> {
+        let oldest = self.held.iter().map(|h| h.position).min();
+        Some(oldest.map_or(handled_end, |oldest| oldest.min(handled_end)))
     }
 }
 

@@ -29,6 +29,7 @@ use super::cache::DecisionCache;
 use super::control::{SamplerControl, State};
 use super::policy::{decide, NamedPolicy, ADJUSTED_COUNT};
 use super::trace::{encode_request, encoded_spans, EncodedSpan};
+use crate::consumer::{stopped, Event, Flow, Stage, StageFuture};
 use crate::telemetry::{DecisionLabels, Telemetry};
 
 /// The WAL tag of a pipeline's dropped traces: a record of their ids only, so that a replay after
@@ -83,12 +84,12 @@ pub async fn run(
     pipeline: String,
     control: Arc<SamplerControl>,
     replay_until: u64,
-    mut consumer: WalConsumer,
+    consumer: WalConsumer,
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut sampler = Sampler {
+    let sampler = Sampler {
         sampled_tag: sampled_tag(&pipeline),
         dropped_tag: dropped_tag(&pipeline),
         pipeline,
@@ -99,54 +100,53 @@ pub async fn run(
         to_drop: Vec::new(),
         replay_until,
     };
-    let mut tick = tokio::time::interval(TICK);
-    let mut read_end: Option<u64> = None;
-    loop {
-        tokio::select! {
-            batch = consumer.next_batch(4 << 20) => match batch {
-                Ok(Some(records)) => {
-                    read_end = records.last().map(|r| r.end).or(read_end);
-                    sampler.take_in(&records);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(pipeline = %sampler.pipeline, error = %e, "sampler cannot read the WAL");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-            _ = tick.tick() => {}
-            () = stopped(&mut stop) => break,
-        }
-        sampler.decide_due();
-        if !sampler.emit(&mut stop).await {
-            // Decided but not written: leave the checkpoint where it is, so a restart redoes them.
-            read_end = None;
-            break;
-        }
-        let (pending, oldest) = {
-            let state = sampler.control.state();
-            (state.buffer.len(), state.buffer.oldest_position())
-        };
-        sampler
-            .telemetry
-            .sampling_pending
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
-        if let Some(end) = read_end {
-            let position = oldest.map_or(end, |oldest| oldest.min(end));
-            if let Err(e) = consumer.commit(position, false) {
-                tracing::error!(pipeline = %sampler.pipeline, error = %e, "cannot store the sampler's checkpoint");
+    crate::consumer::drive(sampler, consumer, stop).await;
+}
+
+impl Stage for Sampler {
+    fn name(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn tick(&self) -> Option<Duration> {
+        Some(TICK)
+    }
+
+    fn handle<'a>(
+        &'a mut self,
+        event: Event,
+        _consumer: &'a mut WalConsumer,
+        stop: &'a mut watch::Receiver<bool>,
+    ) -> StageFuture<'a, Flow> {
+        Box::pin(async move {
+            let mut end = None;
+            if let Event::Records(records) = &event {
+                end = records.last().map(|r| r.end);
+                self.take_in(records);
             }
-        }
+            self.decide_due();
+            if !self.emit(stop).await {
+                // Decided but not written: the checkpoint stays, so a restart redoes them.
+                return Flow::Stopped;
+            }
+            let pending = self.control.state().buffer.len();
+            self.telemetry
+                .sampling_pending
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            Flow::Handled(end)
+        })
     }
-    if let Some(end) = read_end {
-        let oldest = sampler.control.state().buffer.oldest_position();
-        let position = oldest.map_or(end, |oldest| oldest.min(end));
-        if let Err(e) = consumer.commit(position, true) {
-            tracing::error!(pipeline = %sampler.pipeline, error = %e, "cannot store the sampler's checkpoint");
-        }
+
+    fn checkpoint(&self, handled_end: u64) -> Option<u64> {
+        let oldest = self.control.state().buffer.oldest_position();
+        Some(oldest.map_or(handled_end, |oldest| oldest.min(handled_end)))
     }
-    let pending = sampler.control.state().buffer.len();
-    tracing::debug!(pipeline = %sampler.pipeline, pending, "sampler stopped; pending traces stay in the WAL");
+
+    fn finish(&mut self) -> StageFuture<'_, ()> {
+        let pending = self.control.state().buffer.len();
+        tracing::debug!(pipeline = %self.pipeline, pending, "sampler stopped; pending traces stay in the WAL");
+        Box::pin(async {})
+    }
 }
 
 impl Sampler {
@@ -341,9 +341,4 @@ pub(super) async fn append_with_retry(
             }
         }
     }
-}
-
-/// Resolves once `stop` is set (holding no borrow of the flag afterwards).
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
