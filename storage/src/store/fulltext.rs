@@ -163,6 +163,24 @@ impl PartitionIndex {
             .unwrap_or_else(|| unreachable!("writer just opened")))
     }
 
+    /// Indexes documents stored in part `part` from row `first_row` on.
+    fn add(
+        &mut self,
+        fields: &Fields,
+        part: u64,
+        first_row: u64,
+        docs: impl IntoIterator<Item = TantivyDocument>,
+    ) -> Result<(), StorageError> {
+        let writer = self.writer()?;
+        for (i, mut doc) in docs.into_iter().enumerate() {
+            doc.add_u64(fields.part, part);
+            doc.add_u64(fields.row, first_row + i as u64);
+            writer.add_document(doc)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
     fn commit(&mut self) -> Result<(), StorageError> {
         if let (true, Some(writer)) = (self.dirty, self.writer.as_mut()) {
             writer.commit()?;
@@ -379,15 +397,9 @@ impl TextIndexes {
                 std::fs::remove_dir_all(&dir).map_err(StorageError::io(format!("removing {}", dir.display())))?;
             }
             let partition = self.open(&mut partitions, hour)?;
-            let writer = partition.writer()?;
             for (part, docs) in sources {
-                for (row, mut doc) in docs.into_iter().enumerate() {
-                    doc.add_u64(self.fields.part, part);
-                    doc.add_u64(self.fields.row, row as u64);
-                    writer.add_document(doc)?;
-                }
+                partition.add(&self.fields, part, 0, docs)?;
             }
-            partition.dirty = true;
             partition.commit()
         })();
         match result {
@@ -534,16 +546,7 @@ impl TextIndexes {
         first_row: u64,
         docs: impl IntoIterator<Item = TantivyDocument>,
     ) {
-        self.with_partition(hour, |f, partition| {
-            let writer = partition.writer()?;
-            for (i, mut doc) in docs.into_iter().enumerate() {
-                doc.add_u64(f.part, part);
-                doc.add_u64(f.row, first_row + i as u64);
-                writer.add_document(doc)?;
-            }
-            partition.dirty = true;
-            Ok(())
-        });
+        self.with_partition(hour, |f, partition| partition.add(f, part, first_row, docs));
     }
 
     /// Makes everything indexed so far searchable and durable; a partition that fails is stale.

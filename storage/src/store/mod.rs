@@ -10,7 +10,7 @@
 //! one, and until a flush succeeds the durable position stays at the last published manifest,
 //! so no WAL checkpoint passes rows that are only in memory. Full-text index failures never fail
 //! a write (the index is rebuilt from the rows). A part that fails its checksum or cannot be read
-//! is quarantined: reads skip it and [`LocalStore::partial`] tells the query layer.
+//! is quarantined: reads skip it and [`Store::partial`] tells the query layer.
 
 pub(crate) mod fulltext;
 mod head;
@@ -118,10 +118,8 @@ impl Snapshot {
 
     fn parts(&self, table: Table, range: &TimeRange) -> impl Iterator<Item = &PartMeta> + '_ {
         let range = *range;
-        self.manifest
-            .parts
-            .iter()
-            .filter(move |p| p.table == table && p.overlaps(&range) && !self.damaged.contains(&p.id))
+        self.parts_of_all_tables()
+            .filter(move |p| p.table == table && p.overlaps(&range))
     }
 
     fn heads(&self, table: Table, range: &TimeRange) -> impl Iterator<Item = &HeadPartition> + '_ {
@@ -733,12 +731,18 @@ impl LocalStore {
     ) -> Result<Option<T>, StorageError> {
         match self.reader(part).and_then(|reader| read(&reader)) {
             Ok(value) => Ok(Some(value)),
-            Err(error) if error.is_damage() => {
-                self.report_damage(part, &error);
-                Ok(None)
-            }
-            Err(error) => Err(error),
+            Err(error) => self.part_failed(part, error).map(|()| None),
         }
+    }
+
+    /// A read of `part` failed: damage is reported and `Ok` returned (the caller skips the part and
+    /// its answer is partial); any other failure is returned as it is.
+    fn part_failed(&self, part: &PartMeta, error: StorageError) -> Result<(), StorageError> {
+        if !error.is_damage() {
+            return Err(error);
+        }
+        self.report_damage(part, &error);
+        Ok(())
     }
 
     /// Every row of a part (`None`: it is damaged, see [`Self::read_part`]).
@@ -801,29 +805,6 @@ impl LocalStore {
         state.manifest = Arc::new(next);
         state.damaged.retain(|id, _| !damaged.contains_key(id));
         Ok(())
-    }
-
-    fn partial_answer(&self, table: Table, range: &TimeRange, full_text: bool) -> bool {
-        let snapshot = self.snapshot();
-        let damaged = snapshot
-            .manifest
-            .parts
-            .iter()
-            .filter(|p| snapshot.damaged.contains(&p.id))
-            .chain(&snapshot.manifest.quarantined)
-            .any(|p| p.table == table && p.overlaps(range));
-        if damaged || !full_text {
-            return damaged;
-        }
-        let Some(index) = self.index(table) else {
-            return false;
-        };
-        let hours: Vec<u64> = snapshot
-            .parts(table, range)
-            .map(|p| p.hour)
-            .chain(snapshot.heads(table, range).map(|h| h.hour))
-            .collect();
-        hours.into_iter().any(|hour| index.is_stale(hour))
     }
 
     /// Files known damaged: quarantined parts and full-text indexes waiting to be rebuilt.
@@ -997,26 +978,23 @@ impl Store for LocalStore {
                     break 'hours;
                 }
                 let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
-                    Source::Part(part) => match self.reader(part).and_then(|r| r.scan(&columns)) {
-                        Ok(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
-                        Err(e) if e.is_damage() => {
-                            self.report_damage(part, &e);
+                    Source::Part(part) => match self.read_part(part, |r| r.scan(&columns))? {
+                        Some(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
+                        None => {
                             partial = true;
                             continue;
                         }
-                        Err(e) => return Err(e),
                     },
                     Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
                 };
                 for batch in batches {
                     let batch = match (batch, source) {
                         (Ok(batch), _) => batch,
-                        (Err(e), Source::Part(part)) if e.is_damage() => {
-                            self.report_damage(part, &e);
+                        (Err(e), Source::Part(part)) => {
+                            self.part_failed(part, e)?;
                             partial = true;
                             break;
                         }
-                        (Err(e), Source::Part(_)) => return Err(e),
                         (Err(e), Source::Head(_)) => return Err(e),
                     };
                     scanned += batch.num_rows();
@@ -1116,7 +1094,26 @@ impl Store for LocalStore {
     }
 
     fn partial(&self, table: Table, range: &TimeRange, full_text: bool) -> bool {
-        self.partial_answer(table, range, full_text)
+        let snapshot = self.snapshot();
+        let damaged = snapshot
+            .manifest
+            .parts
+            .iter()
+            .filter(|p| snapshot.damaged.contains(&p.id))
+            .chain(&snapshot.manifest.quarantined)
+            .any(|p| p.table == table && p.overlaps(range));
+        if damaged || !full_text {
+            return damaged;
+        }
+        let Some(index) = self.index(table) else {
+            return false;
+        };
+        let hours: Vec<u64> = snapshot
+            .parts(table, range)
+            .map(|p| p.hour)
+            .chain(snapshot.heads(table, range).map(|h| h.hour))
+            .collect();
+        hours.into_iter().any(|hour| index.is_stale(hour))
     }
 
     fn services(&self) -> Result<Vec<ServiceInfo>, StorageError> {
