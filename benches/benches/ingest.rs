@@ -40,9 +40,9 @@ fn wal_append(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let wal = sift_storage::wal::Wal::open(
+    let wal = sift_wal::Wal::open(
         dir.path(),
-        sift_storage::wal::WalOptions {
+        sift_wal::WalOptions {
             max_bytes: 1 << 40,
             segment_bytes: 64 << 20,
             queue_depth: 4096,

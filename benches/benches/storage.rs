@@ -9,15 +9,17 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use prost::Message;
 use serde_json::json;
 use sift_benches::{generate, Rng, Shape};
-use sift_collector::processor::tail_sampling::buffer::{Buffer, Limits};
-use sift_collector::processor::tail_sampling::policy::{build, decide};
-use sift_collector::processor::tail_sampling::trace::encoded_spans;
+use sift_collector::after_wal::tail_sampling::buffer::{Buffer, Limits};
+use sift_collector::after_wal::tail_sampling::policy::{build, decide};
+use sift_collector::after_wal::tail_sampling::trace::encoded_spans;
 use sift_config::TailSamplingConfig;
 use sift_proto::SignalKind;
-use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange, WalEntry};
+use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange};
+use sift_wal::WalEntry;
 
 fn entry(signal: SignalKind, body: Vec<u8>) -> WalEntry {
     WalEntry {
+        kind: sift_wal::EntryKind::Received,
         signal,
         pipeline: "p".into(),
         items: 0,

@@ -2,9 +2,10 @@
 //! telemetry, and the service that runs them all (`sift serve`).
 #![warn(missing_docs)]
 
-pub mod consumer;
+pub mod after_wal;
 pub mod exporter;
 pub mod pipeline;
+pub mod plan;
 pub mod processor;
 pub mod receiver;
 pub mod service;

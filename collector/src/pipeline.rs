@@ -1,6 +1,7 @@
 //! The ingest side of the pipeline graph, written once for all signals: a receiver hands a decoded
 //! request to [`Ingest::accept`], which refuses invalid items (partial success), runs the
-//! pipeline's processors and appends the result to the WAL once per pipeline the receiver feeds.
+//! pipeline's processors and appends the result to the WAL as a `received` entry, once per
+//! pipeline the receiver feeds (the plan's [`crate::plan::Route`]s).
 //! The request is acknowledged only after every append is durable.
 //!
 //! Bounded: requests in flight are limited by bytes; beyond it, and when the WAL is full or
@@ -16,10 +17,10 @@ use prost::Message;
 use sift_config::{ComponentId, Config};
 use sift_proto::wire::{self, Scan};
 use sift_proto::{Rejected, Signal, SignalKind};
-use sift_storage::wal::{AppendError, WalAppender};
-use sift_storage::WalEntry;
+use sift_wal::{AppendError, EntryKind, WalAppender, WalEntry};
 use tokio::sync::Semaphore;
 
+use crate::plan::Plan;
 use crate::processor::ProcessorHandle;
 use crate::telemetry::Telemetry;
 
@@ -101,29 +102,26 @@ pub struct Ingest {
 const IN_FLIGHT_BYTES: usize = 512 << 20;
 
 impl Ingest {
-    /// Builds the routing table from the configured pipelines.
-    pub fn new(config: &Config, appender: WalAppender, telemetry: Arc<Telemetry>) -> Ingest {
+    /// Builds the routing table from the plan's routes and the configured processors.
+    pub fn new(plan: &Plan, config: &Config, appender: WalAppender, telemetry: Arc<Telemetry>) -> Ingest {
         let processors: BTreeMap<ComponentId, ProcessorHandle> = config
             .processors
             .iter()
             .filter_map(|(id, p)| Some((id.clone(), ProcessorHandle::build(id, p)?)))
             .collect();
         let mut routes: Routes = HashMap::new();
-        for (id, pipeline) in &config.pipelines {
-            let Some(signal) = SignalKind::parse(&id.signal) else {
-                continue;
-            };
-            let chain: Vec<ProcessorHandle> = pipeline
-                .processors
-                .iter()
-                .filter_map(|p| processors.get(p).cloned())
-                .collect();
-            for receiver in &pipeline.receivers {
-                routes.entry((receiver.clone(), signal)).or_default().push(Route {
-                    pipeline: id.to_string(),
-                    processors: chain.clone(),
+        for route in &plan.routes {
+            routes
+                .entry((route.receiver.clone(), route.signal))
+                .or_default()
+                .push(Route {
+                    pipeline: route.pipeline.clone(),
+                    processors: route
+                        .processors
+                        .iter()
+                        .filter_map(|p| processors.get(p).cloned())
+                        .collect(),
                 });
-            }
         }
         Ingest {
             routes,
@@ -243,7 +241,7 @@ impl Ingest {
                     }
                 }
             };
-            let entry = WalEntry::encode(S::KIND, &route.pipeline, items, &body);
+            let entry = WalEntry::encode(EntryKind::Received, S::KIND, &route.pipeline, items, &body);
             if let Err(error) = self.appender.append(entry).await {
                 if matches!(error, AppendError::Full) {
                     self.refusing.store(true, Ordering::Relaxed);

@@ -1,9 +1,10 @@
-//! Runs Sift: opens the WAL, starts one task per exporter (each a WAL consumer), the query server
-//! and the receivers, then waits for a signal. Shutdown order keeps every acknowledged record:
+//! Runs Sift: opens the WAL, runs the configuration's [`Plan`] (a task per stage after the WAL:
+//! samplers, followers, exporters, each a WAL consumer), the query server and the receivers, then
+//! waits for a signal. Shutdown order keeps every acknowledged record:
 //! stop accepting → finish in-flight requests → close the WAL (synced) → let exporters drain what
 //! is committed (bounded wait; the rest stays in the WAL for the next start) → checkpoint → exit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,16 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sift_config::{ComponentId, Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
-use sift_storage::wal::{Wal, WalOptions, WalStats};
+use sift_config::{Config, ProcessorConfig, ReceiverConfig};
 use sift_storage::{LocalStore, StoreOptions};
+use sift_wal::{Wal, WalOptions, WalStats};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::after_wal::tail_sampling::control::Samplers;
+use crate::after_wal::tail_sampling::{follower, sampler};
 use crate::exporter;
 use crate::pipeline::Ingest;
-use crate::processor::tail_sampling::control::{SamplerControl, Samplers};
-use crate::processor::tail_sampling::{follower, sampler};
+use crate::plan::Plan;
 use crate::receiver;
 use crate::telemetry::Telemetry;
 
@@ -178,96 +180,73 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     tracing::info!(data_dir = %data_dir.display(), wal_bytes = wal.disk_bytes(), "write-ahead log open");
 
+    let plan = Plan::new(&config)?;
+    tracing::debug!("pipeline plan:\n{plan}");
+    for unused in &plan.unused_exporters {
+        tracing::warn!(exporter = %unused, "exporter is not used by any pipeline");
+    }
     let telemetry = Arc::new(Telemetry::new());
-    let ingest = Arc::new(Ingest::new(&config, wal.appender(), telemetry.clone()));
+    let ingest = Arc::new(Ingest::new(&plan, &config, wal.appender(), telemetry.clone()));
 
-    // Tail samplers: one WAL consumer per sampled pipeline; its exporters read its output.
-    // Every consumer is registered before any task starts: a consumer that committed first could
-    // otherwise let the WAL delete segments a consumer registered later still needs.
+    // Every WAL consumer is registered before any task starts: a consumer that committed first
+    // could otherwise let the WAL delete segments a consumer registered later still needs.
     let (stop_exporters, exporters_stop) = watch::channel(false);
     let mut sampler_tasks: Vec<Task> = Vec::new();
     let mut exporter_tasks: Vec<Task> = Vec::new();
     let mut controls = Samplers::default();
-    let mut feeds: BTreeMap<ComponentId, HashSet<String>> = BTreeMap::new();
-    // Traces pipelines first: logs pipelines with the same tail_sampling processor follow them.
-    let mut by_processor: BTreeMap<&ComponentId, Arc<SamplerControl>> = BTreeMap::new();
-    let mut ordered: Vec<_> = config.pipelines.iter().collect();
-    ordered.sort_by_key(|(id, _)| id.signal != "traces");
-    for (pipeline_id, pipeline) in ordered {
-        let pipeline_name = pipeline_id.to_string();
-        let sampling = pipeline.processors.iter().find_map(|p| match config.processors.get(p) {
-            Some(ProcessorConfig::TailSampling(sampling)) => Some((p, sampling.as_ref().clone())),
-            _ => None,
-        });
-        let feed = match sampling {
-            Some((processor, sampling)) if pipeline_id.signal == "traces" => {
-                let consumer = wal.consumer(&format!("sampler.{pipeline_name}"));
-                let control = sampler::control(&pipeline_name, &sampling);
-                controls.0.push(control.clone());
-                by_processor.insert(processor, control.clone());
-                sampler_tasks.push(Box::pin(sampler::run(
-                    pipeline_name.clone(),
-                    control,
-                    wal.committed(),
-                    consumer,
-                    wal.appender(),
-                    telemetry.clone(),
-                    exporters_stop.clone(),
-                )));
-                sampler::sampled_tag(&pipeline_name)
-            }
-            Some((processor, sampling)) => {
-                let control = by_processor
-                    .get(processor)
-                    .cloned()
-                    .with_context(|| format!("{processor} in {pipeline_name} has no traces pipeline to follow"))?;
-                let consumer = wal.consumer(&format!("follower.{pipeline_name}"));
-                // A log may arrive before its trace's first span: wait for two decision waits.
-                let wait = sampling.decision_wait.0 * 2 + Duration::from_secs(1);
-                sampler_tasks.push(Box::pin(follower::run(
-                    pipeline_name.clone(),
-                    control,
-                    wait,
-                    consumer,
-                    wal.appender(),
-                    telemetry.clone(),
-                    exporters_stop.clone(),
-                )));
-                sampler::sampled_tag(&pipeline_name)
-            }
-            None => pipeline_name,
-        };
-        for exporter_id in &pipeline.exporters {
-            feeds.entry(exporter_id.clone()).or_default().insert(feed.clone());
-        }
+    for planned in &plan.samplers {
+        let control = sampler::control(&planned.pipeline, &planned.config);
+        controls.0.push(control.clone());
+        sampler_tasks.push(Box::pin(sampler::run(
+            planned.pipeline.clone(),
+            control,
+            wal.consumer(&format!("sampler.{}", planned.pipeline)),
+            wal.appender(),
+            telemetry.clone(),
+            exporters_stop.clone(),
+        )));
+    }
+    for planned in &plan.followers {
+        let control = controls
+            .0
+            .iter()
+            .find(|c| c.pipeline() == planned.follows)
+            .cloned()
+            .with_context(|| format!("{} follows {}, which has no sampler", planned.pipeline, planned.follows))?;
+        sampler_tasks.push(Box::pin(follower::run(
+            planned.pipeline.clone(),
+            control,
+            planned.wait,
+            wal.consumer(&format!("follower.{}", planned.pipeline)),
+            wal.appender(),
+            telemetry.clone(),
+            exporters_stop.clone(),
+        )));
     }
     let mut store: Option<Arc<LocalStore>> = None;
-    for (id, exporter_config) in &config.exporters {
-        let Some(pipelines) = feeds.remove(id) else {
-            tracing::warn!(exporter = %id, "exporter is not used by any pipeline");
-            continue;
-        };
+    for planned in &plan.exporters {
+        let id = &planned.id;
         let consumer = wal.consumer(&format!("exporter.{id}"));
-        if let ExporterConfig::Storage(_) = exporter_config {
+        if planned.storage {
             let opened = open_store(&data_dir, &config)?;
             store = Some(opened.clone());
             exporter_tasks.push(Box::pin(exporter::storage::run(
                 id.clone(),
                 opened,
                 consumer,
-                pipelines,
+                planned.feeds.clone(),
                 telemetry.clone(),
                 exporters_stop.clone(),
             )));
             continue;
         }
         let built =
-            exporter::build(id, exporter_config, &data_dir).with_context(|| format!("building exporter {id}"))?;
+            exporter::build(id, &config.exporters[id], &data_dir).with_context(|| format!("building exporter {id}"))?;
         exporter_tasks.push(Box::pin(exporter::run(
             id.clone(),
             built,
             consumer,
-            pipelines,
+            planned.feeds.clone(),
             telemetry.clone(),
             exporters_stop.clone(),
         )));

@@ -27,7 +27,7 @@ pub use component::{
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use redaction::{BuiltinPattern, HashFunction, RedactionConfig, Summary, ValuePattern};
-pub use service::{PipelineConfig, PipelineId};
+pub use service::{PipelineConfig, PipelineId, PipelineSignal};
 pub use tail_sampling::{
     AndConfig, BooleanAttributeConfig, CompositeConfig, DecisionCache, DropConfig, LatencyConfig,
     NumericAttributeConfig, Policy, PolicyConfig, ProbabilisticConfig, RateAllocation, RateLimitingConfig,
@@ -430,14 +430,14 @@ impl Config {
                         "tail_sampling must be the last processor of its pipeline",
                     ));
                 }
-                match id.signal.as_str() {
-                    "traces" => {
+                match id.signal {
+                    PipelineSignal::Traces => {
                         if let Some(other) = samplers.insert(processor, id.to_string()) {
                             errors.push(ConfigError::new(&at, format!("{processor} is already used by pipeline {other}; give each pipeline its own tail_sampling/<name>")));
                         }
                     }
-                    "logs" => followers.push((at, processor)),
-                    _ => errors.push(ConfigError::new(
+                    PipelineSignal::Logs => followers.push((at, processor)),
+                    PipelineSignal::Metrics => errors.push(ConfigError::new(
                         &at,
                         "tail_sampling works on traces pipelines, and on logs pipelines whose logs follow a traces pipeline's decisions",
                     )),

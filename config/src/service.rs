@@ -9,11 +9,42 @@ use serde_json::Value;
 use crate::component::ComponentId;
 use crate::error::{join, typed, ConfigError};
 
+/// The signal a pipeline carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PipelineSignal {
+    /// Spans.
+    Traces,
+    /// Log records.
+    Logs,
+    /// Metric data points.
+    Metrics,
+}
+
+impl PipelineSignal {
+    /// The signal's name as in pipeline ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineSignal::Traces => "traces",
+            PipelineSignal::Logs => "logs",
+            PipelineSignal::Metrics => "metrics",
+        }
+    }
+
+    fn parse(text: &str) -> Option<PipelineSignal> {
+        Some(match text {
+            "traces" => PipelineSignal::Traces,
+            "logs" => PipelineSignal::Logs,
+            "metrics" => PipelineSignal::Metrics,
+            _ => return None,
+        })
+    }
+}
+
 /// A pipeline id: a signal, optionally named (`traces`, `logs/audit`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PipelineId {
-    /// `traces`, `logs` or `metrics`.
-    pub signal: String,
+    /// What it carries.
+    pub signal: PipelineSignal,
     /// Optional name after the slash.
     pub name: Option<String>,
 }
@@ -21,8 +52,8 @@ pub struct PipelineId {
 impl fmt::Display for PipelineId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
-            Some(name) => write!(f, "{}/{name}", self.signal),
-            None => f.write_str(&self.signal),
+            Some(name) => write!(f, "{}/{name}", self.signal.as_str()),
+            None => f.write_str(self.signal.as_str()),
         }
     }
 }
@@ -94,13 +125,13 @@ pub(crate) fn pipelines(service: Value, errors: &mut Vec<ConfigError>) -> BTreeM
             Some((signal, name)) => (signal, Some(name.to_owned())),
             None => (key.as_str(), None),
         };
-        if !matches!(signal, "traces" | "logs" | "metrics") {
+        let Some(signal) = PipelineSignal::parse(signal) else {
             errors.push(ConfigError::new(
                 path,
                 format!("unknown signal {signal:?} (expected traces, logs or metrics)"),
             ));
             continue;
-        }
+        };
         if name.as_deref() == Some("") {
             errors.push(ConfigError::new(path, "pipeline name after / must not be empty"));
             continue;
@@ -121,10 +152,7 @@ pub(crate) fn pipelines(service: Value, errors: &mut Vec<ConfigError>) -> BTreeM
             ));
         }
         out.insert(
-            PipelineId {
-                signal: signal.to_owned(),
-                name,
-            },
+            PipelineId { signal, name },
             PipelineConfig {
                 receivers,
                 processors,

@@ -13,7 +13,8 @@ use prost::Message as _;
 use serde_json::{json, Value};
 use sift_proto::SignalKind;
 use sift_query::{Backends, Health};
-use sift_storage::{LocalStore, StoreOptions, WalEntry};
+use sift_storage::{LocalStore, StoreOptions};
+use sift_wal::WalEntry;
 use tower::ServiceExt as _;
 
 struct NoHealth;
@@ -37,6 +38,7 @@ fn testdata(name: &str) -> Vec<u8> {
 fn store(dir: &Path) -> Arc<LocalStore> {
     let store = LocalStore::open(dir, StoreOptions::default()).unwrap();
     let entry = |signal, body: Vec<u8>| WalEntry {
+        kind: sift_wal::EntryKind::Received,
         signal,
         pipeline: "p".into(),
         items: 0,

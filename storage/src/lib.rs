@@ -1,19 +1,16 @@
-//! Sift's storage: the write-ahead log every signal passes through, and the store that keeps what
-//! the pipelines export — columnar parts (Arrow in memory, Parquet on disk), full-text indexes for
-//! logs, retention — behind the [`Store`] read/write trait.
+//! Sift's store: what the pipelines' storage exporters keep — columnar parts (Arrow in memory,
+//! Parquet on disk), full-text indexes, retention — behind the [`Store`] read trait. The
+//! write-ahead log in front of it is its own crate, `sift-wal` (`storage/wal/`).
 #![warn(missing_docs)]
 
 pub mod columnar;
-mod entry;
 mod store;
-pub mod wal;
 
 pub use columnar::exemplars::ExemplarRow;
 pub use columnar::logs::LogRow;
 pub use columnar::metrics::{MetricRow, MetricType};
 pub use columnar::spans::SpanRow;
 pub use columnar::{Origin, Table};
-pub use entry::{EntryError, WalEntry};
 pub use store::fulltext::{json_object, json_value, LogSearch};
 pub use store::manifest::ServiceRows;
 pub use store::{point_time, LocalStore, RetentionReport, StoreOptions};

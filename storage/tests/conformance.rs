@@ -19,7 +19,8 @@ use sift_proto::otlp::metrics::v1::{
 use sift_proto::otlp::resource::v1::Resource;
 use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use sift_proto::SignalKind;
-use sift_storage::{LocalStore, LogSearch, StorageError, Store, StoreOptions, Table, TimeRange, TraceFilter, WalEntry};
+use sift_storage::{LocalStore, LogSearch, StorageError, Store, StoreOptions, Table, TimeRange, TraceFilter};
+use sift_wal::WalEntry;
 
 /// The write side of a backend under test.
 trait Backend: Store + Sized {
@@ -241,18 +242,21 @@ fn hour_of_data(hour: usize, base: u64, traces: std::ops::Range<usize>) -> Hour 
 fn entries(hour: &Hour) -> Vec<WalEntry> {
     vec![
         WalEntry {
+            kind: sift_wal::EntryKind::Received,
             signal: SignalKind::Traces,
             pipeline: "traces".into(),
             items: 0,
             body: Bytes::from(hour.traces.encode_to_vec()),
         },
         WalEntry {
+            kind: sift_wal::EntryKind::Received,
             signal: SignalKind::Logs,
             pipeline: "logs".into(),
             items: 0,
             body: Bytes::from(hour.logs.encode_to_vec()),
         },
         WalEntry {
+            kind: sift_wal::EntryKind::Received,
             signal: SignalKind::Metrics,
             pipeline: "metrics".into(),
             items: 0,
@@ -535,6 +539,7 @@ fn a_trace_whose_spans_arrive_apart_comes_back_whole() {
         }
     }
     let entry = |r: &ExportTraceServiceRequest| WalEntry {
+        kind: sift_wal::EntryKind::Received,
         signal: SignalKind::Traces,
         pipeline: "traces".into(),
         items: 0,
@@ -646,6 +651,7 @@ fn every_trace_is_found_in_parts_with_many_row_groups() {
         .append(
             1,
             &[WalEntry {
+                kind: sift_wal::EntryKind::Received,
                 signal: SignalKind::Traces,
                 pipeline: "t".into(),
                 items: 0,

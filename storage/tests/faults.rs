@@ -21,8 +21,8 @@ use sift_proto::otlp::metrics::v1::{metric, Gauge, Metric, NumberDataPoint, Reso
 use sift_proto::otlp::resource::v1::Resource;
 use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use sift_proto::SignalKind;
-use sift_storage::wal::{AppendError, Wal, WalOptions};
-use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange, WalEntry};
+use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange};
+use sift_wal::{AppendError, Wal, WalEntry, WalOptions};
 
 /// A tmpfs mounted for one test, with a filler to take its space (or inodes) away and give it back.
 struct SmallFs {
@@ -201,7 +201,7 @@ fn points(points: std::ops::Range<u64>) -> WalEntry {
 }
 
 fn entry(signal: SignalKind, body: Vec<u8>) -> WalEntry {
-    WalEntry::decode(&WalEntry::encode(signal, "p", 0, &body)).unwrap()
+    WalEntry::decode(&WalEntry::encode(sift_wal::EntryKind::Received, signal, "p", 0, &body)).unwrap()
 }
 
 /// How long a failed flush or index rebuild waits before the store tries it again.

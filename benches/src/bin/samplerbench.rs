@@ -15,9 +15,9 @@ use clap::Parser;
 use prost::Message as _;
 use serde_json::json;
 use sift_benches::{generate, Rng, Shape};
-use sift_collector::processor::tail_sampling::buffer::{Buffer, Limits};
-use sift_collector::processor::tail_sampling::policy::{build, decide};
-use sift_collector::processor::tail_sampling::trace::{encoded_spans, EncodedSpan};
+use sift_collector::after_wal::tail_sampling::buffer::{Buffer, Limits};
+use sift_collector::after_wal::tail_sampling::policy::{build, decide};
+use sift_collector::after_wal::tail_sampling::trace::{encoded_spans, EncodedSpan};
 use sift_config::TailSamplingConfig;
 
 struct Counting;

@@ -15,7 +15,8 @@ use clap::Parser;
 use prost::Message as _;
 use sift_benches::{generate, Generated, Rng, Shape};
 use sift_proto::SignalKind;
-use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange, WalEntry};
+use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange};
+use sift_wal::WalEntry;
 
 #[derive(Parser)]
 struct Args {
@@ -117,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             span_bytes += body.len() as u64;
             position += 1;
             let entry = WalEntry {
+                kind: sift_wal::EntryKind::Received,
                 signal: SignalKind::Traces,
                 pipeline: "traces".into(),
                 items: 0,
@@ -135,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             log_bytes += body.len() as u64;
             position += 1;
             let entry = WalEntry {
+                kind: sift_wal::EntryKind::Received,
                 signal: SignalKind::Logs,
                 pipeline: "logs".into(),
                 items: 0,

@@ -5,7 +5,7 @@ use prost::Message;
 use sift_config::Verbosity;
 use sift_proto::otlp::common::v1::{any_value, KeyValue};
 use sift_proto::{with_signal, AttributeSite, Signal};
-use sift_storage::WalEntry;
+use sift_wal::WalEntry;
 
 use super::{Delivery, ExportError, ExportFuture, Exporter};
 

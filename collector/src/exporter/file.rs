@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sift_config::FileExporterConfig;
 use sift_proto::{protobuf_to_json, SignalKind};
-use sift_storage::WalEntry;
+use sift_wal::WalEntry;
 
 use super::{Delivery, ExportError, ExportFuture, Exporter};
 
@@ -162,6 +162,7 @@ mod tests {
         );
         let request = sift_proto::Logs::decode_json(json.as_bytes()).unwrap();
         WalEntry {
+            kind: sift_wal::EntryKind::Received,
             signal: SignalKind::Logs,
             pipeline: "logs".into(),
             items: 1,

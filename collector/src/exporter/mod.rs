@@ -1,8 +1,8 @@
 //! Exporters and the task that drives each one.
 //!
 //! Every exporter is a WAL consumer with its own checkpoint ([`run`], on the one consumer driver
-//! in [`crate::consumer`]): it reads batches of entries from the log at its own pace, keeps those
-//! of the pipelines that list it, hands them to the [`Exporter`] and checkpoints once the
+//! in [`crate::after_wal`]): it reads batches of entries from the log at its own pace, keeps those
+//! of its feeds (see [`crate::plan`]), hands them to the [`Exporter`] and checkpoints once the
 //! exporter returns. A retryable failure is retried with
 //! exponential backoff and jitter, never sooner than the destination asked (the batch stays in
 //! the log meanwhile); a permanent one is counted and skipped. A slow or dead exporter therefore
@@ -14,7 +14,7 @@ mod nop;
 pub mod otlp;
 pub mod storage;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,11 +24,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sift_config::{ComponentId, ExporterConfig, FullPolicy};
 use sift_proto::SignalKind;
-use sift_storage::wal::{WalConsumer, WalRecord};
-use sift_storage::WalEntry;
+use sift_wal::{WalConsumer, WalEntry, WalRecord};
 use tokio::sync::watch;
 
-use crate::consumer::{Event, Flow, Stage, StageFuture, BATCH_BYTES};
+use crate::after_wal::{Event, Flow, Stage, StageFuture, BATCH_BYTES};
+use crate::plan::Feeds;
 use crate::telemetry::{ExporterLabels, ExporterOnly, Telemetry};
 
 /// The future an exporter returns.
@@ -98,7 +98,7 @@ impl Default for RetryPolicy {
 /// exporter's concern: it will not be offered again (unless Sift crashes before checkpointing).
 /// A batch that failed retryably is offered again, unchanged, until it succeeds.
 pub trait Exporter: Send {
-    /// Exports a batch of WAL entries (all of pipelines that list this exporter).
+    /// Exports a batch of WAL entries (all of the feeds the plan gave this exporter).
     fn export<'a>(&'a mut self, batch: &'a [WalEntry]) -> ExportFuture<'a>;
 
     /// How retryable failures are retried.
@@ -171,7 +171,7 @@ pub async fn run(
     id: ComponentId,
     exporter: Box<dyn Exporter>,
     consumer: WalConsumer,
-    pipelines: HashSet<String>,
+    feeds: Feeds,
     telemetry: Arc<Telemetry>,
     stop: watch::Receiver<bool>,
 ) {
@@ -181,18 +181,18 @@ pub async fn run(
         queue_limit: exporter.queue_limit(),
         name,
         exporter,
-        pipelines,
+        feeds,
         telemetry,
     };
-    crate::consumer::drive(stage, consumer, stop).await;
+    crate::after_wal::drive(stage, consumer, stop).await;
 }
 
-/// An exporter as a WAL consumer: batches of its pipelines' entries, exported with retries; the
+/// An exporter as a WAL consumer: batches of its feeds' entries, exported with retries; the
 /// checkpoint follows what was handed over.
 struct ExporterStage {
     name: String,
     exporter: Box<dyn Exporter>,
-    pipelines: HashSet<String>,
+    feeds: Feeds,
     telemetry: Arc<Telemetry>,
     gauges: Gauges,
     queue_limit: Option<(u64, FullPolicy)>,
@@ -221,7 +221,7 @@ impl Stage for ExporterStage {
                 fill_batch(consumer, &mut records, min_bytes, flush_timeout).await;
             }
             let end = records.last().map(|r| r.end);
-            let batch = entries(&self.name, &records, &self.pipelines);
+            let batch = entries(&self.name, &records, &self.feeds);
             let over_queue = self
                 .queue_limit
                 .filter(|(_, policy)| *policy == FullPolicy::DropOldest)
@@ -276,12 +276,12 @@ async fn fill_batch(
     }
 }
 
-/// The entries of `records` that belong to `pipelines`.
-pub(crate) fn entries(name: &str, records: &[WalRecord], pipelines: &HashSet<String>) -> Vec<WalEntry> {
+/// The entries of `records` that `feeds` select.
+pub(crate) fn entries(name: &str, records: &[WalRecord], feeds: &Feeds) -> Vec<WalEntry> {
     let mut batch = Vec::with_capacity(records.len());
     for record in records {
         match WalEntry::decode(&record.payload) {
-            Ok(entry) if pipelines.contains(&entry.pipeline) => batch.push(entry),
+            Ok(entry) if feeds.wants(&entry) => batch.push(entry),
             Ok(_) => {}
             Err(e) => tracing::error!(exporter = name, position = record.position, error = %e, "skipping WAL entry"),
         }

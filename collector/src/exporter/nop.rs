@@ -1,6 +1,6 @@
 //! `nop`: accepts and discards every batch (for benchmarks and tests).
 
-use sift_storage::WalEntry;
+use sift_wal::WalEntry;
 
 use super::{Delivery, ExportFuture, Exporter};
 

@@ -17,7 +17,7 @@ use prost::Message;
 use sift_config::{Compression, FullPolicy, OtlpExporterConfig, OtlpProtocol};
 use sift_proto::status::RpcStatus;
 use sift_proto::{with_signal, Rejected, Signal, SignalKind};
-use sift_storage::WalEntry;
+use sift_wal::WalEntry;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -404,6 +404,7 @@ mod tests {
 
     fn entry(signal: SignalKind, len: usize) -> WalEntry {
         WalEntry {
+            kind: sift_wal::EntryKind::Received,
             signal,
             pipeline: "p".into(),
             items: 1,
@@ -433,12 +434,14 @@ mod tests {
         let body = Bytes::from(one.encode_to_vec());
         let merged = protobuf_body(&[
             WalEntry {
+                kind: sift_wal::EntryKind::Received,
                 signal: SignalKind::Traces,
                 pipeline: "t".into(),
                 items: 1,
                 body: body.clone(),
             },
             WalEntry {
+                kind: sift_wal::EntryKind::Received,
                 signal: SignalKind::Traces,
                 pipeline: "t".into(),
                 items: 1,

@@ -2,22 +2,22 @@
 //!
 //! Unlike the other exporters it does not checkpoint as soon as a batch is handed over: rows sit in
 //! the store's in-memory head until a flush publishes them as Parquet parts, so the checkpoint
-//! follows [`LocalStore::durable_position`] (on the one consumer driver, [`crate::consumer`]). After a crash the WAL replays from there, and records
+//! follows [`LocalStore::durable_position`] (on the one consumer driver, [`crate::after_wal`]). After a crash the WAL replays from there, and records
 //! the manifest already covers are skipped, so each row is stored exactly once. A failed flush
 //! (full disk) leaves the checkpoint where it is and is retried by the store until it succeeds;
 //! one that still fails at shutdown leaves its rows in the WAL for the next start.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sift_config::ComponentId;
-use sift_storage::wal::{WalConsumer, WalRecord};
 use sift_storage::{LocalStore, Table};
+use sift_wal::{WalConsumer, WalRecord};
 use tokio::sync::watch;
 
 use super::{count, entries};
-use crate::consumer::{Event, Flow, Stage, StageFuture};
+use crate::after_wal::{Event, Flow, Stage, StageFuture};
+use crate::plan::Feeds;
 use crate::telemetry::Telemetry;
 
 /// How often head logs become searchable, and flush age is checked.
@@ -90,7 +90,7 @@ pub async fn run(
     id: ComponentId,
     store: Arc<LocalStore>,
     consumer: WalConsumer,
-    pipelines: HashSet<String>,
+    feeds: Feeds,
     telemetry: Arc<Telemetry>,
     stop: watch::Receiver<bool>,
 ) {
@@ -103,12 +103,12 @@ pub async fn run(
     let stage = StorageStage {
         name,
         store,
-        pipelines,
+        feeds,
         telemetry,
         queue_bytes,
         last_maintenance: None,
     };
-    crate::consumer::drive(stage, consumer, stop).await;
+    crate::after_wal::drive(stage, consumer, stop).await;
 }
 
 /// The storage exporter as a WAL consumer: records go into the store's head, a tick refreshes,
@@ -116,7 +116,7 @@ pub async fn run(
 struct StorageStage {
     name: String,
     store: Arc<LocalStore>,
-    pipelines: HashSet<String>,
+    feeds: Feeds,
     telemetry: Arc<Telemetry>,
     queue_bytes: prometheus_client::metrics::gauge::Gauge,
     last_maintenance: Option<Instant>,
@@ -146,7 +146,7 @@ impl StorageStage {
         // Records the published parts already hold (a replay after a crash) are skipped.
         let published = store.published_position();
         let fresh: Vec<_> = records.into_iter().filter(|r| r.end > published).collect();
-        let batch = entries(name, &fresh, &self.pipelines);
+        let batch = entries(name, &fresh, &self.feeds);
         if !batch.is_empty() {
             let counted = batch.clone();
             match blocking(store, move |s| s.append(end, &batch)).await {

@@ -6,7 +6,6 @@
 //! (SIGHUP) without touching the pipelines that use it.
 
 pub mod redaction;
-pub mod tail_sampling;
 
 use std::sync::{Arc, RwLock};
 

@@ -499,3 +499,76 @@ fn a_replay_after_sigkill_decides_nothing_twice() {
         assert_eq!(after.get(&i), before.get(&i), "trace {i} stored as before the crash");
     }
 }
+
+/// A WAL record as Sift wrote it before entry version 3: `2 | signal | items | name | body`, with
+/// the sampler's output tagged `<pipeline>#sampled` and dropped ids as empty spans `#dropped`.
+fn v2_entry(name: &str, items: u32, spans: Vec<Span>) -> bytes::Bytes {
+    let body = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let mut out = vec![2u8, 1];
+    out.extend_from_slice(&items.to_le_bytes());
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&body);
+    out.into()
+}
+
+#[test]
+fn a_log_written_before_entry_version_3_replays_with_its_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    // Trace 1 was kept and written as sampled; trace 2 was dropped; trace 3 was still pending.
+    let records = [
+        v2_entry("traces", 1, vec![span(1, 0)]),
+        v2_entry("traces", 1, vec![span(2, 0)]),
+        v2_entry("traces", 1, vec![span(3, 0)]),
+        v2_entry("traces#sampled", 1, vec![span(1, 0)]),
+        v2_entry(
+            "traces#dropped",
+            0,
+            vec![Span {
+                trace_id: trace_id(2),
+                ..Default::default()
+            }],
+        ),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut wal = sift_wal::Wal::open(&dir.path().join("wal"), sift_wal::WalOptions::default()).unwrap();
+        let appender = wal.appender();
+        for record in records {
+            appender.append(record).await.unwrap();
+        }
+        wal.close();
+    });
+    let config = String::from(
+        "receivers:\n  otlp:\n    protocols:\n      http: { endpoint: 127.0.0.1:0 }\n\
+         processors:\n  tail_sampling:\n    decision_wait: 1s\n    policies:\n\
+         \x20     - { name: all, type: always_sample }\n\
+         exporters:\n  file: {}\n\
+         service:\n  pipelines:\n\
+         \x20   traces: { receivers: [otlp], processors: [tail_sampling], exporters: [file] }\n\
+         query:\n  endpoint: 127.0.0.1:0\n",
+    );
+    let sift = Sift::start_in(dir.path(), &config);
+    // Only the pending trace is decided by the new process; the kept one is exported from its
+    // recorded output, the dropped one not at all.
+    assert!(
+        eventually(Duration::from_secs(10), || stored(&sift).len() == 2),
+        "{:?}",
+        stored(&sift)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stored(&sift), HashMap::from([(1, 1), (3, 1)]));
+    assert_eq!(decisions(&sift), 1.0);
+}

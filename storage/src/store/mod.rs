@@ -40,8 +40,8 @@ use crate::columnar::logs::{LogBuilder, LogRow};
 use crate::columnar::metrics::{MetricBuilder, MetricRow};
 use crate::columnar::spans::{SpanBuilder, SpanRow};
 use crate::columnar::{self, logs, metrics, spans, Table};
-use crate::WalEntry;
 use crate::{LogSearch, ServiceInfo, StorageError, Store, TimeRange, TraceFilter, TraceHits};
+use sift_wal::WalEntry;
 
 /// How a [`LocalStore`] flushes and how long it keeps data.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! The write-ahead log: the spine of Sift's durability.
+//! Sift's write-ahead log: the pipeline's bus and the spine of its durability.
 //!
 //! Receivers append each accepted (redacted) batch and acknowledge the client only once the append
 //! has returned, i.e. once the bytes are fsynced (group commit: concurrent appends share one fsync).
@@ -9,10 +9,16 @@
 //! that drain the log (a tail sampler's decisions), which may use a reserve of a quarter of the
 //! limit: refusing them would keep the log full for good.
 //!
+//! Each record's payload is a [`WalEntry`]: which stage wrote it ([`EntryKind`]), its signal, its
+//! pipeline and its OTLP body. The log itself never looks inside.
+//!
 //! Invariants: positions only grow; a position handed out is durable; recovery keeps every intact
 //! record and cuts only a torn or damaged tail.
 
+#![warn(missing_docs)]
+
 mod checkpoint;
+mod entry;
 mod reader;
 mod record;
 mod segment;
@@ -28,6 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use entry::{EntryError, EntryKind, WalEntry};
 pub use reader::WalRecord;
 pub use segment::RecoveryReport;
 
@@ -121,6 +128,8 @@ pub(crate) struct Shared {
     committed: watch::Sender<u64>,
     checkpoints: Mutex<BTreeMap<String, u64>>,
     closing: AtomicBool,
+    /// The log's end when it was opened: records before it were written by an earlier process.
+    recovered_end: u64,
     /// The last write failure, until a write succeeds again.
     failure: Mutex<Option<WriteFailure>>,
 }
@@ -267,6 +276,7 @@ impl Wal {
             committed,
             checkpoints: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
+            recovered_end: active.end(),
             failure: Mutex::new(None),
         });
         let writer = Writer::new(shared.clone(), active).map_err(io_context("opening the active WAL segment"))?;
@@ -452,6 +462,12 @@ impl WalConsumer {
     /// The consumer's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The log's end when it was opened: a record ending at or before it is a replay (written
+    /// by an earlier process, and perhaps handled before its crash).
+    pub fn replay_end(&self) -> u64 {
+        self.shared.recovered_end
     }
 
     /// Waits for committed records past this consumer's read position and returns about

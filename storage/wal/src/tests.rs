@@ -60,6 +60,25 @@ async fn appends_are_read_back_in_order_across_segments_and_restarts() {
 }
 
 #[tokio::test]
+async fn records_of_an_earlier_process_are_told_apart_as_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open(dir.path(), options(256, 1 << 20)).unwrap();
+        assert_eq!(wal.consumer("c").replay_end(), 0);
+        for i in 0..10 {
+            wal.appender().append(payload(i)).await.unwrap();
+        }
+    }
+    let wal = Wal::open(dir.path(), options(256, 1 << 20)).unwrap();
+    let mut consumer = wal.consumer("c");
+    let replay_end = consumer.replay_end();
+    wal.appender().append(payload(10)).await.unwrap();
+    let records = read_all(&mut consumer, 11).await;
+    let replayed: Vec<bool> = records.iter().map(|r| r.end <= replay_end).collect();
+    assert_eq!(replayed, [vec![true; 10], vec![false]].concat());
+}
+
+#[tokio::test]
 async fn concurrent_appends_share_commits_and_all_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), options(64 << 10, 64 << 20)).unwrap();

@@ -1,5 +1,8 @@
-//! The one loop every WAL consumer runs (exporters, the storage exporter, tail samplers, log
-//! followers): read a batch, hand it to the [`Stage`], move the checkpoint as far as the stage
+//! Stages after the WAL: everything that reads the log rather than a socket. Tail sampling and
+//! the logs follower live here ([`tail_sampling`]); the exporters ([`crate::exporter`]) are
+//! stages too. Which entries each reads is the plan's business ([`crate::plan`]).
+//!
+//! This module is the one loop every such stage runs, on its own [`WalConsumer`]: read a batch, hand it to the [`Stage`], move the checkpoint as far as the stage
 //! allows, and again; a tick for stages with timed work; read errors backed off; an end on the
 //! stop signal or once a closed log is drained.
 //!
@@ -13,11 +16,13 @@
 //! more. A stage stopped in the middle of its work ([`Flow::Stopped`]: output it could not write)
 //! moves nothing further, so a restart redoes that work.
 
+pub mod tail_sampling;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use sift_storage::wal::{WalConsumer, WalRecord};
+use sift_wal::{WalConsumer, WalRecord};
 use tokio::sync::watch;
 
 /// The future a stage's handler returns.

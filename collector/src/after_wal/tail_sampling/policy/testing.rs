@@ -8,7 +8,7 @@ use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::trace::v1::{status, Span, Status};
 
 use super::{build, NamedPolicy, Verdict};
-use crate::processor::tail_sampling::trace::{Origin, Trace, TraceSpan};
+use crate::after_wal::tail_sampling::trace::{Origin, Trace, TraceSpan};
 use sift_proto::otlp::resource::v1::Resource;
 
 /// The policy described by `json` (one Collector policy entry).

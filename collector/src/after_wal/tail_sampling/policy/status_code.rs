@@ -6,7 +6,7 @@ use sift_config::{StatusCodeConfig, StatusCodeName};
 use sift_proto::otlp::trace::v1::status;
 
 use super::{Evaluator, Verdict};
-use crate::processor::tail_sampling::trace::Trace;
+use crate::after_wal::tail_sampling::trace::Trace;
 
 pub(super) struct StatusCode {
     codes: Vec<i32>,
@@ -30,7 +30,7 @@ impl StatusCode {
 impl Evaluator for StatusCode {
     fn evaluate(&self, trace: &Trace, _now: Instant) -> Verdict {
         let code_of =
-            |s: &crate::processor::tail_sampling::trace::TraceSpan| s.span.status.as_ref().map_or(0, |st| st.code);
+            |s: &crate::after_wal::tail_sampling::trace::TraceSpan| s.span.status.as_ref().map_or(0, |st| st.code);
         Verdict::sampled_if(trace.spans.iter().any(|s| self.codes.contains(&code_of(s))))
     }
 }

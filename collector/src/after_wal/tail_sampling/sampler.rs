@@ -1,27 +1,23 @@
-//! The tail sampler of one traces pipeline: a WAL consumer of the pipeline's entries that groups
-//! spans into traces ([`Buffer`]), decides each trace when it is due ([`decide`]), and appends the
-//! kept traces to the WAL under `<pipeline>#sampled`, which the pipeline's exporters read instead
-//! of the raw entries. So exporters only ever see kept traces.
+//! The tail sampler of one traces pipeline: a stage after the WAL that reads the pipeline's
+//! `received` entries, groups spans into traces ([`Buffer`]), decides each trace when it is due
+//! ([`decide`]), and writes the kept traces back as the pipeline's `sampled` entries, which its
+//! exporters read instead of the received ones. So exporters only ever see kept traces.
 //!
 //! Durability: the sampler checkpoints at the WAL position of its oldest pending trace, so after a
 //! crash or a restart the pending traces are rebuilt by replaying from there. On replay, a kept
-//! trace's spans are met again after its `#sampled` entry, which is recognised: the trace is known
-//! as decided and not emitted twice. Dropped traces are recorded too (their ids under
-//! `<pipeline>#dropped`, which no exporter reads), so no trace is decided twice with different
-//! outcomes, even by rate-based policies.
+//! trace's spans are met again after its `sampled` entry, which is recognised: the trace is known
+//! as decided and not emitted twice. Dropped traces are recorded too (their ids in a `dropped`
+//! entry, which no exporter reads), so no trace is decided twice with different outcomes, even by
+//! rate-based policies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message;
 use sift_config::TailSamplingConfig;
-use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use sift_proto::SignalKind;
-use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
-use sift_storage::WalEntry;
+use sift_wal::{EntryKind, WalAppender, WalConsumer, WalEntry, WalRecord};
 use tokio::sync::watch;
 
 use super::buffer::{Buffer, Limits, Pending, Reason, TraceId};
@@ -29,19 +25,8 @@ use super::cache::DecisionCache;
 use super::control::{SamplerControl, State};
 use super::policy::{decide, NamedPolicy, ADJUSTED_COUNT};
 use super::trace::{encode_request, encoded_spans, EncodedSpan};
-use crate::consumer::{stopped, Event, Flow, Stage, StageFuture};
+use crate::after_wal::{stopped, Event, Flow, Stage, StageFuture};
 use crate::telemetry::{DecisionLabels, Telemetry};
-
-/// The WAL tag of a pipeline's dropped traces: a record of their ids only, so that a replay after
-/// a crash does not decide them again (a rate-based policy could decide differently).
-fn dropped_tag(pipeline: &str) -> String {
-    format!("{pipeline}#dropped")
-}
-
-/// The WAL tag of a pipeline's kept traces.
-pub fn sampled_tag(pipeline: &str) -> String {
-    format!("{pipeline}#sampled")
-}
 
 /// The live state of a pipeline's sampler, built from its config (the task is [`run`]).
 pub fn control(pipeline: &str, config: &TailSamplingConfig) -> Arc<SamplerControl> {
@@ -64,8 +49,6 @@ const TICK: Duration = Duration::from_millis(100);
 
 struct Sampler {
     pipeline: String,
-    sampled_tag: String,
-    dropped_tag: String,
     control: Arc<SamplerControl>,
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
@@ -73,9 +56,9 @@ struct Sampler {
     to_emit: Vec<EncodedSpan>,
     /// Dropped traces, recorded with the next emission.
     to_drop: Vec<TraceId>,
-    /// The WAL's end when the sampler started: records before it are a replay, during which
-    /// traces are not decided early (their recorded decisions come later in the log).
-    replay_until: u64,
+    /// The WAL's end when it was opened: records before it are a replay, during which traces
+    /// are not decided early (their recorded decisions come later in the log).
+    replay_end: u64,
 }
 
 /// Runs the sampler of `pipeline` until the WAL is closed or `stop` is set. Pending traces are
@@ -83,24 +66,21 @@ struct Sampler {
 pub async fn run(
     pipeline: String,
     control: Arc<SamplerControl>,
-    replay_until: u64,
     consumer: WalConsumer,
     appender: WalAppender,
     telemetry: Arc<Telemetry>,
     stop: watch::Receiver<bool>,
 ) {
     let sampler = Sampler {
-        sampled_tag: sampled_tag(&pipeline),
-        dropped_tag: dropped_tag(&pipeline),
+        replay_end: consumer.replay_end(),
         pipeline,
         control,
         appender,
         telemetry,
         to_emit: Vec::new(),
         to_drop: Vec::new(),
-        replay_until,
     };
-    crate::consumer::drive(sampler, consumer, stop).await;
+    crate::after_wal::drive(sampler, consumer, stop).await;
 }
 
 impl Stage for Sampler {
@@ -159,7 +139,7 @@ impl Sampler {
         let control = self.control.clone();
         let mut state = control.state();
         for record in records {
-            let replaying = record.end <= self.replay_until;
+            let replaying = record.end <= self.replay_end;
             if state.buffer.is_enforcing() == replaying {
                 state.buffer.set_enforcing(!replaying);
                 if !replaying {
@@ -172,17 +152,38 @@ impl Sampler {
             let Ok(entry) = WalEntry::decode(&record.payload) else {
                 continue;
             };
-            if entry.signal != SignalKind::Traces {
+            if entry.signal != SignalKind::Traces || entry.pipeline != self.pipeline {
                 continue;
             }
-            let is_own_output = entry.pipeline == self.sampled_tag;
-            let is_dropped_record = entry.pipeline == self.dropped_tag;
-            if !is_own_output && !is_dropped_record && entry.pipeline != self.pipeline {
-                continue;
-            }
-            // Decisions recorded by this process are known already: only a replay reads them.
-            if (is_own_output || is_dropped_record) && !replaying {
-                continue;
+            match entry.kind {
+                EntryKind::Received => {}
+                // Decisions recorded by this process are known already: only a replay reads them.
+                EntryKind::Sampled | EntryKind::Dropped if !replaying => continue,
+                EntryKind::Dropped => {
+                    // Replay after a restart: these traces were dropped before.
+                    for id in entry.dropped_trace_ids() {
+                        state.buffer.remove(&id);
+                        if state.cache.get(&id).is_none() {
+                            state.remember(id, false, 1.0, "replayed");
+                        }
+                    }
+                    continue;
+                }
+                EntryKind::Sampled => {
+                    // Our own output read back after a restart (no decision remembered): these
+                    // traces were kept and emitted before, do not decide them again.
+                    let Ok(spans) = encoded_spans(&entry.body) else {
+                        tracing::error!(pipeline = %self.pipeline, "undecodable sampled traces entry in the WAL");
+                        continue;
+                    };
+                    for id in spans.iter().filter_map(EncodedSpan::trace_id) {
+                        state.buffer.remove(&id);
+                        if state.cache.get(&id).is_none() {
+                            state.remember(id, true, 1.0, "replayed");
+                        }
+                    }
+                    continue;
+                }
             }
             let Ok(spans) = encoded_spans(&entry.body) else {
                 tracing::error!(pipeline = %self.pipeline, "undecodable traces entry in the WAL");
@@ -192,23 +193,6 @@ impl Sampler {
                 let Some(id) = span.trace_id() else {
                     continue;
                 };
-                if is_dropped_record {
-                    // Replay after a restart: this trace was dropped before.
-                    state.buffer.remove(&id);
-                    if state.cache.get(&id).is_none() {
-                        state.remember(id, false, 1.0, "replayed");
-                    }
-                    continue;
-                }
-                if is_own_output {
-                    // Our own output read back. After a restart (no decision remembered) it
-                    // means this trace was kept and emitted before: do not decide it again.
-                    state.buffer.remove(&id);
-                    if state.cache.get(&id).is_none() {
-                        state.remember(id, true, 1.0, "replayed");
-                    }
-                    continue;
-                }
                 if let Some(decision) = state.cache.get(&id) {
                     self.telemetry.sampling_late_spans.inc();
                     if decision.sampled {
@@ -275,24 +259,9 @@ impl Sampler {
     /// the WAL. Returns false if stopped before the appends succeeded.
     async fn emit(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
         let kept = std::mem::take(&mut self.to_emit);
-        let dropped: Vec<Span> = std::mem::take(&mut self.to_drop)
-            .into_iter()
-            .map(|id| Span {
-                trace_id: id.to_vec(),
-                ..Default::default()
-            })
-            .collect();
+        let dropped = std::mem::take(&mut self.to_drop);
         if !dropped.is_empty() {
-            let request = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    scope_spans: vec![ScopeSpans {
-                        spans: dropped,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-            };
-            let entry = WalEntry::encode(SignalKind::Traces, &self.dropped_tag, 0, &request.encode_to_vec());
+            let entry = WalEntry::encode_dropped(&self.pipeline, &dropped);
             if !append_with_retry(&self.appender, entry, &self.pipeline, stop).await {
                 return false;
             }
@@ -302,7 +271,7 @@ impl Sampler {
         }
         let items = kept.len() as u64;
         let body = encode_request(kept);
-        let entry = WalEntry::encode(SignalKind::Traces, &self.sampled_tag, items, &body);
+        let entry = WalEntry::encode(EntryKind::Sampled, SignalKind::Traces, &self.pipeline, items, &body);
         append_with_retry(&self.appender, entry, &self.pipeline, stop).await
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sift_config::RateLimitingConfig;
 
 use super::{Evaluator, Verdict};
-use crate::processor::tail_sampling::trace::Trace;
+use crate::after_wal::tail_sampling::trace::Trace;
 
 /// A per-second span budget.
 pub(super) struct Budget {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use sift_config::SpanCountConfig;
 
 use super::{Evaluator, Verdict};
-use crate::processor::tail_sampling::trace::Trace;
+use crate::after_wal::tail_sampling::trace::Trace;
 
 pub(super) struct SpanCount {
     min: u64,

@@ -10,7 +10,7 @@ use sift_config::{BooleanAttributeConfig, NumericAttributeConfig, StringAttribut
 use sift_proto::otlp::common::v1::{any_value, AnyValue};
 
 use super::{Evaluator, Verdict};
-use crate::processor::tail_sampling::trace::Trace;
+use crate::after_wal::tail_sampling::trace::Trace;
 
 fn verdict(matched: bool, invert: bool) -> Verdict {
     match (matched, invert) {
@@ -125,7 +125,7 @@ mod tests {
     use super::super::testing::{attr, check, one, policy, SpanSpec};
     use super::super::Verdict;
 
-    fn with(attributes: Vec<sift_proto::otlp::common::v1::KeyValue>) -> crate::processor::tail_sampling::trace::Trace {
+    fn with(attributes: Vec<sift_proto::otlp::common::v1::KeyValue>) -> crate::after_wal::tail_sampling::trace::Trace {
         one(SpanSpec {
             attributes,
             ..Default::default()
@@ -134,7 +134,7 @@ mod tests {
 
     fn on_resource(
         attributes: Vec<sift_proto::otlp::common::v1::KeyValue>,
-    ) -> crate::processor::tail_sampling::trace::Trace {
+    ) -> crate::after_wal::tail_sampling::trace::Trace {
         one(SpanSpec {
             resource: attributes,
             ..Default::default()

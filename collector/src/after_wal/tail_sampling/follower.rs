@@ -1,11 +1,11 @@
 //! Logs that follow their trace's sampling decision (`tail_sampling` in a logs pipeline).
 //!
-//! A WAL consumer of the logs pipeline's entries: records without a trace id pass at once; records
+//! A stage after the WAL that reads the logs pipeline's `received` entries: records without a trace id pass at once; records
 //! with one wait until the traces sampler using the same processor has decided their trace, then
 //! are kept or dropped with it. A record whose trace is never decided (no spans seen, or a decision
 //! forgotten after a restart) is kept once its wait is over: losing logs silently is worse than
-//! keeping a few of a dropped trace. Kept records are appended under `<pipeline>#sampled`, which the
-//! pipeline's exporters read. The checkpoint stays at the oldest waiting record, so a restart
+//! keeping a few of a dropped trace. Kept records are written back as the pipeline's `sampled`
+//! entries, which its exporters read. The checkpoint stays at the oldest waiting record, so a restart
 //! re-reads what was waiting (records already emitted may then be emitted again: at-least-once).
 
 use std::sync::Arc;
@@ -16,15 +16,14 @@ use prost::Message;
 use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use sift_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use sift_proto::{Logs, Signal, SignalKind};
-use sift_storage::wal::{WalAppender, WalConsumer, WalRecord};
-use sift_storage::WalEntry;
+use sift_wal::{EntryKind, WalAppender, WalConsumer, WalEntry, WalRecord};
 use tokio::sync::watch;
 
 use super::buffer::TraceId;
 use super::control::SamplerControl;
-use super::sampler::{append_with_retry, sampled_tag};
+use super::sampler::append_with_retry;
 use super::trace::{group_by_origin, Origin};
-use crate::consumer::{Event, Flow, Stage, StageFuture};
+use crate::after_wal::{Event, Flow, Stage, StageFuture};
 use crate::telemetry::Telemetry;
 
 /// How often waiting records are checked against decisions.
@@ -49,7 +48,6 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) {
     let follower = Follower {
-        tag: sampled_tag(&pipeline),
         pipeline,
         control,
         wait,
@@ -57,13 +55,12 @@ pub async fn run(
         telemetry,
         held: Vec::new(),
     };
-    crate::consumer::drive(follower, consumer, stop).await;
+    crate::after_wal::drive(follower, consumer, stop).await;
 }
 
 /// The log follower of one logs pipeline: the records waiting for their trace's decision.
 struct Follower {
     pipeline: String,
-    tag: String,
     control: Arc<SamplerControl>,
     wait: Duration,
     appender: WalAppender,
@@ -110,7 +107,7 @@ impl Stage for Follower {
                 let request = request_of(ready);
                 let items = Logs::item_count(&request);
                 let body = Bytes::from(request.encode_to_vec());
-                let entry = WalEntry::encode(SignalKind::Logs, &self.tag, items, &body);
+                let entry = WalEntry::encode(EntryKind::Sampled, SignalKind::Logs, &self.pipeline, items, &body);
                 if !append_with_retry(&self.appender, entry, &self.pipeline, stop).await {
                     // Not written: the checkpoint stays, so a restart reads these records again.
                     return Flow::Stopped;
@@ -140,7 +137,7 @@ fn take_in(
         let Ok(entry) = WalEntry::decode(&record.payload) else {
             continue;
         };
-        if entry.signal != SignalKind::Logs || entry.pipeline != pipeline {
+        if entry.kind != EntryKind::Received || entry.signal != SignalKind::Logs || entry.pipeline != pipeline {
             continue;
         }
         let Ok(request) = ExportLogsServiceRequest::decode(entry.body.clone()) else {

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::{keeps, Evaluator, NamedPolicy, Verdict};
-use crate::processor::tail_sampling::trace::Trace;
+use crate::after_wal::tail_sampling::trace::Trace;
 
 pub(super) struct Drop {
     policies: Vec<NamedPolicy>,

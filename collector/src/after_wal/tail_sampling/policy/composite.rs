@@ -8,7 +8,7 @@ use sift_config::CompositeConfig;
 
 use super::rate_limiting::Budget;
 use super::{build, keeps, Evaluator, NamedPolicy, Verdict};
-use crate::processor::tail_sampling::trace::Trace;
+use crate::after_wal::tail_sampling::trace::Trace;
 
 pub(super) struct Composite {
     ordered: Vec<(NamedPolicy, Budget)>,
