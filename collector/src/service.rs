@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sift_config::{Config, ProcessorConfig, ReceiverConfig};
+use sift_query::NotReady;
 use sift_storage::{LocalStore, StoreOptions};
 use sift_wal::{Wal, WalOptions, WalStats};
 use tokio::sync::watch;
@@ -63,15 +64,15 @@ impl sift_query::Health for Health {
         self.telemetry.render()
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), NotReady> {
         if !self.ready.load(Ordering::Relaxed) {
-            return Err("sift is starting or shutting down".into());
+            return Err(NotReady::NotRunning);
         }
         // Refusing, and still nearly full: ready again as soon as exporters make room, even
         // before the next request proves it.
         let nearly_full = self.wal.disk_bytes() >= self.wal.max_bytes() / 10 * 9;
         if self.ingest.is_refusing() && nearly_full {
-            return Err("the write-ahead log is full: exporters are behind".into());
+            return Err(NotReady::WalFull);
         }
         // The disk refused the last write: not ready while it is still full (or, for other I/O
         // errors, for a few seconds), so that traffic comes back once a write can succeed.
@@ -82,7 +83,7 @@ impl sift_query::Health for Health {
                 failure.at.elapsed() < IO_ERROR_HOLD
             };
             if still_failing {
-                return Err(format!("the write-ahead log cannot write: {}", failure.message));
+                return Err(NotReady::WalCannotWrite(failure.message));
             }
         }
         Ok(())

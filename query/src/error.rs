@@ -40,3 +40,35 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+/// Why Sift does not accept data now: `/readyz` answers 503 with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// Before the receivers are up, or once shutdown began.
+    #[error("sift is starting or shutting down")]
+    NotRunning,
+    /// Appends are refused because the WAL reached its size limit.
+    #[error("the write-ahead log is full: exporters are behind")]
+    WalFull,
+    /// The last WAL write failed (a full disk, an I/O error).
+    #[error("the write-ahead log cannot write: {0}")]
+    WalCannotWrite(String),
+}
+
+/// A tail-sampling policy list that was refused (nothing changed); the message names the
+/// offending path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPolicies(pub String);
+
+impl From<NotReady> for ApiError {
+    fn from(e: NotReady) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<InvalidPolicies> for ApiError {
+    fn from(e: InvalidPolicies) -> Self {
+        ApiError::BadRequest(e.0)
+    }
+}

@@ -20,15 +20,15 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use sift_storage::{LogSearch, StorageError, Store, Table, TimeRange, TraceFilter};
 
-pub use error::ApiError;
+pub use error::{ApiError, InvalidPolicies, NotReady};
 use params::Params;
 
 /// What the operational endpoints read from the running service.
 pub trait Health: Send + Sync + 'static {
     /// Sift's own metrics in Prometheus text format.
     fn metrics_text(&self) -> String;
-    /// `Ok` when Sift accepts data; otherwise why not (starting, shutting down, refusing data).
-    fn readiness(&self) -> Result<(), String>;
+    /// `Ok` when Sift accepts data; otherwise why not.
+    fn readiness(&self) -> Result<(), NotReady>;
 }
 
 /// A tail-sampling decision as the API reports it.
@@ -50,7 +50,7 @@ pub trait Sampling: Send + Sync + 'static {
     fn policies(&self) -> Value;
     /// Validates and swaps in a new policy list (YAML or JSON, config shape); on error, the message
     /// names the offending path and nothing changed.
-    fn replace_policies(&self, body: &str) -> Result<Value, String>;
+    fn replace_policies(&self, body: &str) -> Result<Value, InvalidPolicies>;
 }
 
 /// What the query API serves from.
@@ -136,7 +136,7 @@ async fn healthz() -> Response {
 async fn readyz(State(backends): State<Backends>) -> Response {
     match backends.health.readiness() {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),
-        Err(reason) => ApiError::Unavailable(reason).into_response(),
+        Err(reason) => ApiError::from(reason).into_response(),
     }
 }
 
@@ -426,8 +426,7 @@ async fn put_policies(
         .to_owned();
     let policies = tokio::task::spawn_blocking(move || sampling.replace_policies(&text))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(json!({ "policies": policies })))
 }
 

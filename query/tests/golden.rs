@@ -23,7 +23,7 @@ impl Health for NoHealth {
     fn metrics_text(&self) -> String {
         String::new()
     }
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), sift_query::NotReady> {
         Ok(())
     }
 }

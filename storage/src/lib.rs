@@ -75,19 +75,13 @@ pub enum StorageError {
     Arrow(#[from] arrow_schema::ArrowError),
     /// The full-text index failed.
     #[error("full-text index: {0}")]
-    Index(String),
+    Index(#[from] tantivy::TantivyError),
     /// A query is invalid (the caller's mistake: HTTP 400).
     #[error("{0}")]
     BadQuery(String),
     /// Stored data is not what Sift wrote.
     #[error("corrupt store: {0}")]
     Corrupt(String),
-}
-
-impl From<tantivy::TantivyError> for StorageError {
-    fn from(e: tantivy::TantivyError) -> Self {
-        StorageError::Index(e.to_string())
-    }
 }
 
 impl StorageError {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sift_config::ComponentId;
-use sift_storage::{LocalStore, Table};
+use sift_storage::{LocalStore, StorageError, Table};
 use sift_wal::{WalConsumer, WalRecord};
 use tokio::sync::watch;
 
@@ -27,12 +27,21 @@ const MAINTENANCE: Duration = Duration::from_secs(60);
 
 async fn blocking<T: Send + 'static>(
     store: &Arc<LocalStore>,
-    work: impl FnOnce(&LocalStore) -> Result<T, sift_storage::StorageError> + Send + 'static,
-) -> Result<T, sift_storage::StorageError> {
+    work: impl FnOnce(&LocalStore) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StoreCallError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&store))
-        .await
-        .unwrap_or_else(|e| Err(sift_storage::StorageError::Index(format!("storage task failed: {e}"))))
+    Ok(tokio::task::spawn_blocking(move || work(&store)).await??)
+}
+
+/// A store call made off the async workers that failed.
+#[derive(Debug, thiserror::Error)]
+enum StoreCallError {
+    /// The store said no.
+    #[error(transparent)]
+    Store(#[from] StorageError),
+    /// The blocking task panicked or was cancelled (at shutdown).
+    #[error("storage task did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Flushes the head (the driver then moves the checkpoint to what is now durable).

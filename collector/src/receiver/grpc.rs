@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use prost::Message;
 use sift_config::{ComponentId, GrpcServerConfig};
-use sift_proto::status::RpcStatus;
 use sift_proto::{Logs, Metrics, Signal, Traces};
 use tokio::net::TcpListener;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
@@ -22,7 +21,8 @@ use tonic::codegen::{http, BoxFuture, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use crate::pipeline::{Ingest, IngestError, RETRY_AFTER};
+use super::refusal::{Cause, Refusal};
+use crate::pipeline::Ingest;
 use sift_proto::RawCodec;
 
 struct Shared {
@@ -51,49 +51,43 @@ impl<S: Signal> NamedService for ExportService<S> {
 }
 
 async fn handle<S: Signal>(shared: Arc<Shared>, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
-    let signal = S::KIND.as_str();
-    let telemetry = shared.ingest.telemetry();
-    if !shared.ingest.serves(&shared.id, S::KIND) {
-        telemetry.refused(signal, "grpc", "unsupported", 0, true);
-        return Err(Status::unimplemented(format!(
-            "no {} pipeline uses receiver {}",
-            S::KIND,
-            shared.id
-        )));
-    }
-    let body = request.into_inner();
-    if body.len() > shared.limit {
-        telemetry.refused(signal, "grpc", "too_large", 0, true);
-        return Err(Status::resource_exhausted(format!(
-            "{} request of {} bytes exceeds the limit of {} bytes",
-            S::KIND,
-            body.len(),
-            shared.limit
-        )));
-    }
-    let payload = match shared.ingest.decode_protobuf::<S>(&shared.id, body) {
-        Ok(payload) => payload,
-        Err(e) => {
-            telemetry.refused(signal, "grpc", "malformed", 0, true);
-            return Err(Status::invalid_argument(format!(
-                "invalid protobuf {} request: {e}",
-                S::KIND
-            )));
+    match accept::<S>(&shared, request.into_inner()).await {
+        Ok(response) => Ok(response),
+        Err(refusal) => {
+            // Retryable refusals were counted (with their items) by the pipeline.
+            if !refusal.retryable() {
+                let telemetry = shared.ingest.telemetry();
+                telemetry.refused(S::KIND.as_str(), "grpc", refusal.reason(), 0, true);
+            }
+            Err(refusal.grpc_status())
         }
-    };
-    match shared.ingest.accept::<S>(&shared.id, "grpc", payload).await {
-        Ok(rejected) => Ok(Response::new(S::response(&rejected).encode_to_vec().into())),
-        Err(error) => Err(unavailable(&error)),
     }
 }
 
-fn unavailable(error: &IngestError) -> Status {
-    let status = RpcStatus::with_retry_delay(tonic::Code::Unavailable as i32, error.to_string(), RETRY_AFTER);
-    Status::with_details(
-        tonic::Code::Unavailable,
-        error.to_string(),
-        status.encode_to_vec().into(),
-    )
+async fn accept<S: Signal>(shared: &Shared, body: Bytes) -> Result<Response<Bytes>, Refusal> {
+    if !shared.ingest.serves(&shared.id, S::KIND) {
+        return Err(Refusal::new(
+            Cause::NotServed,
+            format!("no {} pipeline uses receiver {}", S::KIND, shared.id),
+        ));
+    }
+    if body.len() > shared.limit {
+        return Err(Refusal::new(
+            Cause::TooLarge,
+            format!(
+                "{} request of {} bytes exceeds the limit of {} bytes",
+                S::KIND,
+                body.len(),
+                shared.limit
+            ),
+        ));
+    }
+    let payload = shared
+        .ingest
+        .decode_protobuf::<S>(&shared.id, body)
+        .map_err(|e| Refusal::new(Cause::Malformed, format!("invalid protobuf {} request: {e}", S::KIND)))?;
+    let rejected = shared.ingest.accept::<S>(&shared.id, "grpc", payload).await?;
+    Ok(Response::new(S::response(&rejected).encode_to_vec().into()))
 }
 
 struct Unary<S> {

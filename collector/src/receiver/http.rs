@@ -1,7 +1,8 @@
 //! OTLP/HTTP: `POST /v1/{traces,logs,metrics}` with protobuf or JSON bodies, identity/gzip/zstd.
-//! Status semantics of OTLP/HTTP: 400 for a malformed body (with what was wrong), 413 too large,
-//! 415 unsupported content type or encoding, 503 + `Retry-After` when overloaded. Responses and
-//! error bodies (`google.rpc.Status`) use the request's encoding.
+//! Status semantics of OTLP/HTTP, from the one table in [`super::refusal`]: 400 for a malformed
+//! body (with what was wrong), 413 too large, 415 unsupported content type or encoding, 503 +
+//! `Retry-After` when overloaded. Responses and error bodies (`google.rpc.Status`) use the
+//! request's encoding.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,11 +18,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use prost::Message;
 use sift_config::{ComponentId, HttpServerConfig};
-use sift_proto::status::RpcStatus;
 use sift_proto::{Logs, Metrics, Signal, Traces};
 use tokio::net::TcpListener;
 
 use super::decompress::{decompress, DecompressError, Encoding};
+use super::refusal::{Cause, Refusal};
 use crate::pipeline::{Ingest, Payload, RETRY_AFTER};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -40,23 +41,6 @@ enum Format {
     Json,
 }
 
-/// A refusal: status, reason label for metrics, and message.
-struct Refusal {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
 fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -67,26 +51,13 @@ fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
         PROTOBUF => Ok(Format::Protobuf),
         JSON => Ok(Format::Json),
         "" => Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported",
+            Cause::UnsupportedFormat,
             "missing Content-Type (expected application/x-protobuf or application/json)",
         )),
         other => Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported",
+            Cause::UnsupportedFormat,
             format!("unsupported Content-Type {other:?} (expected application/x-protobuf or application/json)"),
         )),
-    }
-}
-
-fn grpc_code(status: StatusCode) -> tonic::Code {
-    match status {
-        StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
-        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
-        StatusCode::NOT_FOUND => tonic::Code::Unimplemented,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument,
-        _ => tonic::Code::Internal,
     }
 }
 
@@ -104,20 +75,15 @@ fn respond(format: Format, status: StatusCode, protobuf: Vec<u8>, json: serde_js
 }
 
 fn error_response(format: Format, refusal: &Refusal) -> Response {
-    let code = grpc_code(refusal.status) as i32;
-    let unavailable = refusal.status == StatusCode::SERVICE_UNAVAILABLE;
-    let status = if unavailable {
-        RpcStatus::with_retry_delay(code, refusal.message.clone(), RETRY_AFTER)
-    } else {
-        RpcStatus {
-            code,
-            message: refusal.message.clone(),
-            details: Vec::new(),
-        }
-    };
+    let code = refusal.grpc_code() as i32;
     let json = serde_json::json!({ "code": code, "message": refusal.message });
-    let mut response = respond(format, refusal.status, status.encode_to_vec(), json);
-    if unavailable {
+    let mut response = respond(
+        format,
+        refusal.http_status(),
+        refusal.rpc_status().encode_to_vec(),
+        json,
+    );
+    if refusal.retryable() {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
@@ -131,13 +97,7 @@ async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Refusal>
     let mut buffer = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("cannot read request body: {e}"),
-            )
-        })?;
+        let frame = frame.map_err(|e| Refusal::new(Cause::Malformed, format!("cannot read request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         seen = seen.saturating_add(data.len());
         if seen <= limit {
@@ -148,8 +108,7 @@ async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Refusal>
     }
     if seen > limit {
         return Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            Cause::TooLarge,
             format!("request body exceeds {limit} bytes"),
         ));
     }
@@ -163,8 +122,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     let encoding_header = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
     let encoding = Encoding::parse(encoding_header).ok_or_else(|| {
         Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported",
+            Cause::UnsupportedFormat,
             format!(
                 "unsupported Content-Encoding {:?} (expected gzip, zstd, deflate or identity)",
                 encoding_header.unwrap_or("")
@@ -173,8 +131,8 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     })?;
     let raw = collect_limited(body, limit).await?;
     decompress(encoding, raw, limit).map_err(|e| match e {
-        DecompressError::TooLarge { .. } => Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
-        DecompressError::Corrupt { .. } => Refusal::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        DecompressError::TooLarge { .. } => Refusal::new(Cause::TooLarge, e.to_string()),
+        DecompressError::Corrupt { .. } => Refusal::new(Cause::Malformed, e.to_string()),
     })
 }
 
@@ -186,22 +144,22 @@ async fn export<S: Signal>(State(receiver): State<Receiver>, headers: HeaderMap,
             receiver
                 .ingest
                 .telemetry()
-                .refused(signal, "http", refusal.reason, 0, true);
+                .refused(signal, "http", refusal.reason(), 0, true);
             return error_response(Format::Json, &refusal);
         }
     };
     match handle::<S>(&receiver, format, &headers, body).await {
         Ok(response) => response,
         Err(refusal) => {
-            // Overload refusals were counted (with their items) by the pipeline.
-            if refusal.status != StatusCode::SERVICE_UNAVAILABLE {
+            // Retryable refusals were counted (with their items) by the pipeline.
+            if !refusal.retryable() {
                 receiver
                     .ingest
                     .telemetry()
-                    .refused(signal, "http", refusal.reason, 0, true);
+                    .refused(signal, "http", refusal.reason(), 0, true);
             }
             // The message may quote the (unredacted) input: it goes to the client only, never to the log.
-            tracing::debug!(signal, status = %refusal.status, reason = refusal.reason, "refused OTLP/HTTP request");
+            tracing::debug!(signal, status = %refusal.http_status(), reason = refusal.reason(), "refused OTLP/HTTP request");
             error_response(format, &refusal)
         }
     }
@@ -215,28 +173,19 @@ async fn handle<S: Signal>(
 ) -> Result<Response, Refusal> {
     if !receiver.ingest.serves(&receiver.id, S::KIND) {
         return Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            "unsupported",
+            Cause::NotServed,
             format!("no {} pipeline uses receiver {}", S::KIND, receiver.id),
         ));
     }
     let body = read_body(headers, body, receiver.limit).await?;
     let payload = match format {
-        Format::Protobuf => receiver.ingest.decode_protobuf::<S>(&receiver.id, body).map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("invalid protobuf {} request: {e}", S::KIND),
-            )
-        })?,
+        Format::Protobuf => receiver
+            .ingest
+            .decode_protobuf::<S>(&receiver.id, body)
+            .map_err(|e| Refusal::new(Cause::Malformed, format!("invalid protobuf {} request: {e}", S::KIND)))?,
         Format::Json => {
-            let request = S::decode_json(&body).map_err(|e| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
-                    format!("invalid OTLP/JSON {} request: {e}", S::KIND),
-                )
-            })?;
+            let request = S::decode_json(&body)
+                .map_err(|e| Refusal::new(Cause::Malformed, format!("invalid OTLP/JSON {} request: {e}", S::KIND)))?;
             Payload::Decoded { request, raw: None }
         }
     };
@@ -244,7 +193,7 @@ async fn handle<S: Signal>(
         .ingest
         .accept::<S>(&receiver.id, "http", payload)
         .await
-        .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
+        .map_err(Refusal::from)?;
     Ok(respond(
         format,
         StatusCode::OK,

@@ -4,5 +4,6 @@
 mod decompress;
 pub mod grpc;
 pub mod http;
+pub mod refusal;
 
 pub use decompress::{decompress, DecompressError, Encoding};

@@ -323,7 +323,7 @@ impl TextIndexes {
         if let std::collections::btree_map::Entry::Vacant(slot) = partitions.open.entry(hour) {
             let dir = self.dir(hour);
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
-            let directory = MmapDirectory::open(&dir).map_err(|e| StorageError::Index(e.to_string()))?;
+            let directory = MmapDirectory::open(&dir).map_err(tantivy::TantivyError::from)?;
             let index = Index::open_or_create(directory, self.schema.clone())?;
             let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
             slot.insert(PartitionIndex {

@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use serde_json::Value;
 use sift_config::{PolicyConfig, TailSamplingConfig};
+use sift_query::InvalidPolicies;
 
 use super::buffer::{Buffer, TraceId};
 use super::cache::{DecisionCache, Remembered};
@@ -115,17 +116,17 @@ pub struct Samplers(pub Vec<Arc<SamplerControl>>);
 impl Samplers {
     /// Validates a policy list (YAML or JSON: a list, or `{policies: [...]}`) and swaps it into
     /// every sampler; nothing changes if it is invalid.
-    pub fn replace_from_text(&self, text: &str) -> Result<Value, String> {
-        let value = sift_config::yaml_value(text).map_err(|e| e.to_string())?;
+    pub fn replace_from_text(&self, text: &str) -> Result<Value, InvalidPolicies> {
+        let value = sift_config::yaml_value(text).map_err(|e| InvalidPolicies(e.to_string()))?;
         let list = match value {
             Value::Object(mut map) if map.contains_key("policies") => map.remove("policies").unwrap_or(Value::Null),
             other => other,
         };
         if list.as_array().is_some_and(Vec::is_empty) {
-            return Err("policies: needs at least one policy".into());
+            return Err(InvalidPolicies("policies: needs at least one policy".into()));
         }
         let policies = TailSamplingConfig::parse_policies(list.clone(), "policies")
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+            .map_err(|errors| InvalidPolicies(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
         for sampler in &self.0 {
             sampler.replace(&policies, list.clone());
         }
@@ -142,7 +143,7 @@ impl sift_query::Sampling for Samplers {
         self.0.first().map_or(Value::Array(Vec::new()), |s| s.policies_source())
     }
 
-    fn replace_policies(&self, body: &str) -> Result<Value, String> {
+    fn replace_policies(&self, body: &str) -> Result<Value, InvalidPolicies> {
         self.replace_from_text(body)
     }
 }
