@@ -54,8 +54,8 @@ fn span(i: u64, n: u64) -> Span {
     }
 }
 
-fn send(sift: &Sift, spans: Vec<Span>) {
-    let request = ExportTraceServiceRequest {
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans,
@@ -63,7 +63,11 @@ fn send(sift: &Sift, spans: Vec<Span>) {
             }],
             ..Default::default()
         }],
-    };
+    }
+}
+
+fn send(sift: &Sift, spans: Vec<Span>) {
+    let request = request(spans);
     assert_eq!(
         sift.post_protobuf(&Client::new(), "/v1/traces", request.encode_to_vec())
             .status(),
@@ -503,16 +507,7 @@ fn a_replay_after_sigkill_decides_nothing_twice() {
 /// A WAL record as Sift wrote it before entry version 3: `2 | signal | items | name | body`, with
 /// the sampler's output tagged `<pipeline>#sampled` and dropped ids as empty spans `#dropped`.
 fn v2_entry(name: &str, items: u32, spans: Vec<Span>) -> bytes::Bytes {
-    let body = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec();
+    let body = request(spans).encode_to_vec();
     let mut out = vec![2u8, 1];
     out.extend_from_slice(&items.to_le_bytes());
     out.push(name.len() as u8);
