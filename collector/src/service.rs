@@ -4,7 +4,6 @@
 //! stop accepting → finish in-flight requests → close the WAL (synced) → let exporters drain what
 //! is committed (bounded wait; the rest stays in the WAL for the next start) → checkpoint → exit.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,23 +114,7 @@ fn timed(router: axum::Router, telemetry: Arc<Telemetry>) -> axum::Router {
 
 /// Opens the embedded store under the data directory with the `storage` section's settings.
 fn open_store(data_dir: &std::path::Path, config: &Config) -> anyhow::Result<Arc<LocalStore>> {
-    let storage = &config.storage;
-    let mut retention = BTreeMap::new();
-    for (signal, keep) in [
-        (sift_proto::SignalKind::Traces, storage.retention.traces.0),
-        (sift_proto::SignalKind::Logs, storage.retention.logs.0),
-        (sift_proto::SignalKind::Metrics, storage.retention.metrics.0),
-    ] {
-        if !keep.is_zero() {
-            retention.insert(signal, keep);
-        }
-    }
-    let options = StoreOptions {
-        flush_interval: storage.flush.interval.0,
-        flush_bytes: usize::try_from(storage.flush.max_size_mib << 20).unwrap_or(usize::MAX),
-        retention,
-        ..StoreOptions::default()
-    };
+    let options = StoreOptions::from_config(&config.storage);
     let store =
         LocalStore::open(data_dir, options).with_context(|| format!("opening the store in {}", data_dir.display()))?;
     tracing::info!(data_dir = %data_dir.display(), position = store.published_position(), "store open");
@@ -156,14 +139,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         )
     })?;
 
-    let mut wal = Wal::open(
-        &data_dir.join("wal"),
-        WalOptions {
-            max_bytes: config.storage.wal.max_size_mib << 20,
-            segment_bytes: config.storage.wal.segment_size_mib << 20,
-            ..WalOptions::default()
-        },
-    )?;
+    let mut wal = Wal::open(&data_dir.join("wal"), WalOptions::from_config(&config.storage.wal))?;
     let recovery = wal.recovery().clone();
     if let Some(aside) = &recovery.kept_aside {
         tracing::error!(

@@ -93,6 +93,13 @@ pub struct Telemetry {
     /// Stored files found damaged: quarantined parts and indexes being rebuilt
     /// (`sift_storage_damaged_files`).
     pub storage_damaged_files: Gauge,
+    /// Full-text index merges running (`sift_storage_index_merges_running`).
+    pub storage_index_merges: Gauge,
+    /// The most parts in one partition (`sift_storage_partition_parts_max{signal}`).
+    pub storage_partition_parts: Family<SignalLabels, Gauge>,
+    /// The most segments in one full-text index being written
+    /// (`sift_storage_index_segments_max{signal}`).
+    pub storage_index_segments: Family<SignalLabels, Gauge>,
     /// Resident memory of the process (`sift_memory_bytes`).
     pub memory_bytes: Gauge,
     /// Tail-sampling decisions (`sift_sampling_decisions_total{decision,policy}`).
@@ -211,6 +218,21 @@ impl Telemetry {
                 r,
                 "sift_storage_damaged_files",
                 "Stored files found damaged: quarantined parts and full-text indexes being rebuilt",
+            ),
+            storage_index_merges: registered(
+                r,
+                "sift_storage_index_merges_running",
+                "Full-text index merges running (bounded store-wide)",
+            ),
+            storage_partition_parts: registered(
+                r,
+                "sift_storage_partition_parts_max",
+                "The most Parquet parts in one hour partition",
+            ),
+            storage_index_segments: registered(
+                r,
+                "sift_storage_index_segments_max",
+                "The most segments in one full-text index being written",
             ),
             storage_retention_freed_bytes: registered(
                 r,

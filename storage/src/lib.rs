@@ -11,9 +11,9 @@ pub use columnar::logs::LogRow;
 pub use columnar::metrics::{MetricRow, MetricType};
 pub use columnar::spans::SpanRow;
 pub use columnar::{Origin, Table};
-pub use store::fulltext::{json_object, json_value, LogSearch};
+pub use store::fulltext::{json_object, json_value, LogSearch, MergeStats};
 pub use store::manifest::ServiceRows;
-pub use store::{point_time, LocalStore, RetentionReport, StoreOptions};
+pub use store::{point_time, LocalStore, RetentionReport, StoreLayout, StoreOptions, TickReport};
 
 #[cfg(test)]
 mod tests {

@@ -670,3 +670,84 @@ fn every_trace_is_found_in_parts_with_many_row_groups() {
     }
     assert_eq!(missing, 0, "of 500 traces");
 }
+
+/// Full-text search over traces, every match.
+fn traces_matching(store: &LocalStore, query: &str) -> usize {
+    store
+        .search_traces(&TraceFilter {
+            query: Some(query.into()),
+            service: None,
+            name: None,
+            status: None,
+            attributes: vec![],
+            range: TimeRange::ALL,
+            limit: 1_000_000,
+            row_budget: usize::MAX,
+        })
+        .unwrap()
+        .traces
+        .len()
+}
+
+#[test]
+fn index_merges_stay_within_a_tiny_budget_under_a_long_append_stream() {
+    // Local-disk specific: the store-wide merge budget of its full-text indexes.
+    const ROUNDS: usize = 240;
+    const PER_ROUND: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        index_merges: 1,
+        index_segment_docs: 300,
+        flush_interval: Duration::from_secs(3600),
+        ..options()
+    };
+    let store = LocalStore::open(dir.path(), options.clone()).unwrap();
+    let base = base_time();
+    let mut position = 0;
+    for round in 0..ROUNDS {
+        let traces = round * PER_ROUND..(round + 1) * PER_ROUND;
+        for h in 0..2 {
+            position += 1;
+            let data = hour_of_data(h, base + h as u64 * HOUR, traces.clone());
+            store.append(position, &entries(&data)[..2]).unwrap();
+        }
+        // A refresh commits a segment per written index and starts what merges the budget allows.
+        store.refresh().unwrap();
+        assert!(store.merge_stats().running <= 1, "{:?}", store.merge_stats());
+        if round % 80 == 79 {
+            store.flush().unwrap();
+        }
+    }
+    let stats = store.merge_stats();
+    assert!(stats.peak <= 1, "{stats:?}");
+    assert!(stats.started >= 20, "merges do run: {stats:?}");
+    // Without merges each index would hold a segment per refresh (240). With them: segments of
+    // at least half the bound (at most 2 per 300 documents), plus fewer than the minimum of small
+    // ones and one merge's worth in flight.
+    let layout = store.layout();
+    assert_eq!(layout.index_segments.len(), 4, "{layout:?}");
+    for (partition, segments) in &layout.index_segments {
+        let docs = ROUNDS * PER_ROUND; // one log per trace, one document per trace and part
+        let bound = docs / 150 + 3 + 8 + 2;
+        assert!(*segments <= bound, "{partition:?}: {segments} segments, bound {bound}");
+    }
+    // Nothing was lost or duplicated by merging, before and after a restart.
+    let total = ROUNDS * PER_ROUND * 2;
+    for store in [store, LocalStore::open(dir.path(), options).unwrap()] {
+        store.refresh().unwrap();
+        let all = |query: &str| {
+            store
+                .search_logs(&LogSearch {
+                    query: query.into(),
+                    limit: 100_000,
+                    ..LogSearch::default()
+                })
+                .unwrap()
+                .len()
+        };
+        assert_eq!(all("payment declined"), total / 5);
+        assert_eq!(all("order"), total);
+        assert_eq!(traces_matching(&store, "orders"), total);
+        assert_eq!(traces_matching(&store, "\"payment declined\""), total / 5);
+    }
+}

@@ -55,7 +55,7 @@ struct Args {
     /// Concurrent connections, each with one request in flight.
     #[arg(long, default_value_t = 8)]
     connections: usize,
-    /// Stop after this many seconds (at most 600).
+    /// Stop after this many seconds (at most 7200: soaks run an hour).
     #[arg(long, default_value_t = 10)]
     duration: u64,
     /// Stop after this many requests in total.
@@ -298,7 +298,7 @@ fn payloads(args: &Args) -> Vec<Payload> {
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    args.duration = args.duration.min(600);
+    args.duration = args.duration.min(7200);
     let args = Arc::new(args);
     let payloads = Arc::new(payloads(&args));
     let request_bytes = payloads.iter().map(|p| p.body.len()).sum::<usize>() / payloads.len();

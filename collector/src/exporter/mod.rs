@@ -277,11 +277,19 @@ async fn fill_batch(
 }
 
 /// The entries of `records` that `feeds` select.
-pub(crate) fn entries(name: &str, records: &[WalRecord], feeds: &Feeds) -> Vec<WalEntry> {
+fn entries(name: &str, records: &[WalRecord], feeds: &Feeds) -> Vec<WalEntry> {
+    positioned_entries(name, records, feeds)
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect()
+}
+
+/// The entries of `records` that `feeds` select, each with the end position of its record.
+pub(crate) fn positioned_entries(name: &str, records: &[WalRecord], feeds: &Feeds) -> Vec<(u64, WalEntry)> {
     let mut batch = Vec::with_capacity(records.len());
     for record in records {
         match WalEntry::decode(&record.payload) {
-            Ok(entry) if feeds.wants(&entry) => batch.push(entry),
+            Ok(entry) if feeds.wants(&entry) => batch.push((record.end, entry)),
             Ok(_) => {}
             Err(e) => tracing::error!(exporter = name, position = record.position, error = %e, "skipping WAL entry"),
         }

@@ -1,29 +1,28 @@
-//! The `storage` exporter: the WAL consumer that feeds Sift's own store.
-//!
-//! Unlike the other exporters it does not checkpoint as soon as a batch is handed over: rows sit in
-//! the store's in-memory head until a flush publishes them as Parquet parts, so the checkpoint
-//! follows [`LocalStore::durable_position`] (on the one consumer driver, [`crate::after_wal`]). After a crash the WAL replays from there, and records
-//! the manifest already covers are skipped, so each row is stored exactly once. A failed flush
-//! (full disk) leaves the checkpoint where it is and is retried by the store until it succeeds;
-//! one that still fails at shutdown leaves its rows in the WAL for the next start.
+//! The `storage` exporter: a thin adapter from the WAL to the store's write loop
+//! ([`LocalStore::write`], [`LocalStore::tick`]), which owns the replay skip, flush, compaction and
+//! retention timing. The checkpoint follows [`LocalStore::durable_position`] (on the one consumer
+//! driver, [`crate::after_wal`]): rows sit in the store's in-memory head until a flush publishes
+//! them as Parquet parts. After a crash the WAL replays from there and records the manifest
+//! already covers are skipped, so each row is stored exactly once. A failed flush (full disk)
+//! leaves the checkpoint where it is and is retried by the store; one that still fails at shutdown
+//! leaves its rows in the WAL for the next start.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use sift_config::ComponentId;
-use sift_storage::{LocalStore, StorageError, Table};
-use sift_wal::{WalConsumer, WalRecord};
+use sift_storage::{LocalStore, StorageError, Table, TickReport};
+use sift_wal::{WalConsumer, WalEntry, WalRecord};
 use tokio::sync::watch;
 
-use super::{count, entries};
+use super::{count, positioned_entries};
 use crate::after_wal::{Event, Flow, Stage, StageFuture};
 use crate::plan::Feeds;
 use crate::telemetry::Telemetry;
 
-/// How often head logs become searchable, and flush age is checked.
+/// How often the store's timed work runs ([`LocalStore::tick`]).
 const TICK: Duration = Duration::from_secs(1);
-/// How often retention and compaction run.
-const MAINTENANCE: Duration = Duration::from_secs(60);
 
 async fn blocking<T: Send + 'static>(
     store: &Arc<LocalStore>,
@@ -44,53 +43,48 @@ enum StoreCallError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Flushes the head (the driver then moves the checkpoint to what is now durable).
-async fn flush(name: &str, store: &Arc<LocalStore>, telemetry: &Telemetry) {
-    let started = Instant::now();
-    match blocking(store, LocalStore::flush).await {
-        Ok(_) => tracing::debug!(exporter = name, elapsed = ?started.elapsed(), "storage head flushed"),
-        Err(e) => tracing::error!(exporter = name, error = %e, "storage flush failed; will retry"),
+/// Sets the layout gauges: merges running, the most parts per partition and the most segments
+/// per index being written.
+fn refresh_layout(store: &LocalStore, telemetry: &Telemetry) {
+    telemetry
+        .storage_index_merges
+        .set(i64::try_from(store.merge_stats().running).unwrap_or(i64::MAX));
+    let layout = store.layout();
+    for (counts, family) in [
+        (&layout.parts, &telemetry.storage_partition_parts),
+        (&layout.index_segments, &telemetry.storage_index_segments),
+    ] {
+        let mut most: BTreeMap<sift_proto::SignalKind, usize> = BTreeMap::new();
+        for ((table, _), n) in counts {
+            if *table != Table::Exemplars {
+                let entry = most.entry(table.signal()).or_default();
+                *entry = (*entry).max(*n);
+            }
+        }
+        for (signal, n) in most {
+            family
+                .get_or_create(&crate::telemetry::SignalLabels::new(signal))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
-    refresh_disk(store, telemetry);
 }
 
 fn refresh_disk(store: &LocalStore, telemetry: &Telemetry) {
-    for (table, bytes) in store.disk_bytes() {
+    refresh_layout(store, telemetry);
+    let disk = store.disk_bytes();
+    for (&table, &bytes) in &disk {
         if table == Table::Exemplars {
             continue;
         }
         let mut bytes = bytes;
         if table == Table::Metrics {
-            bytes += store.disk_bytes().get(&Table::Exemplars).copied().unwrap_or(0);
+            bytes += disk.get(&Table::Exemplars).copied().unwrap_or(0);
         }
         telemetry
             .storage_disk_bytes
             .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
-}
-
-async fn maintain(name: &str, store: &Arc<LocalStore>, telemetry: &Telemetry) {
-    match blocking(store, |s| s.enforce_retention(SystemTime::now())).await {
-        Ok(report) => {
-            for (table, bytes) in &report.bytes {
-                telemetry
-                    .storage_retention_freed_bytes
-                    .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
-                    .inc_by(*bytes);
-            }
-            if !report.partitions.is_empty() {
-                tracing::info!(exporter = name, partitions = ?report.partitions, rows = ?report.rows, bytes = ?report.bytes, "retention deleted expired partitions");
-            }
-        }
-        Err(e) => tracing::error!(exporter = name, error = %e, "retention failed"),
-    }
-    match blocking(store, LocalStore::compact).await {
-        Ok(0) => {}
-        Ok(parts) => tracing::info!(exporter = name, parts, "compacted small parts"),
-        Err(e) => tracing::error!(exporter = name, error = %e, "compaction failed"),
-    }
-    refresh_disk(store, telemetry);
 }
 
 /// Feeds the store from the WAL until the log is closed and drained, or `stop` is set; then
@@ -115,72 +109,65 @@ pub async fn run(
         feeds,
         telemetry,
         queue_bytes,
-        last_maintenance: None,
     };
     crate::after_wal::drive(stage, consumer, stop).await;
 }
 
-/// The storage exporter as a WAL consumer: records go into the store's head, a tick refreshes,
-/// repairs, flushes when due and maintains; the checkpoint follows the store's durable position.
+/// The storage exporter as a WAL consumer: records go to [`LocalStore::write`], ticks to
+/// [`LocalStore::tick`]; the checkpoint follows the store's durable position.
 struct StorageStage {
     name: String,
     store: Arc<LocalStore>,
     feeds: Feeds,
     telemetry: Arc<Telemetry>,
     queue_bytes: prometheus_client::metrics::gauge::Gauge,
-    last_maintenance: Option<Instant>,
 }
 
 impl StorageStage {
     async fn on_tick(&mut self) {
-        let (name, store, telemetry) = (&self.name, &self.store, &self.telemetry);
-        if let Err(e) = blocking(store, LocalStore::refresh).await {
-            tracing::warn!(exporter = %name, error = %e, "cannot repair the store yet (full-text rebuild or quarantine); will retry");
-        }
+        let (store, telemetry) = (&self.store, &self.telemetry);
+        let report = blocking(store, |s| Ok(s.tick())).await.unwrap_or_else(|e| {
+            tracing::error!(exporter = %self.name, error = %e, "storage tick failed");
+            TickReport::default()
+        });
         telemetry
             .storage_damaged_files
             .set(i64::try_from(store.damaged_files()).unwrap_or(i64::MAX));
-        if store.flush_due() {
-            flush(name, store, telemetry).await;
+        refresh_layout(store, telemetry);
+        if let Some(retention) = &report.maintained {
+            for (table, bytes) in &retention.bytes {
+                telemetry
+                    .storage_retention_freed_bytes
+                    .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
+                    .inc_by(*bytes);
+            }
         }
-        if self.last_maintenance.is_none_or(|at| at.elapsed() >= MAINTENANCE) {
-            maintain(name, store, telemetry).await;
-            self.last_maintenance = Some(Instant::now());
+        if report.flushed || report.maintained.is_some() {
+            refresh_disk(store, telemetry);
         }
     }
 
     async fn on_records(&mut self, records: Vec<WalRecord>) -> Option<u64> {
         let (name, store, telemetry) = (&self.name, &self.store, &self.telemetry);
         let end = records.last().map(|r| r.end)?;
-        // Records the published parts already hold (a replay after a crash) are skipped.
-        let published = store.published_position();
-        let fresh: Vec<_> = records.into_iter().filter(|r| r.end > published).collect();
-        let batch = entries(name, &fresh, &self.feeds);
-        if !batch.is_empty() {
-            let counted = batch.clone();
-            match blocking(store, move |s| s.append(end, &batch)).await {
-                Ok(rows) => {
-                    count(&telemetry.exporter_sent, name, &counted, &Default::default());
-                    for (table, n) in rows {
-                        if table != Table::Exemplars {
-                            telemetry
-                                .storage_rows
-                                .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
-                                .inc_by(n);
-                        }
+        let batch = positioned_entries(name, &records, &self.feeds);
+        let counted: Vec<WalEntry> = batch.iter().map(|(_, entry)| entry.clone()).collect();
+        match blocking(store, move |s| s.write(end, batch)).await {
+            Ok(rows) => {
+                count(&telemetry.exporter_sent, name, &counted, &Default::default());
+                for (table, n) in rows {
+                    if table != Table::Exemplars {
+                        telemetry
+                            .storage_rows
+                            .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
+                            .inc_by(n);
                     }
                 }
-                Err(e) => {
-                    tracing::error!(exporter = %name, error = %e, "cannot store batch");
-                    count(&telemetry.exporter_failed, name, &counted, &Default::default());
-                }
             }
-        } else if end > published {
-            // Nothing for this store: only the position moves.
-            let _ = blocking(store, move |s| s.append(end, &[])).await;
-        }
-        if store.flush_due() {
-            flush(name, store, telemetry).await;
+            Err(e) => {
+                tracing::error!(exporter = %name, error = %e, "cannot store batch");
+                count(&telemetry.exporter_failed, name, &counted, &Default::default());
+            }
         }
         Some(end)
     }
@@ -222,6 +209,10 @@ impl Stage for StorageStage {
     }
 
     fn finish(&mut self) -> StageFuture<'_, ()> {
-        Box::pin(flush(&self.name, &self.store, &self.telemetry))
+        Box::pin(async {
+            if let Err(e) = blocking(&self.store, LocalStore::flush).await {
+                tracing::error!(exporter = %self.name, error = %e, "storage flush at shutdown failed; the rows stay in the WAL");
+            }
+        })
     }
 }

@@ -12,11 +12,21 @@
 //! when an index is opened; read errors) never fails the store: the partition's index is marked
 //! stale, stops taking documents, and is rebuilt from its rows by [`super::LocalStore::refresh`].
 //! Searches over a stale partition skip it and say their answer is partial.
+//!
+//! Merging is bounded store-wide ([`MergeBudget`]): tantivy's own merge policy is off, so no index
+//! merges by itself; each refresh starts at most the budget's number of merges across every
+//! partition of both tables, each of a few of one index's smallest segments and never producing a
+//! segment over the budget's size. A row is therefore merged a bounded number of times, however
+//! large its partition grows, and merge threads and memory do not multiply with partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -25,18 +35,117 @@ use sift_proto::otlp::logs::v1::LogRecord;
 use sift_proto::otlp::trace::v1::Span;
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
+use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
     STRING,
 };
-use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{FutureResult, Index, IndexReader, IndexWriter, Order, ReloadPolicy, SegmentMeta, TantivyDocument, Term};
 
 use super::StorageError;
 use crate::columnar::Table;
 
 /// Heap given to each partition's index writer.
 const WRITER_MEMORY: usize = 48 << 20;
+
+/// Segments one merge takes at most.
+const MERGE_FAN_IN: usize = 8;
+/// Small segments an index must have before they are merged.
+const MERGE_MIN_SEGMENTS: usize = 4;
+
+/// The store-wide budget for full-text index merges (see the module docs).
+pub(crate) struct MergeBudget {
+    /// Merges that may run at once, across every index of the store.
+    max_running: usize,
+    /// The most documents a merge may produce; larger segments are never merged again.
+    max_segment_docs: u32,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    started: AtomicUsize,
+}
+
+/// What the merge budget has seen (for tests and the soak benchmark).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Merges running now.
+    pub running: usize,
+    /// The most merges ever running at once.
+    pub peak: usize,
+    /// Merges started since the store was opened.
+    pub started: usize,
+}
+
+impl MergeBudget {
+    pub(crate) fn new(max_running: usize, max_segment_docs: u32) -> Arc<MergeBudget> {
+        Arc::new(MergeBudget {
+            max_running: max_running.max(1),
+            max_segment_docs: max_segment_docs.max(2),
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes a slot if one is free.
+    fn take(self: &Arc<Self>) -> Option<MergeSlot> {
+        let taken = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_running).then_some(n + 1)
+            })
+            .ok()?;
+        self.peak.fetch_max(taken + 1, Ordering::AcqRel);
+        self.started.fetch_add(1, Ordering::AcqRel);
+        Some(MergeSlot(self.clone()))
+    }
+
+    pub(crate) fn stats(&self) -> MergeStats {
+        MergeStats {
+            running: self.running.load(Ordering::Acquire),
+            peak: self.peak.load(Ordering::Acquire),
+            started: self.started.load(Ordering::Acquire),
+        }
+    }
+
+    /// The segments of `metas` one merge should take: the smallest ones that together stay under
+    /// the size bound, if there are enough of them to be worth it.
+    fn candidates(&self, metas: &[SegmentMeta]) -> Option<Vec<SegmentMeta>> {
+        let mut small: Vec<&SegmentMeta> = metas
+            .iter()
+            .filter(|m| m.num_docs() < self.max_segment_docs / 2)
+            .collect();
+        if small.len() < MERGE_MIN_SEGMENTS {
+            return None;
+        }
+        small.sort_by_key(|m| m.num_docs());
+        let mut docs = 0u32;
+        let mut picked = Vec::new();
+        for meta in small.into_iter().take(MERGE_FAN_IN) {
+            if docs.saturating_add(meta.num_docs()) > self.max_segment_docs && picked.len() >= 2 {
+                break;
+            }
+            docs = docs.saturating_add(meta.num_docs());
+            picked.push(meta.clone());
+        }
+        (picked.len() >= 2).then_some(picked)
+    }
+}
+
+/// A running merge's place in the budget, given back when dropped.
+struct MergeSlot(Arc<MergeBudget>);
+
+impl Drop for MergeSlot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A merge started on a partition's writer.
+struct Merge {
+    result: Pin<Box<FutureResult<Option<SegmentMeta>>>>,
+    _slot: MergeSlot,
+}
 
 /// The index schema's fields. Logs and spans share the shape: a text field with positions
 /// (log `body`; span `name`: name, status message and event names), `attributes` (JSON), a
@@ -150,12 +259,22 @@ struct PartitionIndex {
     reader: IndexReader,
     writer: Option<IndexWriter>,
     dirty: bool,
+    merge: Option<Merge>,
 }
 
 impl PartitionIndex {
     fn writer(&mut self) -> Result<&IndexWriter, StorageError> {
         if self.writer.is_none() {
-            self.writer = Some(self.index.writer_with_num_threads(1, WRITER_MEMORY)?);
+            // One indexing thread and one merge thread, and no merges but those the store-wide
+            // budget starts.
+            let options = IndexWriterOptions::builder()
+                .num_worker_threads(1)
+                .num_merge_threads(1)
+                .memory_budget_per_thread(WRITER_MEMORY)
+                .build();
+            let writer: IndexWriter = self.index.writer_with_options(options)?;
+            writer.set_merge_policy(Box::new(NoMergePolicy));
+            self.writer = Some(writer);
         }
         Ok(self
             .writer
@@ -188,6 +307,40 @@ impl PartitionIndex {
             self.dirty = false;
         }
         Ok(())
+    }
+
+    /// Finishes a merge that is done (without waiting for one that is not).
+    fn poll_merge(&mut self) -> Result<(), StorageError> {
+        let Some(merge) = self.merge.as_mut() else {
+            return Ok(());
+        };
+        let Poll::Ready(result) = merge.result.as_mut().poll(&mut Context::from_waker(Waker::noop())) else {
+            return Ok(());
+        };
+        self.merge = None;
+        result?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Starts a merge of this index's smallest segments if the budget has a slot for it.
+    fn start_merge(&mut self, budget: &Arc<MergeBudget>) -> Result<bool, StorageError> {
+        if self.merge.is_some() || self.writer.is_none() {
+            return Ok(false);
+        }
+        let Some(picked) = budget.candidates(&self.index.searchable_segment_metas()?) else {
+            return Ok(false);
+        };
+        let Some(slot) = budget.take() else {
+            return Ok(false);
+        };
+        let ids: Vec<_> = picked.iter().map(SegmentMeta::id).collect();
+        let writer = self.writer.as_mut().unwrap_or_else(|| unreachable!("checked above"));
+        self.merge = Some(Merge {
+            result: Box::pin(writer.merge(&ids)),
+            _slot: slot,
+        });
+        Ok(true)
     }
 }
 
@@ -297,10 +450,11 @@ pub(crate) struct TextIndexes {
     schema: Schema,
     fields: Fields,
     partitions: Mutex<Partitions>,
+    merges: Arc<MergeBudget>,
 }
 
 impl TextIndexes {
-    pub(crate) fn new(root: &Path, table: Table) -> TextIndexes {
+    pub(crate) fn new(root: &Path, table: Table, merges: Arc<MergeBudget>) -> TextIndexes {
         let (schema, fields) = schema(table);
         TextIndexes {
             table,
@@ -308,6 +462,7 @@ impl TextIndexes {
             schema,
             fields,
             partitions: Mutex::new(Partitions::default()),
+            merges,
         }
     }
 
@@ -331,6 +486,7 @@ impl TextIndexes {
                 reader,
                 writer: None,
                 dirty: false,
+                merge: None,
             });
         }
         Ok(partitions
@@ -549,26 +705,61 @@ impl TextIndexes {
         self.with_partition(hour, |f, partition| partition.add(f, part, first_row, docs));
     }
 
-    /// Makes everything indexed so far searchable and durable; a partition that fails is stale.
+    /// Makes everything indexed so far searchable and durable, finishes merges that are done and
+    /// starts those the budget allows (most segments first); a partition that fails is stale.
     pub(crate) fn commit(&self) {
         let hours: Vec<u64> = self.lock().open.keys().copied().collect();
-        for hour in hours {
-            self.with_partition(hour, |_, partition| partition.commit());
+        for &hour in &hours {
+            self.with_partition(hour, |_, partition| {
+                partition.commit()?;
+                partition.poll_merge()
+            });
+        }
+        let mut by_segments: Vec<(usize, u64)> = {
+            let partitions = self.lock();
+            partitions
+                .open
+                .iter()
+                .filter(|(_, p)| p.merge.is_none() && p.writer.is_some())
+                .map(|(hour, p)| (p.reader.searcher().segment_readers().len(), *hour))
+                .collect()
+        };
+        by_segments.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, hour) in by_segments {
+            let mut started = false;
+            self.with_partition(hour, |_, partition| {
+                started = partition.start_merge(&self.merges)?;
+                Ok(())
+            });
+            if !started && self.merges.stats().running >= self.merges.max_running {
+                break;
+            }
         }
     }
 
-    /// Closes the writers of partitions other than `keep` (their heads were flushed).
+    /// Closes the writers of partitions other than `keep` (their heads were flushed); a writer
+    /// with a merge running is closed by a later call, once the merge is done.
     pub(crate) fn close_writers_except(&self, keep: &BTreeSet<u64>) {
         let hours: Vec<u64> = self.lock().open.keys().copied().filter(|h| !keep.contains(h)).collect();
         for hour in hours {
             self.with_partition(hour, |_, partition| {
-                if partition.writer.is_some() {
+                partition.poll_merge()?;
+                if partition.writer.is_some() && partition.merge.is_none() {
                     partition.commit()?;
                     partition.writer = None;
                 }
                 Ok(())
             });
         }
+    }
+
+    /// Segments per open partition index (for tests and the soak benchmark).
+    pub(crate) fn segments(&self) -> BTreeMap<u64, usize> {
+        self.lock()
+            .open
+            .iter()
+            .map(|(hour, p)| (*hour, p.reader.searcher().segment_readers().len()))
+            .collect()
     }
 
     /// Forgets the partitions in `hours` (retention is about to delete them).

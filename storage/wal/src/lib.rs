@@ -53,13 +53,22 @@ pub struct WalOptions {
     pub queue_depth: usize,
 }
 
-impl Default for WalOptions {
-    fn default() -> Self {
+impl WalOptions {
+    /// The options the `storage.wal` section of a configuration asks for (the one place where its
+    /// settings, and so every default, become the log's).
+    pub fn from_config(wal: &sift_config::WalConfig) -> WalOptions {
         WalOptions {
-            max_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
+            max_bytes: wal.max_size_mib << 20,
+            segment_bytes: wal.segment_size_mib << 20,
             queue_depth: 4096,
         }
+    }
+}
+
+/// The configuration's defaults.
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions::from_config(&sift_config::WalConfig::default())
     }
 }
 

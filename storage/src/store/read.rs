@@ -1,0 +1,471 @@
+//! The store's reads: the [`Store`] trait over a snapshot of parts and head, part readers, and
+//! damage found while reading.
+
+use super::*;
+
+impl LocalStore {
+    /// Runs `read` on a part. If it fails because the part's contents are bad while it is still
+    /// published, the part is damaged: it is reported, no read uses it again, and `Ok(None)` is
+    /// returned so the caller answers from the rest (the answer is then partial, see
+    /// [`Store::partial`]). Other failures (out of file handles, say) are returned as they are.
+    pub(super) fn read_part<T>(
+        &self,
+        part: &PartMeta,
+        read: impl FnOnce(&PartReader) -> Result<T, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
+        match self.reader(part).and_then(|reader| read(&reader)) {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => self.part_failed(part, error).map(|()| None),
+        }
+    }
+
+    /// A read of `part` failed: damage is reported and `Ok` returned (the caller skips the part and
+    /// its answer is partial); any other failure is returned as it is.
+    pub(super) fn part_failed(&self, part: &PartMeta, error: StorageError) -> Result<(), StorageError> {
+        if !error.is_damage() {
+            return Err(error);
+        }
+        self.report_damage(part, &error);
+        Ok(())
+    }
+
+    /// Every row of a part (`None`: it is damaged, see [`Self::read_part`]).
+    pub(super) fn read_whole_part(&self, part: &PartMeta) -> Result<Option<Vec<RecordBatch>>, StorageError> {
+        self.read_part(part, |reader| {
+            reader
+                .scan_all()?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StorageError::from)
+        })
+    }
+
+    /// Records that reading a part failed: if it is still published, it is damaged (reported,
+    /// skipped by every read from now on, quarantined by the next refresh).
+    pub(super) fn report_damage(&self, part: &PartMeta, error: &StorageError) {
+        let mut state = self.state();
+        let published = state.manifest.parts.iter().any(|p| p.id == part.id);
+        if published && !state.damaged.contains_key(&part.id) {
+            tracing::error!(
+                file = %part.path(&self.root).display(),
+                error = %error,
+                "damaged part: quarantined, queries answer from the other parts"
+            );
+            state.damaged.insert(part.id, error.to_string());
+        }
+        drop(state);
+        self.readers().remove(&part.id);
+    }
+
+    pub(super) fn readers(&self) -> MutexGuard<'_, HashMap<u64, PartReader>> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn reader(&self, part: &PartMeta) -> Result<PartReader, StorageError> {
+        if let Some(reader) = self.readers().get(&part.id) {
+            return Ok(reader.clone());
+        }
+        let reader = PartReader::open(&part.path(&self.root), part.crc32)?;
+        self.readers().insert(part.id, reader.clone());
+        Ok(reader)
+    }
+
+    /// The batches (parts and head) of `table` whose key column equals `key`.
+    pub(super) fn lookup(&self, table: Table, key: &[u8], range: &TimeRange) -> Result<Vec<RecordBatch>, StorageError> {
+        let snapshot = self.snapshot();
+        let column = part::key_column(table);
+        let mut out = Vec::new();
+        for part in snapshot.parts(table, range) {
+            if let Some(batches) = self.read_part(part, |reader| reader.rows_equal(column, key))? {
+                out.extend(batches);
+            }
+        }
+        for head in snapshot.heads(table, range) {
+            for batch in &head.batches {
+                let index = batch.schema().index_of(column)?;
+                let mask = equal_mask(batch.column(index), key)?;
+                if mask.true_count() > 0 {
+                    out.push(filter_record_batch(batch, &mask)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Trace search with a full-text query over spans: the span index names candidate traces
+    /// (newest first), whose spans are then checked against the other filters.
+    pub(super) fn search_traces_by_text(&self, query: &str, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
+        let search = LogSearch {
+            query: query.to_owned(),
+            service: filter.service.clone(),
+            range: filter.range,
+            // Hits are (trace, part) documents: a trace may have several.
+            limit: filter.limit.saturating_mul(4).clamp(1, 100_000),
+            ..LogSearch::default()
+        };
+        self.spans.validate(&search)?;
+        let snapshot = self.snapshot();
+        let mut hours: BTreeSet<u64> = snapshot.parts(Table::Spans, &filter.range).map(|p| p.hour).collect();
+        hours.extend(snapshot.heads(Table::Spans, &filter.range).map(|h| h.hour));
+        let hours: Vec<u64> = hours.into_iter().rev().collect();
+        let live: BTreeSet<u64> = snapshot
+            .parts_of_all_tables()
+            .filter(|p| p.table == Table::Spans)
+            .map(|p| p.id)
+            .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
+            .collect();
+        let (hits, index_partial) = self
+            .spans
+            .search(&search, &hours, |hit: &Hit| live.contains(&hit.part))?;
+        let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
+        for hit in &hits {
+            if let Some(id) = hit.trace_id {
+                let t = newest.entry(id).or_insert(hit.time);
+                *t = (*t).max(hit.time);
+            }
+        }
+        let mut traces: Vec<([u8; 16], u64)> = newest.into_iter().collect();
+        traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let other_filters = filter.name.is_some() || filter.status.is_some() || !filter.attributes.is_empty();
+        if other_filters {
+            let mut kept = Vec::new();
+            for (id, time) in traces {
+                let spans = self.trace(&id, &TimeRange::ALL)?;
+                if spans.iter().any(|row| span_matches(row, filter)) {
+                    kept.push((id, time));
+                }
+            }
+            traces = kept;
+        }
+        traces.truncate(filter.limit);
+        Ok(TraceHits {
+            traces,
+            partial: hits.len() >= search.limit || index_partial,
+        })
+    }
+}
+
+impl Store for LocalStore {
+    fn trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<SpanRow>, StorageError> {
+        let mut rows = Vec::new();
+        for batch in self.lookup(Table::Spans, trace_id, range)? {
+            rows.extend(spans::rows(&batch)?);
+        }
+        sort_by(&mut rows, |r| r.span.start_time_unix_nano);
+        Ok(rows)
+    }
+
+    fn logs_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<LogRow>, StorageError> {
+        let mut rows = Vec::new();
+        for batch in self.lookup(Table::Logs, trace_id, range)? {
+            rows.extend(logs::rows(&batch)?);
+        }
+        sort_by(&mut rows, LogRow::time);
+        Ok(rows)
+    }
+
+    fn exemplars_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<ExemplarRow>, StorageError> {
+        let mut rows = Vec::new();
+        for batch in self.lookup(Table::Exemplars, trace_id, range)? {
+            rows.extend(columnar::exemplars::rows(&batch)?);
+        }
+        sort_by(&mut rows, |r| r.time_unix_nano);
+        Ok(rows)
+    }
+
+    fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
+        if let Some(query) = filter.query.as_deref().filter(|q| !q.trim().is_empty()) {
+            return self.search_traces_by_text(query, filter);
+        }
+        let snapshot = self.snapshot();
+        let mut hours: BTreeMap<u64, Vec<Source<'_>>> = BTreeMap::new();
+        for part in snapshot.parts(Table::Spans, &filter.range) {
+            hours.entry(part.hour).or_default().push(Source::Part(part));
+        }
+        for head in snapshot.heads(Table::Spans, &filter.range) {
+            hours.entry(head.hour).or_default().push(Source::Head(head));
+        }
+        let mut found: HashMap<[u8; 16], u64> = HashMap::new();
+        let mut scanned = 0usize;
+        let mut partial = false;
+        let columns = [
+            spans::TRACE_ID,
+            spans::START,
+            spans::NAME,
+            spans::STATUS_CODE,
+            spans::ATTRIBUTES,
+            columnar::origin_col::SERVICE_NAME,
+            columnar::origin_col::RESOURCE_ATTRIBUTES,
+        ];
+        'hours: for (_, sources) in hours.iter().rev() {
+            for source in sources {
+                if scanned >= filter.row_budget {
+                    partial = true;
+                    break 'hours;
+                }
+                let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
+                    Source::Part(part) => match self.read_part(part, |r| r.scan(&columns))? {
+                        Some(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
+                        None => {
+                            partial = true;
+                            continue;
+                        }
+                    },
+                    Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
+                };
+                for batch in batches {
+                    let batch = match (batch, source) {
+                        (Ok(batch), _) => batch,
+                        (Err(e), Source::Part(part)) => {
+                            self.part_failed(part, e)?;
+                            partial = true;
+                            break;
+                        }
+                        (Err(e), Source::Head(_)) => return Err(e),
+                    };
+                    scanned += batch.num_rows();
+                    match_spans(&batch, filter, &mut found)?;
+                }
+            }
+            if found.len() >= filter.limit {
+                break;
+            }
+        }
+        let mut traces: Vec<([u8; 16], u64)> = found.into_iter().collect();
+        traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(TraceHits { traces, partial })
+    }
+
+    fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError> {
+        self.logs.validate(search)?;
+        let snapshot = self.snapshot();
+        let mut hours: BTreeSet<u64> = snapshot.parts(Table::Logs, &search.range).map(|p| p.hour).collect();
+        hours.extend(snapshot.heads(Table::Logs, &search.range).map(|h| h.hour));
+        let hours: Vec<u64> = hours.into_iter().rev().collect();
+        let parts: HashMap<u64, &PartMeta> = snapshot
+            .parts_of_all_tables()
+            .filter(|p| p.table == Table::Logs)
+            .map(|p| (p.id, p))
+            .collect();
+        let heads: HashMap<u64, &HeadPartition> = snapshot
+            .head
+            .iter()
+            .filter(|h| h.table == Table::Logs)
+            .map(|h| (h.id, h.as_ref()))
+            .collect();
+        // A stale index is reported through `partial`.
+        let (hits, _) = self.logs.search(search, &hours, |hit: &Hit| {
+            parts.contains_key(&hit.part) || heads.get(&hit.part).is_some_and(|h| (hit.row as usize) < h.rows)
+        })?;
+        let mut by_part: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for hit in &hits {
+            by_part.entry(hit.part).or_default().push(hit.row as usize);
+        }
+        let mut found: HashMap<(u64, usize), LogRow> = HashMap::new();
+        for (id, mut rows) in by_part {
+            rows.sort_unstable();
+            rows.dedup();
+            let batches = match (parts.get(&id), heads.get(&id)) {
+                (Some(part), _) => match self.read_part(part, |reader| reader.rows_at(&rows))? {
+                    Some(batches) => batches,
+                    None => continue,
+                },
+                (None, Some(head)) => vec![take_rows(&head.batches, &rows)?],
+                (None, None) => continue,
+            };
+            let decoded: Vec<LogRow> = batches
+                .iter()
+                .map(logs::rows)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect();
+            for (row, log) in rows.into_iter().zip(decoded) {
+                found.insert((id, row), log);
+            }
+        }
+        // Newest first; equal times in storage order, so the same query gives the same answer.
+        let mut hits = hits;
+        hits.sort_by_key(|h| (std::cmp::Reverse(h.time), h.part, h.row));
+        let mut out: Vec<LogRow> = hits
+            .iter()
+            .filter_map(|hit| found.remove(&(hit.part, hit.row as usize)))
+            .collect();
+        out.truncate(search.limit);
+        Ok(out)
+    }
+
+    fn metric_points(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+    ) -> Result<(Vec<MetricRow>, bool), StorageError> {
+        let mut rows = Vec::new();
+        let mut partial = false;
+        for batch in self.lookup(Table::Metrics, name.as_bytes(), range)? {
+            let times: &UInt64Array = columnar::column(&batch, metrics::TIME)?;
+            let mask = (0..times.len())
+                .map(|i| Some(range.contains(times.value(i))))
+                .collect::<arrow_array::BooleanArray>();
+            let batch = filter_record_batch(&batch, &mask)?;
+            if rows.len() + batch.num_rows() > budget {
+                partial = true;
+                break;
+            }
+            rows.extend(metrics::rows(&batch)?);
+        }
+        rows.sort_by_key(point_time);
+        Ok((rows, partial))
+    }
+
+    fn partial(&self, table: Table, range: &TimeRange, full_text: bool) -> bool {
+        let snapshot = self.snapshot();
+        let damaged = snapshot
+            .manifest
+            .parts
+            .iter()
+            .filter(|p| snapshot.damaged.contains(&p.id))
+            .chain(&snapshot.manifest.quarantined)
+            .any(|p| p.table == table && p.overlaps(range));
+        if damaged || !full_text {
+            return damaged;
+        }
+        let Some(index) = self.index(table) else {
+            return false;
+        };
+        let hours: Vec<u64> = snapshot
+            .parts(table, range)
+            .map(|p| p.hour)
+            .chain(snapshot.heads(table, range).map(|h| h.hour))
+            .collect();
+        hours.into_iter().any(|hour| index.is_stale(hour))
+    }
+
+    fn services(&self) -> Result<Vec<ServiceInfo>, StorageError> {
+        let snapshot = self.snapshot();
+        let mut services: BTreeMap<String, (ServiceRows, ServiceRows)> = BTreeMap::new();
+        let mut add = |table: Table, stats: &BTreeMap<String, ServiceRows>| {
+            for (name, rows) in stats {
+                let entry = services.entry(name.clone()).or_default();
+                match table {
+                    Table::Spans => entry.0.merge(rows),
+                    Table::Logs => entry.1.merge(rows),
+                    _ => {}
+                }
+            }
+        };
+        for part in &snapshot.manifest.parts {
+            add(part.table, &part.services);
+        }
+        for head in &snapshot.head {
+            add(head.table, &head.services);
+        }
+        Ok(services
+            .into_iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, (spans, logs))| {
+                let mut all = spans;
+                all.merge(&logs);
+                ServiceInfo {
+                    name,
+                    span_count: spans.rows,
+                    log_count: logs.rows,
+                    first_seen: all.first,
+                    last_seen: all.last,
+                }
+            })
+            .collect())
+    }
+}
+
+fn sort_by<T>(rows: &mut [T], key: impl Fn(&T) -> u64) {
+    rows.sort_by_key(|r| key(r));
+}
+
+/// The time of a stored point (its metric holds exactly one).
+pub fn point_time(row: &MetricRow) -> u64 {
+    use sift_proto::otlp::metrics::v1::metric::Data;
+    match &row.metric.data {
+        Some(Data::Gauge(g)) => g.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::Sum(s)) => s.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::Histogram(h)) => h.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.first().map_or(0, |p| p.time_unix_nano),
+        Some(Data::Summary(s)) => s.data_points.first().map_or(0, |p| p.time_unix_nano),
+        None => 0,
+    }
+}
+
+/// Whether a stored span passes the span-level filters (name, status, service, attributes).
+fn span_matches(row: &SpanRow, filter: &TraceFilter) -> bool {
+    let status = row.span.status.as_ref().map_or(0, |s| s.code);
+    filter.name.as_deref().is_none_or(|n| n == row.span.name)
+        && filter.status.is_none_or(|s| s == status)
+        && filter.service.as_deref().is_none_or(|s| s == row.origin.service_name())
+        && filter.attributes.iter().all(|(key, value)| {
+            row.span
+                .attributes
+                .iter()
+                .chain(&row.origin.resource.attributes)
+                .any(|kv| &kv.key == key && kv.value.as_ref().is_some_and(|v| &fulltext::any_text(v) == value))
+        })
+}
+
+/// Rows of the concatenation of `batches` at the given sorted row numbers.
+fn take_rows(batches: &[RecordBatch], rows: &[usize]) -> Result<RecordBatch, StorageError> {
+    let schema = Table::Logs.schema();
+    let all = concat_batches(&schema, batches)?;
+    let indices = UInt64Array::from(rows.iter().map(|&r| r as u64).collect::<Vec<_>>());
+    Ok(arrow_select::take::take_record_batch(&all, &indices)?)
+}
+
+/// Adds the traces of the spans in `batch` that match `filter` (newest start per trace).
+fn match_spans(
+    batch: &RecordBatch,
+    filter: &TraceFilter,
+    found: &mut HashMap<[u8; 16], u64>,
+) -> Result<(), StorageError> {
+    let trace_id: &FixedSizeBinaryArray = columnar::column(batch, spans::TRACE_ID)?;
+    let start: &UInt64Array = columnar::column(batch, spans::START)?;
+    let name: &StringArray = columnar::column(batch, spans::NAME)?;
+    let status: &Int32Array = columnar::column(batch, spans::STATUS_CODE)?;
+    let attributes: &StringArray = columnar::column(batch, spans::ATTRIBUTES)?;
+    let service: &StringArray = columnar::column(batch, columnar::origin_col::SERVICE_NAME)?;
+    let resource: &StringArray = columnar::column(batch, columnar::origin_col::RESOURCE_ATTRIBUTES)?;
+    for row in 0..batch.num_rows() {
+        let time = start.value(row);
+        if !filter.range.contains(time) {
+            continue;
+        }
+        if filter.service.as_deref().is_some_and(|s| s != service.value(row))
+            || filter.name.as_deref().is_some_and(|n| n != name.value(row))
+            || filter.status.is_some_and(|s| s != status.value(row))
+        {
+            continue;
+        }
+        let mut attrs_ok = true;
+        for (key, value) in &filter.attributes {
+            if !has_attribute(attributes.value(row), key, value)? && !has_attribute(resource.value(row), key, value)? {
+                attrs_ok = false;
+                break;
+            }
+        }
+        if !attrs_ok {
+            continue;
+        }
+        let id: [u8; 16] = trace_id.value(row).try_into().unwrap_or_default();
+        let newest = found.entry(id).or_insert(time);
+        *newest = (*newest).max(time);
+    }
+    Ok(())
+}
+
+/// Whether typed-JSON attributes hold `key` with a value whose text is `value`.
+fn has_attribute(json: &str, key: &str, value: &str) -> Result<bool, StorageError> {
+    // Cheap test first: most rows do not mention the key at all.
+    if !json.contains(key) {
+        return Ok(false);
+    }
+    Ok(columnar::read_attributes(json)?
+        .iter()
+        .any(|kv| kv.key == key && kv.value.as_ref().is_some_and(|v| fulltext::any_text(v) == value)))
+}
