@@ -17,7 +17,7 @@ MINUTES=${MINUTES:-60}
 RATE=${RATE:-100000}
 target="${CARGO_TARGET_DIR:-$PWD/target}/release"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cargo build --release --locked -p sift-collector -p sift-benches --bins >&2
 

@@ -109,6 +109,7 @@ pub async fn run(
         feeds,
         telemetry,
         queue_bytes,
+        published: 0,
     };
     crate::after_wal::drive(stage, consumer, stop).await;
 }
@@ -121,6 +122,8 @@ struct StorageStage {
     feeds: Feeds,
     telemetry: Arc<Telemetry>,
     queue_bytes: prometheus_client::metrics::gauge::Gauge,
+    /// The published position when the disk gauges were last set.
+    published: u64,
 }
 
 impl StorageStage {
@@ -142,8 +145,11 @@ impl StorageStage {
                     .inc_by(*bytes);
             }
         }
-        if report.flushed || report.maintained.is_some() {
+        // Flushes also happen in `write`: the disk changed whenever the published position did.
+        let published = store.published_position();
+        if report.flushed || report.maintained.is_some() || published != self.published {
             refresh_disk(store, telemetry);
+            self.published = published;
         }
     }
 
