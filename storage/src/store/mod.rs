@@ -65,7 +65,8 @@ pub struct StoreOptions {
     pub compact_max_rows: u64,
     /// How long each signal is kept (`None`: forever).
     pub retention: BTreeMap<SignalKind, Duration>,
-    /// Full-text index merges that may run at once, across the whole store.
+    /// Full-text index merges that may run at once, across the whole store (at most one of them
+    /// large: producing over an eighth of `index_segment_docs`).
     pub index_merges: usize,
     /// Documents a merged full-text index segment holds at most (larger ones are not merged).
     pub index_segment_docs: u32,
@@ -93,7 +94,7 @@ impl StoreOptions {
             compact_parts: 8,
             compact_max_rows: 100_000,
             retention,
-            index_merges: 1,
+            index_merges: 2,
             index_segment_docs: 4_000_000,
             maintenance_interval: Duration::from_secs(60),
         }
