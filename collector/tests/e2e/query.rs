@@ -172,7 +172,7 @@ fn every_endpoint_returns_what_the_python_sdk_sent_across_a_restart() {
     let (_, limited) = sift.query("/api/v1/traces?limit=3");
     assert_eq!(limited["traces"].as_array().unwrap().len(), 3);
 
-    // Full-text log search (head records become searchable at the next refresh, within ~1 s).
+    // Full-text log search (head records become searchable at the next index commit, within 5 s).
     assert!(eventually(Duration::from_secs(10), || {
         sift.query("/api/v1/logs?q=%22charged%20order%209%22").1["logs"]
             .as_array()

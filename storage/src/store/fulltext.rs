@@ -3,8 +3,8 @@
 //!
 //! A document is a log record's searchable text plus where the record lives: the id of its part
 //! and its row number there. Head records are indexed as they arrive under the id their part will
-//! get, and become searchable at the next refresh (about a second, like Elasticsearch's refresh
-//! interval); hits on part ids the manifest does not (yet) list are ignored, and after a crash
+//! get, and become searchable at the next commit (every `StoreOptions::index_commit_interval`, 5 s by
+//! default, and at every flush); hits on part ids the manifest does not (yet) list are ignored, and after a crash
 //! the documents of parts that were never published are deleted before their ids are reused.
 //!
 //! An index is derived data: the parts (and the head) hold every row it describes. So a failed

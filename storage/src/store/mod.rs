@@ -72,6 +72,10 @@ pub struct StoreOptions {
     pub index_segment_docs: u32,
     /// How often [`LocalStore::tick`] runs retention and compaction.
     pub maintenance_interval: Duration,
+    /// How often [`LocalStore::tick`] commits the full-text indexes: how long a head row may wait
+    /// before a full-text search finds it (Elasticsearch refreshes every second, Quickwit commits
+    /// every 60 s; every commit adds segments that must be merged).
+    pub index_commit_interval: Duration,
 }
 
 impl StoreOptions {
@@ -94,9 +98,10 @@ impl StoreOptions {
             compact_parts: 8,
             compact_max_rows: 100_000,
             retention,
-            index_merges: 2,
+            index_merges: 1,
             index_segment_docs: 4_000_000,
             maintenance_interval: Duration::from_secs(60),
+            index_commit_interval: Duration::from_secs(5),
         }
     }
 }
@@ -188,6 +193,8 @@ pub struct LocalStore {
     merges: Arc<MergeBudget>,
     /// When [`LocalStore::tick`] last ran retention and compaction.
     last_maintenance: Mutex<Option<Instant>>,
+    /// When [`LocalStore::tick`] last committed the full-text indexes.
+    last_commit: Mutex<Option<Instant>>,
     logs: TextIndexes,
     spans: TextIndexes,
     readers: Mutex<HashMap<u64, PartReader>>,
@@ -229,6 +236,7 @@ impl LocalStore {
             writer: Mutex::new(()),
             merges,
             last_maintenance: Mutex::new(None),
+            last_commit: Mutex::new(None),
             logs,
             spans,
             readers: Mutex::new(HashMap::new()),

@@ -4,8 +4,9 @@
 //! - [`LocalStore::write`] takes the WAL records of a batch, skips those the published parts
 //!   already hold (a replay after a crash), appends the rest to the head and flushes when the
 //!   head is due (by size or age, or a failed flush to retry);
-//! - [`LocalStore::tick`], about every second: refresh (head rows become searchable, index merges
-//!   move on, stale indexes are rebuilt, damaged parts quarantined), a flush when due, and every
+//! - [`LocalStore::tick`], about every second: repairs (stale indexes are rebuilt, damaged parts
+//!   quarantined), every [`StoreOptions::index_commit_interval`] an index commit (head rows become
+//!   searchable, index merges move on), a flush when due, and every
 //!   [`StoreOptions::maintenance_interval`] retention and compaction;
 //! - [`LocalStore::durable_position`] is where the writer's WAL checkpoint may move.
 //!
@@ -13,6 +14,16 @@
 
 use super::ingest::TraceTexts;
 use super::*;
+
+/// Whether `every` has passed since `last` (or it never ran); if so, `last` becomes now.
+fn due(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    let due = last.is_none_or(|at| at.elapsed() >= every);
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
+}
 
 /// What [`LocalStore::tick`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,22 +56,18 @@ impl LocalStore {
     /// The store's timed work (see the module docs); call it about every second.
     pub fn tick(&self) -> TickReport {
         let mut report = TickReport::default();
-        if let Err(e) = self.refresh() {
+        // Each commit adds a segment to every index written since the last one, and merging
+        // segments is most of an index's cost: commit every `index_commit_interval`, not every
+        // tick.
+        let commit = due(&self.last_commit, self.options.index_commit_interval);
+        if let Err(e) = self.refresh_with(commit) {
             tracing::warn!(error = %e, "cannot repair the store yet (full-text rebuild or quarantine); will retry");
         }
         if self.flush_due() {
             self.flush_logged();
             report.flushed = true;
         }
-        let due = {
-            let mut last = self.last_maintenance.lock().unwrap_or_else(|e| e.into_inner());
-            let due = last.is_none_or(|at| at.elapsed() >= self.options.maintenance_interval);
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
-        if due {
+        if due(&self.last_maintenance, self.options.maintenance_interval) {
             report.maintained = Some(self.maintain());
         }
         report
@@ -101,9 +108,17 @@ impl LocalStore {
     /// repairs: rebuilds stale indexes and moves damaged parts to the quarantine. Fails only if
     /// the repairs could not be made (they are retried at the next refresh).
     pub fn refresh(&self) -> Result<(), StorageError> {
+        self.refresh_with(true)
+    }
+
+    /// [`Self::refresh`], committing the full-text indexes only if `commit` (the repairs always
+    /// run).
+    fn refresh_with(&self, commit: bool) -> Result<(), StorageError> {
         let _writer = self.write_lock();
-        self.logs.commit();
-        self.spans.commit();
+        if commit {
+            self.logs.commit();
+            self.spans.commit();
+        }
         let quarantined = self.quarantine_damaged();
         let rebuilt = self.rebuild_stale_indexes();
         quarantined.and(rebuilt)
