@@ -69,7 +69,7 @@ for minute in $(seq 1 "$MINUTES"); do
   segs_l=$(metric "$m" sift_storage_index_segments_max 'signal="logs"')
   disk_s=$(metric "$m" sift_storage_disk_bytes 'signal="traces"')
   disk_l=$(metric "$m" sift_storage_disk_bytes 'signal="logs"')
-  refused=$(metric "$m" sift_receiver_refused_items_total)
+  refused=$(metric "$m" sift_receiver_refused_total)
   rs=$(((spans - prev_spans) / 60)) rl=$(((logs - prev_logs) / 60)) rp=$(((points - prev_points) / 60))
   rates_spans+=("$rs") rates_logs+=("$rl") rates_points+=("$rp")
   prev_spans=$spans prev_logs=$logs prev_points=$points
