@@ -61,7 +61,7 @@ for minute in $(seq 1 "$MINUTES"); do
   logs=$(metric "$m" sift_storage_rows_total 'signal="logs"')
   points=$(metric "$m" sift_storage_rows_total 'signal="metrics"')
   wal=$(metric "$m" sift_storage_wal_bytes)
-  rss=$(awk '/VmRSS/ { print $2 * 1024 }' "/proc/$sift/status")
+  rss=$(awk '/VmRSS/ { printf "%d\n", $2 * 1024 }' "/proc/$sift/status")
   merges=$(metric "$m" sift_storage_index_merges_running)
   parts_s=$(metric "$m" sift_storage_partition_parts_max 'signal="traces"')
   parts_l=$(metric "$m" sift_storage_partition_parts_max 'signal="logs"')
