@@ -234,6 +234,15 @@ fn search(store: &LocalStore, query: &str) -> usize {
 }
 
 /// Every record in the WAL at `dir`, in order (reopening it).
+/// The names (first 13 bytes) of test WAL records, for comparing what was stored with what was
+/// acknowledged.
+fn record_names(records: &[Bytes]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r[..13]).into_owned())
+        .collect()
+}
+
 async fn read_wal(dir: &Path) -> Vec<Bytes> {
     let mut wal = Wal::open(dir, WalOptions::default()).unwrap();
     let mut consumer = wal.consumer("check");
@@ -291,15 +300,9 @@ async fn wal_appends_on_a_full_disk_are_refused_then_resume_without_losing_or_du
     drop(wal);
 
     let stored = read_wal(&dir).await;
-    let names = |records: &[Bytes]| -> Vec<String> {
-        records
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r[..13]).into_owned())
-            .collect()
-    };
     assert_eq!(
-        names(&stored),
-        names(&acked),
+        record_names(&stored),
+        record_names(&acked),
         "exactly the acknowledged records, in order"
     );
 }
@@ -369,15 +372,9 @@ async fn a_rotation_that_fails_never_lets_positions_overlap_across_a_restart() {
         }
     }
     let stored = read_wal(&dir).await;
-    let names = |records: &[Bytes]| -> Vec<String> {
-        records
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r[..13]).into_owned())
-            .collect()
-    };
     assert_eq!(
-        names(&stored),
-        names(&acked),
+        record_names(&stored),
+        record_names(&acked),
         "exactly the acknowledged records, in order"
     );
 }
