@@ -220,11 +220,6 @@ impl Plan {
         }
         Ok(plan)
     }
-
-    /// The store exporter, if one is used (Sift runs at most one embedded store).
-    pub fn storage(&self) -> Option<&ExporterPlan> {
-        self.exporters.iter().find(|e| e.storage)
-    }
 }
 
 /// One line per element: how the plan is logged at startup and checked by tests.

@@ -70,7 +70,6 @@ fn refresh_layout(store: &LocalStore, telemetry: &Telemetry) {
 }
 
 fn refresh_disk(store: &LocalStore, telemetry: &Telemetry) {
-    refresh_layout(store, telemetry);
     let disk = store.disk_bytes();
     for (&table, &bytes) in &disk {
         if table == Table::Exemplars {

@@ -17,9 +17,7 @@
 //! merges by itself; each refresh starts at most the budget's number of merges across every
 //! partition of both tables, each of a few of one index's smallest segments and never producing a
 //! segment over the budget's size. A row is therefore merged a bounded number of times, however
-//! large its partition grows, and merge threads and memory do not multiply with partitions. At
-//! most one running merge is large (producing over an eighth of the size bound): the other slots
-//! only take small ones, so the segments each refresh adds are merged while a large merge runs.
+//! large its partition grows, and merge threads and memory do not multiply with partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -63,8 +61,6 @@ pub(crate) struct MergeBudget {
     /// The most documents a merge may produce; larger segments are never merged again.
     max_segment_docs: u32,
     running: AtomicUsize,
-    /// Running merges that produce over an eighth of `max_segment_docs` (at most one).
-    large: AtomicUsize,
     peak: AtomicUsize,
     started: AtomicUsize,
 }
@@ -86,48 +82,22 @@ impl MergeBudget {
             max_running: max_running.max(1),
             max_segment_docs: max_segment_docs.max(2),
             running: AtomicUsize::new(0),
-            large: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
         })
     }
 
-    /// Takes a slot for a merge producing `docs` documents, if one is free (and, for a large
-    /// merge, if no other large one runs).
-    fn take(self: &Arc<Self>, docs: u32) -> Option<MergeSlot> {
-        let large = docs > self.small_limit();
-        if large
-            && self
-                .large
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n == 0).then_some(1))
-                .is_err()
-        {
-            return None;
-        }
-        let Ok(taken) = self.running.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < self.max_running).then_some(n + 1)
-        }) else {
-            if large {
-                self.large.fetch_sub(1, Ordering::AcqRel);
-            }
-            return None;
-        };
+    /// Takes a slot if one is free.
+    fn take(self: &Arc<Self>) -> Option<MergeSlot> {
+        let taken = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_running).then_some(n + 1)
+            })
+            .ok()?;
         self.peak.fetch_max(taken + 1, Ordering::AcqRel);
         self.started.fetch_add(1, Ordering::AcqRel);
-        Some(MergeSlot {
-            budget: self.clone(),
-            large,
-        })
-    }
-
-    /// The most documents a small merge produces.
-    fn small_limit(&self) -> u32 {
-        (self.max_segment_docs / 8).max(2)
-    }
-
-    /// Whether a large merge may start now.
-    fn large_free(&self) -> bool {
-        self.large.load(Ordering::Acquire) == 0
+        Some(MergeSlot(self.clone()))
     }
 
     pub(crate) fn stats(&self) -> MergeStats {
@@ -139,15 +109,12 @@ impl MergeBudget {
     }
 
     /// The segments of `metas` one merge should take: the smallest ones that together stay under
-    /// the size bound (the small-merge bound unless `large` is allowed), if there are enough of
-    /// them to be worth it; with their documents.
-    fn candidates(&self, metas: &[SegmentMeta], large: bool) -> Option<(Vec<SegmentMeta>, u32)> {
-        let limit = if large {
-            self.max_segment_docs
-        } else {
-            self.small_limit()
-        };
-        let mut small: Vec<&SegmentMeta> = metas.iter().filter(|m| m.num_docs() < limit / 2).collect();
+    /// the size bound, if there are enough of them to be worth it.
+    fn candidates(&self, metas: &[SegmentMeta]) -> Option<Vec<SegmentMeta>> {
+        let mut small: Vec<&SegmentMeta> = metas
+            .iter()
+            .filter(|m| m.num_docs() < self.max_segment_docs / 2)
+            .collect();
         if small.len() < MERGE_MIN_SEGMENTS {
             return None;
         }
@@ -155,28 +122,22 @@ impl MergeBudget {
         let mut docs = 0u32;
         let mut picked = Vec::new();
         for meta in small.into_iter().take(MERGE_FAN_IN) {
-            if docs.saturating_add(meta.num_docs()) > limit {
+            if docs.saturating_add(meta.num_docs()) > self.max_segment_docs && picked.len() >= 2 {
                 break;
             }
             docs = docs.saturating_add(meta.num_docs());
             picked.push(meta.clone());
         }
-        (picked.len() >= 2).then_some((picked, docs))
+        (picked.len() >= 2).then_some(picked)
     }
 }
 
 /// A running merge's place in the budget, given back when dropped.
-struct MergeSlot {
-    budget: Arc<MergeBudget>,
-    large: bool,
-}
+struct MergeSlot(Arc<MergeBudget>);
 
 impl Drop for MergeSlot {
     fn drop(&mut self) {
-        if self.large {
-            self.budget.large.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.budget.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -367,11 +328,10 @@ impl PartitionIndex {
         if self.merge.is_some() || self.writer.is_none() {
             return Ok(false);
         }
-        let Some((picked, docs)) = budget.candidates(&self.index.searchable_segment_metas()?, budget.large_free())
-        else {
+        let Some(picked) = budget.candidates(&self.index.searchable_segment_metas()?) else {
             return Ok(false);
         };
-        let Some(slot) = budget.take(docs) else {
+        let Some(slot) = budget.take() else {
             return Ok(false);
         };
         let ids: Vec<_> = picked.iter().map(SegmentMeta::id).collect();
@@ -1022,28 +982,6 @@ mod tests {
         assert_eq!(rewrite_not("NOT  level:error"), "-level:error");
         assert_eq!(rewrite_not("(x OR y) AND (NOT z)"), "(x OR y) AND (-z)");
         assert_eq!(rewrite_not("\"do NOT panic\" NOTE"), "\"do NOT panic\" NOTE");
-    }
-
-    #[test]
-    fn the_merge_budget_bounds_merges_and_runs_one_large_one_at_a_time() {
-        let budget = MergeBudget::new(3, 800);
-        let large = budget.take(500).expect("a slot");
-        assert!(budget.take(500).is_none(), "a second large merge waits");
-        let small = budget.take(100).expect("small merges still run");
-        let other = budget.take(50).expect("up to the budget");
-        assert!(budget.take(10).is_none(), "the budget is full");
-        assert_eq!(budget.stats().running, 3);
-        drop(large);
-        assert!(budget.take(500).is_some(), "the large slot came back");
-        drop((small, other));
-        assert_eq!(
-            budget.stats(),
-            MergeStats {
-                running: 0,
-                peak: 3,
-                started: 4
-            }
-        );
     }
 
     #[test]

@@ -65,8 +65,7 @@ pub struct StoreOptions {
     pub compact_max_rows: u64,
     /// How long each signal is kept (`None`: forever).
     pub retention: BTreeMap<SignalKind, Duration>,
-    /// Full-text index merges that may run at once, across the whole store (at most one of them
-    /// large: producing over an eighth of `index_segment_docs`).
+    /// Full-text index merges that may run at once, across the whole store.
     pub index_merges: usize,
     /// Documents a merged full-text index segment holds at most (larger ones are not merged).
     pub index_segment_docs: u32,
