@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Soak: the default pipeline (embedded defaults: redaction → WAL → tail sampling → storage +
 # full-text) under all three signals at a steady rate for a long time, with a light query load.
-# Prints one line per minute: stored rows/s per signal, WAL bytes, RSS, index merges running, the
+# Prints one line per minute: stored rows/s per signal, WAL bytes, RSS (all, and anonymous: the
+# heap, without mapped index and part files the kernel can drop), CPU cores used, index merges running, the
 # most parts in one partition and segments in one index being written, disk bytes per stored row,
 # items refused. Ends with the same figures over the first and the last ten minutes.
 #
 #   benches/scripts/soak.sh                     # MINUTES=60 RATE=100000
 #   MINUTES=20 benches/scripts/soak.sh          # shorter
+#   QUERIES=0 benches/scripts/soak.sh           # without the query load (write side alone)
 #
 # Ports: the embedded defaults (4317, 4318, 3200) must be free. Bounded: the load generator stops
 # after MINUTES (at most 120), and so does everything else.
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/../.."
 
 MINUTES=${MINUTES:-60}
 RATE=${RATE:-100000}
+QUERIES=${QUERIES:-1}
 target="${CARGO_TARGET_DIR:-$PWD/target}/release"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -32,16 +35,25 @@ done
   --max-requests 100000000 --json >"$work/loadgen.json" 2>/dev/null &
 load=$!
 
-# A light query load: a trace search, a log search and a metric query every 10 s.
-(
-  end=$((SECONDS + MINUTES * 60))
-  while [ $SECONDS -lt $end ]; do
-    curl -s -o /dev/null "http://127.0.0.1:3200/api/v1/traces?status=error&limit=20" || true
-    curl -s -o /dev/null "http://127.0.0.1:3200/api/v1/logs?q=error&limit=20" || true
-    curl -s -o /dev/null "http://127.0.0.1:3200/api/v1/metrics?name=http.server.duration&agg=p99" || true
-    sleep 10
-  done
-) &
+# A light query load: a trace search, a log search and a metric query every 10 s, each timed
+# (`$work/queries.log`: epoch second, query, seconds).
+query() { # query NAME URL
+  local took
+  took=$(curl -s -o /dev/null -w '%{time_total}' "$2" || echo 0)
+  echo "$(date +%s) $1 $took" >>"$work/queries.log"
+}
+touch "$work/queries.log"
+if [ "$QUERIES" != 0 ]; then
+  (
+    end=$((SECONDS + MINUTES * 60))
+    while [ $SECONDS -lt $end ]; do
+      query trace "http://127.0.0.1:3200/api/v1/traces?status=error&limit=20"
+      query log "http://127.0.0.1:3200/api/v1/logs?q=error&limit=20"
+      query metric "http://127.0.0.1:3200/api/v1/metrics?name=http.server.duration&agg=p99"
+      sleep 10
+    done
+  ) &
+fi
 
 metric() { # metric TEXT NAME [LABEL] -> value (0 if absent)
   awk -v name="$2" -v label="${3:-}" '
@@ -49,8 +61,13 @@ metric() { # metric TEXT NAME [LABEL] -> value (0 if absent)
     END { printf "%.0f\n", v }' <<<"$1"
 }
 
-printf '%-4s %9s %9s %8s %8s %8s %6s %7s %7s %7s %7s %8s %8s %9s\n' \
-  min spans/s logs/s points/s wal_MB rss_MB merges parts_s parts_l segs_s segs_l B/span B/log refused
+printf '%-4s %9s %9s %8s %8s %8s %7s %5s %6s %7s %7s %7s %7s %8s %8s %9s %s\n' \
+  min spans/s logs/s points/s wal_MB rss_MB anon_MB cores merges parts_s parts_l segs_s segs_l B/span B/log refused \
+  'query max ms (trace log metric)'
+minute_start=$(date +%s)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$sift/stat"; }
+prev_ticks=$(cpu_ticks)
+hz=$(getconf CLK_TCK)
 declare -a rates_spans rates_logs rates_points
 prev_spans=0 prev_logs=0 prev_points=0
 for minute in $(seq 1 "$MINUTES"); do
@@ -61,7 +78,11 @@ for minute in $(seq 1 "$MINUTES"); do
   logs=$(metric "$m" sift_storage_rows_total 'signal="logs"')
   points=$(metric "$m" sift_storage_rows_total 'signal="metrics"')
   wal=$(metric "$m" sift_storage_wal_bytes)
+  ticks=$(cpu_ticks)
+  cores=$(awk -v t=$((ticks - prev_ticks)) -v hz="$hz" 'BEGIN { printf "%.2f", t / hz / 60 }')
+  prev_ticks=$ticks
   rss=$(awk '/VmRSS/ { printf "%d\n", $2 * 1024 }' "/proc/$sift/status")
+  anon=$(awk '/RssAnon/ { printf "%d\n", $2 * 1024 }' "/proc/$sift/status")
   merges=$(metric "$m" sift_storage_index_merges_running)
   parts_s=$(metric "$m" sift_storage_partition_parts_max 'signal="traces"')
   parts_l=$(metric "$m" sift_storage_partition_parts_max 'signal="logs"')
@@ -73,9 +94,13 @@ for minute in $(seq 1 "$MINUTES"); do
   rs=$(((spans - prev_spans) / 60)) rl=$(((logs - prev_logs) / 60)) rp=$(((points - prev_points) / 60))
   rates_spans+=("$rs") rates_logs+=("$rl") rates_points+=("$rp")
   prev_spans=$spans prev_logs=$logs prev_points=$points
-  printf '%-4s %9s %9s %8s %8s %8s %6s %7s %7s %7s %7s %8s %8s %9s\n' \
-    "$minute" "$rs" "$rl" "$rp" $((wal >> 20)) $((rss >> 20)) "$merges" "$parts_s" "$parts_l" "$segs_s" "$segs_l" \
-    $((spans > 0 ? disk_s / spans : 0)) $((logs > 0 ? disk_l / logs : 0)) "$refused"
+  queries=$(awk -v from="$minute_start" '
+    $1 >= from { if ($3 * 1000 > max[$2]) max[$2] = $3 * 1000 }
+    END { printf "%d %d %d", max["trace"], max["log"], max["metric"] }' "$work/queries.log")
+  minute_start=$(date +%s)
+  printf '%-4s %9s %9s %8s %8s %8s %7s %5s %6s %7s %7s %7s %7s %8s %8s %9s %s\n' \
+    "$minute" "$rs" "$rl" "$rp" $((wal >> 20)) $((rss >> 20)) $((anon >> 20)) "$cores" "$merges" "$parts_s" "$parts_l" "$segs_s" "$segs_l" \
+    $((spans > 0 ? disk_s / spans : 0)) $((logs > 0 ? disk_l / logs : 0)) "$refused" "$queries"
 done
 wait "$load" || true
 

@@ -6,6 +6,7 @@
 mod error;
 pub mod metrics;
 pub mod params;
+mod pool;
 pub mod render;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use sift_storage::{LogSearch, StorageError, Store, Table, TimeRange, TraceFilter
 
 pub use error::{ApiError, InvalidPolicies, NotReady};
 use params::Params;
+use pool::QueryPool;
 
 /// What the operational endpoints read from the running service.
 pub trait Health: Send + Sync + 'static {
@@ -71,8 +73,31 @@ const SPAN_SCAN_BUDGET: usize = 5_000_000;
 /// Metric points a series query reads at most.
 const POINT_BUDGET: usize = 2_000_000;
 
+/// Store queries running at once, at most.
+const QUERY_THREADS: usize = 2;
+/// Store queries waiting for a thread, at most (more are refused with 503).
+const QUERY_QUEUE: usize = 64;
+
+/// The router's state: what it serves from, and where store queries run.
+#[derive(Clone)]
+struct Api {
+    backends: Backends,
+    queries: Arc<QueryPool>,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Backends;
+    fn deref(&self) -> &Backends {
+        &self.backends
+    }
+}
+
 /// The query API router.
 pub fn router(backends: Backends) -> Router {
+    let api = Api {
+        backends,
+        queries: Arc::new(QueryPool::new(QUERY_THREADS, QUERY_QUEUE)),
+    };
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -85,7 +110,7 @@ pub fn router(backends: Backends) -> Router {
         .route("/api/v1/sampling/policies", get(get_policies).put(put_policies))
         .route("/api/v1/sampling/decisions/{trace_id}", get(decision))
         .fallback(not_found)
-        .with_state(backends)
+        .with_state(api)
 }
 
 impl From<StorageError> for ApiError {
@@ -104,15 +129,16 @@ fn store(backends: &Backends) -> Result<Arc<dyn Store>, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("no storage exporter is configured: nothing is stored to query".into()))
 }
 
-/// Runs a store query off the async workers, bounded by [`QUERY_TIMEOUT`].
+/// Runs a store query on the query threads (see [`pool`]), bounded by [`QUERY_TIMEOUT`] from
+/// the moment it is asked (waiting for a thread included).
 async fn run<T: Send + 'static>(
+    api: &Api,
     store: Arc<dyn Store>,
     query: impl FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let task = tokio::task::spawn_blocking(move || query(store.as_ref()));
+    let task = api.queries.run(move || query(store.as_ref()));
     match tokio::time::timeout(QUERY_TIMEOUT, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(ApiError::Internal(format!("query failed: {e}"))),
+        Ok(result) => result,
         Err(_) => Err(ApiError::Unavailable(format!(
             "query took longer than {}s; narrow the time range or filters",
             QUERY_TIMEOUT.as_secs()
@@ -120,8 +146,8 @@ async fn run<T: Send + 'static>(
     }
 }
 
-async fn metrics_text(State(backends): State<Backends>) -> Response {
-    let text = backends.health.metrics_text();
+async fn metrics_text(State(api): State<Api>) -> Response {
+    let text = api.health.metrics_text();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
@@ -133,8 +159,8 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn readyz(State(backends): State<Backends>) -> Response {
-    match backends.health.readiness() {
+async fn readyz(State(api): State<Api>) -> Response {
+    match api.health.readiness() {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),
         Err(reason) => ApiError::from(reason).into_response(),
     }
@@ -156,15 +182,15 @@ fn sampling_json(decision: Option<SamplingDecision>) -> Value {
 }
 
 async fn trace(
-    State(backends): State<Backends>,
+    State(api): State<Api>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let trace_id = params::trace_id("trace_id", &id)?;
     let params = Params::parse(raw.as_deref(), &["start", "end"])?;
     let range = params.range()?;
-    let store = store(&backends)?;
-    let (spans, logs, exemplars, partial) = run(store, move |s| {
+    let store = store(&api)?;
+    let (spans, logs, exemplars, partial) = run(&api, store, move |s| {
         let spans = s.trace(&trace_id, &range)?;
         let logs = s.logs_by_trace(&trace_id, &range)?;
         let exemplars = s.exemplars_by_trace(&trace_id, &range)?;
@@ -185,7 +211,7 @@ async fn trace(
             hex::encode(trace_id)
         )));
     }
-    let sampling = backends.sampling.as_ref().and_then(|s| s.decision(&trace_id));
+    let sampling = api.sampling.as_ref().and_then(|s| s.decision(&trace_id));
     let mut summary = render::summary(&trace_id, &spans);
     summary.remove("trace_id");
     let mut body = json!({
@@ -210,7 +236,7 @@ fn mark_partial(body: &mut Map<String, Value>, partial: bool) {
     }
 }
 
-async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn search_traces(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(
         raw.as_deref(),
         &[
@@ -264,8 +290,8 @@ async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery
         },
         row_budget: SPAN_SCAN_BUDGET,
     };
-    let store = store(&backends)?;
-    let (traces, partial) = run(store, move |s| {
+    let store = store(&api)?;
+    let (traces, partial) = run(&api, store, move |s| {
         let hits = s.search_traces(&filter)?;
         let deadline = std::time::Instant::now() + QUERY_TIMEOUT / 2;
         let mut partial = hits.partial || s.partial(Table::Spans, &filter.range, filter.query.is_some());
@@ -294,7 +320,7 @@ async fn search_traces(State(backends): State<Backends>, RawQuery(raw): RawQuery
     Ok(Json(Value::Object(body)))
 }
 
-async fn search_logs(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn search_logs(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(
         raw.as_deref(),
         &["q", "service", "severity_min", "trace_id", "start", "end", "limit"],
@@ -314,8 +340,8 @@ async fn search_logs(State(backends): State<Backends>, RawQuery(raw): RawQuery) 
         limit: params::limit(params.one("limit")?, 100, 1000)?,
     };
     let query = search.query.clone();
-    let store = store(&backends)?;
-    let (rows, partial) = run(store, move |s| {
+    let store = store(&api)?;
+    let (rows, partial) = run(&api, store, move |s| {
         let rows = s.search_logs(&search)?;
         Ok((rows, s.partial(Table::Logs, &search.range, true)))
     })
@@ -336,7 +362,7 @@ async fn search_logs(State(backends): State<Backends>, RawQuery(raw): RawQuery) 
     Ok(Json(Value::Object(body)))
 }
 
-async fn metric_series(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn metric_series(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(raw.as_deref(), &["name", "match", "start", "end", "step", "agg"])?;
     let name = params
         .one("name")?
@@ -371,15 +397,16 @@ async fn metric_series(State(backends): State<Backends>, RawQuery(raw): RawQuery
         )));
     }
     let agg = metrics::Agg::parse(params.one("agg")?.unwrap_or("avg"))?;
-    let store = store(&backends)?;
+    let store = store(&api)?;
     let range = TimeRange {
         start: Some(start),
         end: Some(end),
     };
-    let (series, partial) = run(store, move |s| {
-        let (rows, partial) = s.metric_points(&name, &range, POINT_BUDGET)?;
-        let partial = partial || s.partial(Table::Metrics, &range, false);
-        Ok((metrics::series(&rows, &matchers, start, end, step, agg)?, partial))
+    let (series, partial) = run(&api, store, move |s| {
+        let mut builder = metrics::SeriesBuilder::new(&matchers);
+        let cut = s.for_each_metric_point(&name, &range, POINT_BUDGET, &mut |row| builder.add(&row))?;
+        let partial = cut || s.partial(Table::Metrics, &range, false);
+        Ok((builder.finish(start, end, step, agg)?, partial))
     })
     .await?;
     let mut body = Map::new();
@@ -388,10 +415,10 @@ async fn metric_series(State(backends): State<Backends>, RawQuery(raw): RawQuery
     Ok(Json(Value::Object(body)))
 }
 
-async fn services(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn services(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     Params::parse(raw.as_deref(), &[])?;
-    let store = store(&backends)?;
-    let services = run(store, |s| Ok(s.services()?)).await?;
+    let store = store(&api)?;
+    let services = run(&api, store, |s| Ok(s.services()?)).await?;
     Ok(Json(json!({
         "services": services.iter().map(|s| json!({
             "name": s.name,
@@ -403,23 +430,18 @@ async fn services(State(backends): State<Backends>, RawQuery(raw): RawQuery) -> 
     })))
 }
 
-fn sampling(backends: &Backends) -> Result<Arc<dyn Sampling>, ApiError> {
-    backends
-        .sampling
+fn sampling(api: &Backends) -> Result<Arc<dyn Sampling>, ApiError> {
+    api.sampling
         .clone()
         .ok_or_else(|| ApiError::NotFound("no pipeline has a tail_sampling processor".into()))
 }
 
-async fn get_policies(State(backends): State<Backends>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "policies": sampling(&backends)?.policies() })))
+async fn get_policies(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "policies": sampling(&api)?.policies() })))
 }
 
-async fn put_policies(
-    State(backends): State<Backends>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let sampling = sampling(&backends)?;
+async fn put_policies(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let sampling = sampling(&api)?;
     let _ = headers;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("body: not UTF-8 text (send YAML or JSON)".into()))?
@@ -430,9 +452,9 @@ async fn put_policies(
     Ok(Json(json!({ "policies": policies })))
 }
 
-async fn decision(State(backends): State<Backends>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn decision(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let trace_id = params::trace_id("trace_id", &id)?;
-    match sampling(&backends)?.decision(&trace_id) {
+    match sampling(&api)?.decision(&trace_id) {
         Some(d) => Ok(Json(sampling_json(Some(d)))),
         None => Err(ApiError::NotFound(format!(
             "no recent sampling decision for trace {}",

@@ -4,6 +4,7 @@
 //! handful of reductions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use sift_proto::otlp::metrics::v1::{metric::Data, number_data_point};
@@ -58,8 +59,9 @@ struct Sample {
     value: Option<f64>,
     /// Cumulative temporality (values are running totals).
     cumulative: bool,
-    /// Histogram: upper bounds (last is +Inf), counts, count, sum, min, max.
-    buckets: Option<(Vec<f64>, Vec<u64>)>,
+    /// Histogram: upper bounds (last is +Inf; shared by the samples of a series), counts,
+    /// count, sum, min, max.
+    buckets: Option<(Arc<[f64]>, Vec<u64>)>,
     count: u64,
     sum: f64,
     min: Option<f64>,
@@ -97,7 +99,7 @@ fn sample(row: &MetricRow) -> Option<Sample> {
             s.cumulative = h.aggregation_temporality == 2;
             let mut bounds = p.explicit_bounds.clone();
             bounds.push(f64::INFINITY);
-            s.buckets = Some((bounds, p.bucket_counts.clone()));
+            s.buckets = Some((bounds.into(), p.bucket_counts.clone()));
             (s.count, s.sum, s.min, s.max) = (p.count, p.sum.unwrap_or(0.0), p.min, p.max);
         }
         Data::ExponentialHistogram(h) => {
@@ -114,7 +116,7 @@ fn sample(row: &MetricRow) -> Option<Sample> {
             }
             bounds.push(f64::INFINITY);
             counts.push(0);
-            s.buckets = Some((bounds, counts));
+            s.buckets = Some((bounds.into(), counts));
             (s.count, s.sum, s.min, s.max) = (p.count, p.sum.unwrap_or(0.0), p.min, p.max);
         }
         Data::Summary(sm) => {
@@ -289,63 +291,85 @@ fn reduce(agg: Agg, samples: &[&Sample], before: Option<&Sample>, step_seconds: 
     })
 }
 
-/// The series of `rows` (one metric), matched and bucketed.
-pub fn series(
-    rows: &[MetricRow],
-    matchers: &[(String, String)],
-    start: u64,
-    end: u64,
-    step: u64,
-    agg: Agg,
-) -> Result<Vec<Value>, ApiError> {
-    if agg == Agg::Rate && rows.iter().any(|r| kind(r) == "gauge") {
-        return Err(ApiError::BadRequest(
-            "agg: rate needs a counter (sum) or histogram; this metric is a gauge".into(),
-        ));
+/// The series of one metric, built from its points handed in one at a time (as the store reads
+/// them): each point is kept as a small sample, never as the stored row.
+pub struct SeriesBuilder<'m> {
+    matchers: &'m [(String, String)],
+    by_series: BTreeMap<BTreeMap<String, String>, Vec<Sample>>,
+    gauge: bool,
+}
+
+impl<'m> SeriesBuilder<'m> {
+    /// Series of the points whose labels match every `matchers` pair.
+    pub fn new(matchers: &'m [(String, String)]) -> SeriesBuilder<'m> {
+        SeriesBuilder {
+            matchers,
+            by_series: BTreeMap::new(),
+            gauge: false,
+        }
     }
-    let mut by_series: BTreeMap<BTreeMap<String, String>, Vec<Sample>> = BTreeMap::new();
-    for row in rows {
+
+    /// Adds a point (of the metric the builder is for).
+    pub fn add(&mut self, row: &MetricRow) {
         let labels = labels(row);
-        if !matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            continue;
+        if !self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return;
         }
-        if let Some(s) = sample(row) {
-            by_series.entry(labels).or_default().push(s);
-        }
-    }
-    let step_seconds = step as f64 / 1e9;
-    let mut out = Vec::new();
-    for (labels, mut samples) in by_series {
-        samples.sort_by_key(|s| s.time);
-        let mut points = Vec::new();
-        let mut before: Option<&Sample> = None;
-        let mut i = 0;
-        while i < samples.len() {
-            let bucket = (samples[i].time.saturating_sub(start)) / step;
-            let bucket_start = start + bucket * step;
-            let mut j = i;
-            while j < samples.len() && samples[j].time < bucket_start + step {
-                j += 1;
+        self.gauge |= kind(row) == "gauge";
+        let Some(mut sample) = sample(row) else { return };
+        let samples = self.by_series.entry(labels).or_default();
+        // One copy of a series' bucket bounds, however many points share them.
+        if let (Some((bounds, _)), Some(Some((previous, _)))) =
+            (sample.buckets.as_mut(), samples.last().map(|s| s.buckets.as_ref()))
+        {
+            if previous == bounds {
+                *bounds = previous.clone();
             }
-            let in_bucket: Vec<&Sample> = samples[i..j]
-                .iter()
-                .filter(|s| s.time >= start && s.time < end)
-                .collect();
-            if !in_bucket.is_empty() {
-                if let Some(v) = reduce(agg, &in_bucket, before, step_seconds)? {
-                    if v.is_finite() {
-                        points.push(json!([bucket_start / 1_000_000_000, v]));
+        }
+        samples.push(sample);
+    }
+
+    /// The series over `[start, end)`, bucketed by `step`, each bucket reduced by `agg`.
+    pub fn finish(self, start: u64, end: u64, step: u64, agg: Agg) -> Result<Vec<Value>, ApiError> {
+        if agg == Agg::Rate && self.gauge {
+            return Err(ApiError::BadRequest(
+                "agg: rate needs a counter (sum) or histogram; this metric is a gauge".into(),
+            ));
+        }
+        let step_seconds = step as f64 / 1e9;
+        let mut out = Vec::new();
+        for (labels, mut samples) in self.by_series {
+            samples.sort_by_key(|s| s.time);
+            let mut points = Vec::new();
+            let mut before: Option<&Sample> = None;
+            let mut i = 0;
+            while i < samples.len() {
+                let bucket = (samples[i].time.saturating_sub(start)) / step;
+                let bucket_start = start + bucket * step;
+                let mut j = i;
+                while j < samples.len() && samples[j].time < bucket_start + step {
+                    j += 1;
+                }
+                let in_bucket: Vec<&Sample> = samples[i..j]
+                    .iter()
+                    .filter(|s| s.time >= start && s.time < end)
+                    .collect();
+                if !in_bucket.is_empty() {
+                    if let Some(v) = reduce(agg, &in_bucket, before, step_seconds)? {
+                        if v.is_finite() {
+                            points.push(json!([bucket_start / 1_000_000_000, v]));
+                        }
                     }
                 }
+                before = samples[..j].last();
+                i = j;
             }
-            before = samples[..j].last();
-            i = j;
+            if !points.is_empty() {
+                out.push(json!({ "labels": labels, "points": points }));
+            }
         }
-        if !points.is_empty() {
-            out.push(json!({ "labels": labels, "points": points }));
-        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 #[cfg(test)]

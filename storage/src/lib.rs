@@ -121,7 +121,8 @@ pub struct TraceFilter {
     pub attributes: Vec<(String, String)>,
     /// Span start times.
     pub range: TimeRange,
-    /// Stop once this many traces were found (after finishing the hour being scanned).
+    /// Traces wanted: the search reads parts newest first and stops once this many were found
+    /// and no unread span can be newer than the last of them.
     pub limit: usize,
     /// Stop after scanning this many spans (the result is then partial).
     pub row_budget: usize,
@@ -164,13 +165,28 @@ pub trait Store: Send + Sync {
     fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError>;
     /// Log records matching a full-text search and filters, newest first.
     fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError>;
+    /// Hands each point of a metric in a time range to `visit`, in no particular order, reading
+    /// a row group at a time (so a query holds what it keeps of the points, not the points);
+    /// stops after `budget` points and then returns true.
+    fn for_each_metric_point(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+        visit: &mut dyn FnMut(MetricRow),
+    ) -> Result<bool, StorageError>;
     /// The points of a metric in a time range, by time; at most `budget` (the flag says if cut).
     fn metric_points(
         &self,
         name: &str,
         range: &TimeRange,
         budget: usize,
-    ) -> Result<(Vec<MetricRow>, bool), StorageError>;
+    ) -> Result<(Vec<MetricRow>, bool), StorageError> {
+        let mut rows = Vec::new();
+        let partial = self.for_each_metric_point(name, range, budget, &mut |row| rows.push(row))?;
+        rows.sort_by_key(point_time);
+        Ok((rows, partial))
+    }
     /// Services seen in spans and logs.
     fn services(&self) -> Result<Vec<ServiceInfo>, StorageError>;
     /// Whether an answer about `table` over `range` misses stored data because files were found

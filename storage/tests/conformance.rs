@@ -276,6 +276,8 @@ fn base_time() -> u64 {
 fn options() -> StoreOptions {
     StoreOptions {
         compact_parts: 2,
+        // Merges copy row groups, as they do for parts of production size.
+        compact_rewrite_rows: 0,
         ..StoreOptions::default()
     }
 }

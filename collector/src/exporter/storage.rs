@@ -1,6 +1,7 @@
 //! The `storage` exporter: a thin adapter from the WAL to the store's write loop
 //! ([`LocalStore::write`], [`LocalStore::tick`]), which owns the replay skip, flush, compaction and
-//! retention timing. The checkpoint follows [`LocalStore::durable_position`] (on the one consumer
+//! retention timing. Retention and compaction run beside it ([`LocalStore::maintain_if_due`] on a
+//! task of their own), so a merge never holds up the write loop. The checkpoint follows [`LocalStore::durable_position`] (on the one consumer
 //! driver, [`crate::after_wal`]): rows sit in the store's in-memory head until a flush publishes
 //! them as Parquet parts. After a crash the WAL replays from there and records the manifest
 //! already covers are skipped, so each row is stored exactly once. A failed flush (full disk)
@@ -102,6 +103,7 @@ pub async fn run(
         .exporter_queue_bytes
         .get_or_create(&crate::telemetry::ExporterOnly { exporter: name.clone() })
         .clone();
+    let maintenance = tokio::spawn(maintain(store.clone(), telemetry.clone(), stop.clone()));
     let stage = StorageStage {
         name,
         store,
@@ -111,6 +113,31 @@ pub async fn run(
         published: 0,
     };
     crate::after_wal::drive(stage, consumer, stop).await;
+    // A merge under way finishes (it is crash-safe either way); no new one starts.
+    maintenance.abort();
+}
+
+/// Runs the store's retention and compaction when due, until `stop`.
+async fn maintain(store: Arc<LocalStore>, telemetry: Arc<Telemetry>, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => continue,
+        }
+        match blocking(&store, |s| Ok(s.maintain_if_due())).await {
+            Ok(None) => {}
+            Ok(Some(retention)) => {
+                for (table, bytes) in &retention.bytes {
+                    telemetry
+                        .storage_retention_freed_bytes
+                        .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
+                        .inc_by(*bytes);
+                }
+                refresh_disk(&store, &telemetry);
+            }
+            Err(e) => tracing::error!(error = %e, "storage maintenance failed"),
+        }
+    }
 }
 
 /// The storage exporter as a WAL consumer: records go to [`LocalStore::write`], ticks to
@@ -136,17 +163,9 @@ impl StorageStage {
             .storage_damaged_files
             .set(i64::try_from(store.damaged_files()).unwrap_or(i64::MAX));
         refresh_layout(store, telemetry);
-        if let Some(retention) = &report.maintained {
-            for (table, bytes) in &retention.bytes {
-                telemetry
-                    .storage_retention_freed_bytes
-                    .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
-                    .inc_by(*bytes);
-            }
-        }
         // Flushes also happen in `write`: the disk changed whenever the published position did.
         let published = store.published_position();
-        if report.flushed || report.maintained.is_some() || published != self.published {
+        if report.flushed || published != self.published {
             refresh_disk(store, telemetry);
             self.published = published;
         }

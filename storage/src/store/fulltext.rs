@@ -2,7 +2,9 @@
 //! (`<root>/logs/<hour>/index`), so retention drops it with the partition's parts.
 //!
 //! A document is a log record's searchable text plus where the record lives: the id of its part
-//! and its row number there. Head records are indexed as they arrive under the id their part will
+//! and its row number there. Compaction never re-indexes: a merged part's rows are its sources'
+//! rows one after another, and the manifest's `moved` map turns a document's (old part, row) into
+//! (merged part, row) when a search reads its hits. Head records are indexed as they arrive under the id their part will
 //! get, and become searchable at the next commit (every `StoreOptions::index_commit_interval`, 5 s by
 //! default, and at every flush); hits on part ids the manifest does not (yet) list are ignored, and after a crash
 //! the documents of parts that were never published are deleted before their ids are reused.
@@ -196,7 +198,9 @@ fn schema(table: Table) -> (Schema, Fields) {
         service: b.add_text_field("service", STRING),
         // Span hits are traces: their trace id is read back from the index.
         trace_id: b.add_text_field("trace_id", if table == Table::Spans { STRING | FAST } else { STRING }),
-        time: b.add_u64_field("time", INDEXED | FAST),
+        // Time ranges and the newest-first order read the fast field: indexing the time too would
+        // add a term per record (nanoseconds are all distinct), most of the term dictionary.
+        time: b.add_u64_field("time", FAST),
         part: b.add_u64_field("part", INDEXED | FAST),
         row: b.add_u64_field("row", FAST),
     };
@@ -705,15 +709,23 @@ impl TextIndexes {
         self.with_partition(hour, |f, partition| partition.add(f, part, first_row, docs));
     }
 
-    /// Makes everything indexed so far searchable and durable, finishes merges that are done and
-    /// starts those the budget allows (most segments first); a partition that fails is stale.
+    /// Makes everything indexed so far searchable and durable, then [`Self::merge`]; a partition
+    /// that fails is stale.
     pub(crate) fn commit(&self) {
         let hours: Vec<u64> = self.lock().open.keys().copied().collect();
         for &hour in &hours {
-            self.with_partition(hour, |_, partition| {
-                partition.commit()?;
-                partition.poll_merge()
-            });
+            self.with_partition(hour, |_, partition| partition.commit());
+        }
+        self.merge();
+    }
+
+    /// Finishes the merges that are done and starts those the budget allows (most segments
+    /// first). Called every tick, not only at commits, so the merge thread never waits for a
+    /// commit to go on.
+    pub(crate) fn merge(&self) {
+        let hours: Vec<u64> = self.lock().open.keys().copied().collect();
+        for &hour in &hours {
+            self.with_partition(hour, |_, partition| partition.poll_merge());
         }
         let mut by_segments: Vec<(usize, u64)> = {
             let partitions = self.lock();

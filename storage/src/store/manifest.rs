@@ -98,6 +98,14 @@ impl PartMeta {
     }
 }
 
+/// Where the rows of a part that compaction merged away are now: in part `part`, from row
+/// `offset` on (full-text documents keep naming the part they were indexed under).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Moved {
+    pub part: u64,
+    pub offset: u64,
+}
+
 /// The store's published state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Manifest {
@@ -109,9 +117,53 @@ pub(crate) struct Manifest {
     /// Parts found damaged: no longer read, kept so answers over their range say they are partial.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<PartMeta>,
+    /// Parts merged away, by id: where their rows are now. Always one step: a merge of merged
+    /// parts points the older entries straight at the new part.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub moved: BTreeMap<u64, Moved>,
 }
 
 impl Manifest {
+    /// Where row `row` of part `part` (as an index document names it) is now.
+    pub(crate) fn resolve(&self, part: u64, row: u64) -> (u64, u64) {
+        match self.moved.get(&part) {
+            Some(moved) => (moved.part, moved.offset + row),
+            None => (part, row),
+        }
+    }
+
+    /// Replaces the parts `merged` (in the order their rows were written) by `into`, and records
+    /// where their rows went.
+    pub(crate) fn replace_merged(&mut self, merged: &[PartMeta], into: PartMeta) {
+        let mut offsets = BTreeMap::new();
+        let mut offset = 0;
+        for part in merged {
+            offsets.insert(part.id, offset);
+            offset += part.rows;
+        }
+        for moved in self.moved.values_mut() {
+            if let Some(base) = offsets.get(&moved.part) {
+                *moved = Moved {
+                    part: into.id,
+                    offset: base + moved.offset,
+                };
+            }
+        }
+        for (id, offset) in offsets {
+            self.moved.insert(id, Moved { part: into.id, offset });
+        }
+        self.parts.retain(|p| !merged.iter().any(|m| m.id == p.id));
+        self.next_part_id = self.next_part_id.max(into.id + 1);
+        self.parts.push(into);
+    }
+
+    /// Forgets where the rows of deleted parts went (entries pointing at no listed part).
+    pub(crate) fn prune_moved(&mut self) {
+        let listed: std::collections::BTreeSet<u64> =
+            self.parts.iter().chain(&self.quarantined).map(|p| p.id).collect();
+        self.moved.retain(|_, moved| listed.contains(&moved.part));
+    }
+
     pub(crate) fn load(root: &Path) -> Result<Manifest, StorageError> {
         let path = root.join(FILE);
         let corrupt = |what: String| StorageError::Corrupt(format!("{}: {what}", path.display()));

@@ -56,20 +56,22 @@ pub struct StoreOptions {
     pub flush_interval: Duration,
     /// Flush the head once it holds this many bytes of Arrow data.
     pub flush_bytes: usize,
-    /// Compact a partition once it has this many small parts.
+    /// Compaction's fan-in: parts of one size tier merged at once (and the ratio between tiers).
     pub compact_parts: usize,
-    /// Rows of a merged part at most; parts of a quarter of this or more are left alone, so a
-    /// merge's memory is bounded and no row is rewritten more than a few times. (A merge decodes
-    /// its rows to re-index them: one merge of eight parts, up to 1M spans, took ~23 s and ~2.5 GB
-    /// of RSS, hence the default of 100k.)
+    /// Rows of a merged part at most; parts of half of this or more are never merged again. A
+    /// merge copies row groups without decoding them, so its memory does not depend on this; its
+    /// time does (~20M rows: seconds to tens of seconds of I/O).
     pub compact_max_rows: u64,
+    /// Parts of a merge that average fewer rows than this are decoded and written again (so that
+    /// their small row groups merge too); larger ones are copied row group by row group.
+    pub compact_rewrite_rows: u64,
     /// How long each signal is kept (`None`: forever).
     pub retention: BTreeMap<SignalKind, Duration>,
     /// Full-text index merges that may run at once, across the whole store.
     pub index_merges: usize,
     /// Documents a merged full-text index segment holds at most (larger ones are not merged).
     pub index_segment_docs: u32,
-    /// How often [`LocalStore::tick`] runs retention and compaction.
+    /// How often [`LocalStore::maintain_if_due`] runs retention and compaction.
     pub maintenance_interval: Duration,
     /// How often [`LocalStore::tick`] commits the full-text indexes: how long a head row may wait
     /// before a full-text search finds it (Elasticsearch refreshes every second, Quickwit commits
@@ -95,11 +97,12 @@ impl StoreOptions {
             flush_interval: storage.flush.interval.0,
             flush_bytes: usize::try_from(storage.flush.max_size_mib << 20).unwrap_or(usize::MAX),
             compact_parts: 8,
-            compact_max_rows: 100_000,
+            compact_max_rows: 20_000_000,
+            compact_rewrite_rows: 32 * 1024,
             retention,
             index_merges: 1,
             index_segment_docs: 4_000_000,
-            maintenance_interval: Duration::from_secs(60),
+            maintenance_interval: Duration::from_secs(10),
             index_commit_interval: Duration::from_secs(5),
         }
     }
@@ -187,8 +190,11 @@ pub struct LocalStore {
     root: PathBuf,
     options: StoreOptions,
     state: Mutex<State>,
-    /// Serializes the writers: append, flush, compaction and retention.
+    /// Serializes the writers: append, flush, retention, the quarantine and the publishing of
+    /// a compaction's part.
     writer: Mutex<()>,
+    /// One compaction at a time (it writes without the writer lock).
+    compaction: Mutex<()>,
     merges: Arc<MergeBudget>,
     /// When [`LocalStore::tick`] last ran retention and compaction.
     last_maintenance: Mutex<Option<Instant>>,
@@ -212,12 +218,14 @@ impl LocalStore {
         let manifest = Manifest::load(root)?;
         let live_ids: BTreeSet<u64> = manifest.parts.iter().map(|p| p.id).collect();
         remove_unpublished(root, &manifest)?;
+        // Index documents name the part they were indexed under, merged away or not.
+        let indexed: BTreeSet<u64> = live_ids.iter().chain(manifest.moved.keys()).copied().collect();
         let merges = MergeBudget::new(options.index_merges, options.index_segment_docs);
         let logs = TextIndexes::new(root, Table::Logs, merges.clone());
-        logs.recover(&live_ids)?;
+        logs.recover(&indexed)?;
         let spans = TextIndexes::new(root, Table::Spans, merges.clone());
-        spans.recover(&live_ids)?;
-        let next_part_id = manifest.next_part_id.max(live_ids.last().map_or(0, |id| id + 1));
+        spans.recover(&indexed)?;
+        let next_part_id = manifest.next_part_id.max(indexed.last().map_or(0, |id| id + 1));
         Ok(LocalStore {
             root: root.to_path_buf(),
             options,
@@ -233,6 +241,7 @@ impl LocalStore {
                 damaged: BTreeMap::new(),
             }),
             writer: Mutex::new(()),
+            compaction: Mutex::new(()),
             merges,
             last_maintenance: Mutex::new(None),
             last_commit: Mutex::new(None),
@@ -345,17 +354,6 @@ impl LocalStore {
                 .collect(),
             damaged: state.damaged.keys().copied().collect(),
         }
-    }
-
-    /// The part ids the head's rows will get (their index documents are not orphans).
-    fn head_ids(&self) -> Vec<u64> {
-        let state = self.state();
-        state
-            .live
-            .values()
-            .map(|h| h.id)
-            .chain(state.frozen.iter().map(|h| h.id))
-            .collect()
     }
 
     /// Files known damaged: quarantined parts and full-text indexes waiting to be rebuilt.

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
@@ -15,7 +15,11 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::properties::{ReaderProperties, WriterProperties};
+use parquet::file::reader::FileReader;
+use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use super::StorageError;
@@ -187,11 +191,165 @@ fn write_file(
             }
         }
     }
-    let mut out = writer.into_inner()?;
+    finish(writer)
+}
+
+/// Writes the rows of the parts at `sources`, one after another in the given order, as one part
+/// at `path` (temporary name, synced, renamed, as [`write`] does). Each source is checked against
+/// its CRC-32 first, so damage is never copied into a part that would then checksum clean.
+///
+/// Row groups are copied as they are, compressed column chunks and bloom filters included:
+/// nothing is decoded, so a merge costs little more than reading and writing its bytes and holds
+/// one column chunk in memory at a time, however large the parts. A row's number in the merged
+/// part is its number in its source plus the rows of the sources before it.
+///
+/// Parts of small row groups (`reencode`) are decoded and written again instead, one row group at
+/// a time, so that merging them also merges their row groups.
+pub(crate) fn merge(
+    path: &Path,
+    table: Table,
+    sources: &[(PathBuf, Option<u32>)],
+    reencode: bool,
+) -> Result<Written, MergeError> {
+    let general = |error: StorageError| MergeError { source: None, error };
+    let tmp = path.with_extension("parquet.tmp");
+    let file = File::create(&tmp).map_err(|e| general(StorageError::io(format!("creating {}", tmp.display()))(e)))?;
+    let out = Checksummed {
+        file,
+        crc: crc32fast::Hasher::new(),
+    };
+    let merged = if reencode {
+        reencode_into(out, table, sources)
+    } else {
+        merge_into(out, sources)
+    };
+    match merged {
+        Ok((bytes, rows, crc32)) => {
+            std::fs::rename(&tmp, path)
+                .map_err(|e| general(StorageError::io(format!("publishing {}", path.display()))(e)))?;
+            Ok(Written { bytes, rows, crc32 })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// What went wrong merging parts: which source (its index in the list) is at fault, if one is.
+#[derive(Debug)]
+pub(crate) struct MergeError {
+    pub source: Option<usize>,
+    pub error: StorageError,
+}
+
+fn reencode_into(
+    out: Checksummed,
+    table: Table,
+    sources: &[(PathBuf, Option<u32>)],
+) -> Result<(u64, u64, u32), MergeError> {
+    let general = |error: StorageError| MergeError { source: None, error };
+    let properties = writer_properties(table, ROW_GROUP_ROWS);
+    let mut writer = ArrowWriter::try_new(out, table.schema(), Some(properties)).map_err(|e| general(e.into()))?;
+    let mut rows = 0u64;
+    for (i, (source, crc32)) in sources.iter().enumerate() {
+        let at_source = |error: StorageError| MergeError { source: Some(i), error };
+        let reader = PartReader::open(source, *crc32).map_err(at_source)?;
+        for batch in reader.scan_all().map_err(at_source)? {
+            let batch = batch.map_err(|e| at_source(e.into()))?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| general(e.into()))?;
+        }
+    }
+    let (size, crc32) = finish(writer).map_err(general)?;
+    Ok((size, rows, crc32))
+}
+
+/// Closes a part's writer and syncs its file: its size and CRC-32.
+fn finish(writer: ArrowWriter<Checksummed>) -> Result<(u64, u32), StorageError> {
+    synced(writer.into_inner()?)
+}
+
+/// Flushes and syncs a part's file: its size and CRC-32.
+fn synced(mut out: Checksummed) -> Result<(u64, u32), StorageError> {
     out.flush().map_err(StorageError::io("flushing a part"))?;
     out.file.sync_all().map_err(StorageError::io("syncing a part"))?;
     let size = out.file.metadata().map_err(StorageError::io("sizing a part"))?.len();
     Ok((size, out.crc.finalize()))
+}
+
+fn merge_into(out: Checksummed, sources: &[(PathBuf, Option<u32>)]) -> Result<(u64, u64, u32), MergeError> {
+    let general = |error: StorageError| MergeError { source: None, error };
+    let mut writer: Option<SerializedFileWriter<Checksummed>> = None;
+    let mut out = Some(out);
+    let mut rows = 0u64;
+    for (i, (source, crc32)) in sources.iter().enumerate() {
+        let at_source = |error: StorageError| MergeError { source: Some(i), error };
+        if let Some(expected) = crc32 {
+            let found = file_crc32(source)
+                .map_err(|e| at_source(StorageError::io(format!("checksumming {}", source.display()))(e)))?;
+            if found != *expected {
+                return Err(at_source(StorageError::Corrupt(format!(
+                    "{}: checksum {found:08x}, the manifest says {expected:08x}",
+                    source.display()
+                ))));
+            }
+        }
+        let open =
+            || File::open(source).map_err(|e| at_source(StorageError::io(format!("opening {}", source.display()))(e)));
+        let (file, data) = (open()?, open()?);
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(ReaderProperties::builder().set_read_bloom_filter(true).build())
+            .build();
+        let reader = SerializedFileReader::new_with_options(file, options).map_err(|e| at_source(e.into()))?;
+        let metadata = reader.metadata();
+        let schema = metadata.file_metadata().schema_descr();
+        let writer = match &mut writer {
+            Some(writer) => {
+                if schema.root_schema() != writer.schema_descr().root_schema() {
+                    return Err(general(StorageError::Corrupt(format!(
+                        "{}: its columns differ from the other parts' (written by another version)",
+                        source.display()
+                    ))));
+                }
+                writer
+            }
+            None => {
+                // The Arrow schema the parts were written with goes along (it names the Arrow
+                // types the Parquet ones stand for).
+                let properties = WriterProperties::builder()
+                    .set_key_value_metadata(metadata.file_metadata().key_value_metadata().cloned())
+                    .build();
+                let out = out.take().unwrap_or_else(|| unreachable!("taken once"));
+                let created = SerializedFileWriter::new(out, schema.root_schema_ptr(), Arc::new(properties))
+                    .map_err(|e| general(e.into()))?;
+                writer.insert(created)
+            }
+        };
+        for (g, group) in metadata.row_groups().iter().enumerate() {
+            let group_reader = reader.get_row_group(g).map_err(|e| at_source(e.into()))?;
+            let mut group_writer = writer.next_row_group().map_err(|e| general(e.into()))?;
+            for (c, column) in group.columns().iter().enumerate() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: group.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: group_reader.get_column_bloom_filter(c).cloned(),
+                    column_index: None,
+                    offset_index: None,
+                };
+                group_writer
+                    .append_column(&data, close)
+                    .map_err(|e| at_source(e.into()))?;
+            }
+            group_writer.close().map_err(|e| general(e.into()))?;
+            rows += group.num_rows() as u64;
+        }
+    }
+    let writer = writer.ok_or_else(|| general(StorageError::Corrupt("a merge of no parts".into())))?;
+    let out = writer.into_inner().map_err(|e| general(e.into()))?;
+    let (size, crc32) = synced(out).map_err(general)?;
+    Ok((size, rows, crc32))
 }
 
 /// An open part: its footer, parsed once.
@@ -239,6 +397,15 @@ impl PartReader {
     /// The rows whose `column` equals `value` (a fixed-size id or a string), pruned by row-group
     /// statistics and bloom filters before anything is decoded.
     pub(crate) fn rows_equal(&self, column: &str, value: &[u8]) -> Result<Vec<RecordBatch>, StorageError> {
+        Ok(self.rows_equal_iter(column, value)?.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// [`Self::rows_equal`], a row group at a time.
+    pub(crate) fn rows_equal_iter(
+        &self,
+        column: &str,
+        value: &[u8],
+    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>, StorageError> {
         let leaf = self.leaf_index(column)?;
         let builder = self.builder()?;
         let mut groups = Vec::new();
@@ -258,7 +425,7 @@ impl PartReader {
             groups.push(i);
         }
         if groups.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Box::new(std::iter::empty()));
         }
         let wanted = value.to_vec();
         let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
@@ -267,7 +434,7 @@ impl PartReader {
             .with_row_groups(groups)
             .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
             .build()?;
-        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+        Ok(Box::new(reader))
     }
 
     /// The rows at the given (sorted, distinct) row numbers.

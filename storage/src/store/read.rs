@@ -113,9 +113,10 @@ impl LocalStore {
             .map(|p| p.id)
             .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
             .collect();
-        let (hits, index_partial) = self
-            .spans
-            .search(&search, &hours, |hit: &Hit| live.contains(&hit.part))?;
+        let manifest = &snapshot.manifest;
+        let (hits, index_partial) = self.spans.search(&search, &hours, |hit: &Hit| {
+            live.contains(&manifest.resolve(hit.part, 0).0)
+        })?;
         let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
         for hit in &hits {
             if let Some(id) = hit.trace_id {
@@ -177,13 +178,22 @@ impl Store for LocalStore {
             return self.search_traces_by_text(query, filter);
         }
         let snapshot = self.snapshot();
-        let mut hours: BTreeMap<u64, Vec<Source<'_>>> = BTreeMap::new();
-        for part in snapshot.parts(Table::Spans, &filter.range) {
-            hours.entry(part.hour).or_default().push(Source::Part(part));
-        }
-        for head in snapshot.heads(Table::Spans, &filter.range) {
-            hours.entry(head.hour).or_default().push(Source::Head(head));
-        }
+        // Newest sources first, so a search stops as soon as no unread span can be newer than
+        // the `limit`-th trace found; sources without the service asked for are not read.
+        let has_service =
+            |services: &BTreeMap<String, ServiceRows>| filter.service.as_ref().is_none_or(|s| services.contains_key(s));
+        let mut sources: Vec<(u64, Source<'_>)> = snapshot
+            .parts(Table::Spans, &filter.range)
+            .filter(|p| has_service(&p.services))
+            .map(|p| (p.max_time, Source::Part(p)))
+            .chain(
+                snapshot
+                    .heads(Table::Spans, &filter.range)
+                    .filter(|h| has_service(&h.services))
+                    .map(|h| (h.max_time, Source::Head(h))),
+            )
+            .collect();
+        sources.sort_by_key(|s| std::cmp::Reverse(s.0));
         let mut found: HashMap<[u8; 16], u64> = HashMap::new();
         let mut scanned = 0usize;
         let mut partial = false;
@@ -196,38 +206,36 @@ impl Store for LocalStore {
             columnar::origin_col::SERVICE_NAME,
             columnar::origin_col::RESOURCE_ATTRIBUTES,
         ];
-        'hours: for (_, sources) in hours.iter().rev() {
-            for source in sources {
-                if scanned >= filter.row_budget {
-                    partial = true;
-                    break 'hours;
-                }
-                let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
-                    Source::Part(part) => match self.read_part(part, |r| r.scan(&columns))? {
-                        Some(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
-                        None => {
-                            partial = true;
-                            continue;
-                        }
-                    },
-                    Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
-                };
-                for batch in batches {
-                    let batch = match (batch, source) {
-                        (Ok(batch), _) => batch,
-                        (Err(e), Source::Part(part)) => {
-                            self.part_failed(part, e)?;
-                            partial = true;
-                            break;
-                        }
-                        (Err(e), Source::Head(_)) => return Err(e),
-                    };
-                    scanned += batch.num_rows();
-                    match_spans(&batch, filter, &mut found)?;
-                }
-            }
-            if found.len() >= filter.limit {
+        for (max_time, source) in &sources {
+            if limit_reached(&found, filter.limit).is_some_and(|newest_kept| *max_time < newest_kept) {
                 break;
+            }
+            if scanned >= filter.row_budget {
+                partial = true;
+                break;
+            }
+            let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
+                Source::Part(part) => match self.read_part(part, |r| r.scan(&columns))? {
+                    Some(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
+                    None => {
+                        partial = true;
+                        continue;
+                    }
+                },
+                Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
+            };
+            for batch in batches {
+                let batch = match (batch, source) {
+                    (Ok(batch), _) => batch,
+                    (Err(e), Source::Part(part)) => {
+                        self.part_failed(part, e)?;
+                        partial = true;
+                        break;
+                    }
+                    (Err(e), Source::Head(_)) => return Err(e),
+                };
+                scanned += batch.num_rows();
+                match_spans(&batch, filter, &mut found)?;
             }
         }
         let mut traces: Vec<([u8; 16], u64)> = found.into_iter().collect();
@@ -252,10 +260,20 @@ impl Store for LocalStore {
             .filter(|h| h.table == Table::Logs)
             .map(|h| (h.id, h.as_ref()))
             .collect();
-        // A stale index is reported through `partial`.
+        // Documents name the part a record was indexed under: where it is now comes from the
+        // manifest. A stale index is reported through `partial`.
+        let manifest = &snapshot.manifest;
         let (hits, _) = self.logs.search(search, &hours, |hit: &Hit| {
-            parts.contains_key(&hit.part) || heads.get(&hit.part).is_some_and(|h| (hit.row as usize) < h.rows)
+            let (part, row) = manifest.resolve(hit.part, hit.row);
+            parts.contains_key(&part) || heads.get(&part).is_some_and(|h| (row as usize) < h.rows)
         })?;
+        let hits: Vec<Hit> = hits
+            .into_iter()
+            .map(|hit| {
+                let (part, row) = manifest.resolve(hit.part, hit.row);
+                Hit { part, row, ..hit }
+            })
+            .collect();
         let mut by_part: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for hit in &hits {
             by_part.entry(hit.part).or_default().push(hit.row as usize);
@@ -294,28 +312,60 @@ impl Store for LocalStore {
         Ok(out)
     }
 
-    fn metric_points(
+    fn for_each_metric_point(
         &self,
         name: &str,
         range: &TimeRange,
         budget: usize,
-    ) -> Result<(Vec<MetricRow>, bool), StorageError> {
-        let mut rows = Vec::new();
-        let mut partial = false;
-        for batch in self.lookup(Table::Metrics, name.as_bytes(), range)? {
+        visit: &mut dyn FnMut(MetricRow),
+    ) -> Result<bool, StorageError> {
+        let mut seen = 0usize;
+        let mut take = |batch: RecordBatch| -> Result<bool, StorageError> {
             let times: &UInt64Array = columnar::column(&batch, metrics::TIME)?;
             let mask = (0..times.len())
                 .map(|i| Some(range.contains(times.value(i))))
                 .collect::<arrow_array::BooleanArray>();
             let batch = filter_record_batch(&batch, &mask)?;
-            if rows.len() + batch.num_rows() > budget {
-                partial = true;
-                break;
+            if seen + batch.num_rows() > budget {
+                return Ok(false);
             }
-            rows.extend(metrics::rows(&batch)?);
+            seen += batch.num_rows();
+            for row in metrics::rows(&batch)? {
+                visit(row);
+            }
+            Ok(true)
+        };
+        let snapshot = self.snapshot();
+        let key = name.as_bytes();
+        let column = part::key_column(Table::Metrics);
+        for part in snapshot.parts(Table::Metrics, range) {
+            let batches = match self.read_part(part, |reader| reader.rows_equal_iter(column, key))? {
+                Some(batches) => batches,
+                None => continue,
+            };
+            for batch in batches {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        self.part_failed(part, e.into())?;
+                        break;
+                    }
+                };
+                if !take(batch)? {
+                    return Ok(true);
+                }
+            }
         }
-        rows.sort_by_key(point_time);
-        Ok((rows, partial))
+        for head in snapshot.heads(Table::Metrics, range) {
+            for batch in &head.batches {
+                let index = batch.schema().index_of(column)?;
+                let mask = equal_mask(batch.column(index), key)?;
+                if mask.true_count() > 0 && !take(filter_record_batch(batch, &mask)?)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn partial(&self, table: Table, range: &TimeRange, full_text: bool) -> bool {
@@ -376,6 +426,17 @@ impl Store for LocalStore {
             })
             .collect())
     }
+}
+
+/// Once `found` holds `limit` traces: the time of the `limit`-th newest (a span older than it
+/// cannot change the answer).
+fn limit_reached(found: &HashMap<[u8; 16], u64>, limit: usize) -> Option<u64> {
+    if limit == 0 || found.len() < limit {
+        return None;
+    }
+    let mut times: Vec<u64> = found.values().copied().collect();
+    let (_, kth, _) = times.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+    Some(*kth)
 }
 
 fn sort_by<T>(rows: &mut [T], key: impl Fn(&T) -> u64) {

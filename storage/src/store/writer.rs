@@ -5,9 +5,11 @@
 //!   already hold (a replay after a crash), appends the rest to the head and flushes when the
 //!   head is due (by size or age, or a failed flush to retry);
 //! - [`LocalStore::tick`], about every second: repairs (stale indexes are rebuilt, damaged parts
-//!   quarantined), every [`StoreOptions::index_commit_interval`] an index commit (head rows become
-//!   searchable, index merges move on), a flush when due, and every
-//!   [`StoreOptions::maintenance_interval`] retention and compaction;
+//!   quarantined), index merges moved on, every [`StoreOptions::index_commit_interval`] an index
+//!   commit (head rows become searchable) and a flush when due;
+//! - [`LocalStore::maintain_if_due`], from a thread of its own, every
+//!   [`StoreOptions::maintenance_interval`]: retention and compaction, which take the writer
+//!   lock only to publish a manifest, so the write loop never waits for a merge;
 //! - [`LocalStore::durable_position`] is where the writer's WAL checkpoint may move.
 //!
 //! Failures are logged here and retried by a later call; nothing the WAL holds is given up.
@@ -30,8 +32,6 @@ fn due(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
 pub struct TickReport {
     /// The head was flushed (successfully or not: a failure is retried).
     pub flushed: bool,
-    /// Retention and compaction ran: what retention deleted.
-    pub maintained: Option<RetentionReport>,
 }
 
 impl LocalStore {
@@ -67,10 +67,14 @@ impl LocalStore {
             self.flush_logged();
             report.flushed = true;
         }
-        if due(&self.last_maintenance, self.options.maintenance_interval) {
-            report.maintained = Some(self.maintain());
-        }
         report
+    }
+
+    /// Retention, then compaction, if [`StoreOptions::maintenance_interval`] has passed since
+    /// they last ran: what retention deleted. For a thread beside the write loop (see the module
+    /// docs); failures are logged and retried next time.
+    pub fn maintain_if_due(&self) -> Option<RetentionReport> {
+        due(&self.last_maintenance, self.options.maintenance_interval).then(|| self.maintain())
     }
 
     /// Flushes, logging a failure (the frozen head is retried by a later flush).
@@ -98,7 +102,7 @@ impl LocalStore {
         };
         match self.compact() {
             Ok(0) => {}
-            Ok(parts) => tracing::info!(parts, "compacted small parts"),
+            Ok(parts) => tracing::debug!(parts, "compacted parts"),
             Err(e) => tracing::error!(error = %e, "compaction failed; will retry"),
         }
         report
@@ -115,9 +119,12 @@ impl LocalStore {
     /// run).
     fn refresh_with(&self, commit: bool) -> Result<(), StorageError> {
         let _writer = self.write_lock();
-        if commit {
-            self.logs.commit();
-            self.spans.commit();
+        for index in [&self.logs, &self.spans] {
+            if commit {
+                index.commit();
+            } else {
+                index.merge();
+            }
         }
         let quarantined = self.quarantine_damaged();
         let rebuilt = self.rebuild_stale_indexes();
@@ -215,12 +222,19 @@ impl LocalStore {
         }
         match self.publish(&old, &frozen, position, next_part_id) {
             Ok(manifest) => {
+                // Partitions written since the last flush keep their index writers (opening one
+                // allocates its whole memory budget again); the others have gone quiet.
                 let live: BTreeSet<(Table, u64)> = {
                     let mut state = self.state();
                     state.manifest = Arc::new(manifest);
                     state.frozen.clear();
                     state.flush_failed = None;
-                    state.live.keys().copied().collect()
+                    state
+                        .live
+                        .keys()
+                        .copied()
+                        .chain(frozen.iter().map(|h| (h.table, h.hour)))
+                        .collect()
                 };
                 for table in [Table::Logs, Table::Spans] {
                     let hours = live.iter().filter(|(t, _)| *t == table).map(|(_, h)| *h).collect();
@@ -292,73 +306,108 @@ impl LocalStore {
         Ok(meta)
     }
 
-    /// Merges the parts of partitions that have too many; returns how many parts were merged.
+    /// Merges the parts of partitions that have too many, until no partition has (see
+    /// [`merge_group`]); returns how many parts were merged away.
+    ///
+    /// Runs beside the write loop: parts are immutable, so the merged part is written without
+    /// the writer lock, which is taken only to publish it (a manifest that lists it instead of
+    /// its sources, and says where their rows went). The full-text indexes are not touched: their
+    /// documents keep the old part ids, resolved through [`Manifest::moved`]. A crash before the
+    /// manifest leaves an unlisted file (deleted at the next open), after it unlisted sources
+    /// (deleted likewise): nothing is lost or stored twice.
     pub fn compact(&self) -> Result<usize, StorageError> {
-        let _writer = self.write_lock();
-        let snapshot = self.snapshot();
-        let mut groups: BTreeMap<(Table, u64), Vec<&PartMeta>> = BTreeMap::new();
-        for part in snapshot.parts_of_all_tables() {
-            groups.entry((part.table, part.hour)).or_default().push(part);
-        }
+        let _compaction = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
         let mut merged = 0;
-        for ((table, hour), parts) in groups {
-            let Some(parts) = merge_group(&parts, self.options.compact_parts, self.options.compact_max_rows) else {
-                continue;
-            };
-            let mut batches = Vec::new();
-            let mut stats = HeadPartition::new(table, hour, 0);
-            let mut readable = true;
-            for part in &parts {
-                let Some(read) = self.read_whole_part(part)? else {
-                    readable = false;
-                    break;
+        // Each round merges at most one group per partition; a merge shrinks its partition by
+        // at least one part, so this ends. The bound only caps one call's work.
+        for _ in 0..64 {
+            let snapshot = self.snapshot();
+            let mut groups: BTreeMap<(Table, u64), Vec<&PartMeta>> = BTreeMap::new();
+            for part in snapshot.parts_of_all_tables() {
+                groups.entry((part.table, part.hour)).or_default().push(part);
+            }
+            let mut round = 0;
+            for ((table, hour), parts) in groups {
+                let Some(group) = merge_group(&parts, self.options.compact_parts, self.options.compact_max_rows) else {
+                    continue;
                 };
-                batches.extend(read);
-                stats.min_time = stats.min_time.min(part.min_time);
-                stats.max_time = stats.max_time.max(part.max_time);
-                for (service, rows) in &part.services {
-                    stats.services.entry(service.clone()).or_default().merge(rows);
+                let group: Vec<PartMeta> = group.into_iter().cloned().collect();
+                if self.merge_parts(table, hour, &group)? {
+                    round += group.len();
                 }
             }
-            if !readable {
-                // A damaged part was found: it is quarantined; the group is merged next time.
-                continue;
+            if round == 0 {
+                break;
             }
-            let id = {
-                let mut state = self.state();
-                state.next_part_id += 1;
-                state.next_part_id - 1
-            };
-            let meta = self.write_part(table, hour, id, &batches, &stats)?;
-            sync_dir(&partition_dir(&self.root, table, hour))?;
-            // Index the merged part before publishing it; the old parts' entries go after.
-            if let Some(index) = self.index(table) {
-                index.add_documents(hour, id, 0, self.documents(table, &batches)?);
-                index.commit();
-            }
-            let old: BTreeSet<u64> = parts.iter().map(|p| p.id).collect();
-            let next = {
-                let mut state = self.state();
-                let mut next = Manifest::clone(&state.manifest);
-                next.parts.retain(|p| !old.contains(&p.id));
-                next.parts.push(meta);
-                next.next_part_id = next.next_part_id.max(id + 1);
-                next.store(&self.root)?;
-                let next = Arc::new(next);
-                state.manifest = next.clone();
-                next
-            };
-            if let Some(index) = self.index(table) {
-                let live = next.parts.iter().map(|p| p.id).chain(self.head_ids()).collect();
-                index.recover(&live)?;
-            }
-            for part in &parts {
-                self.readers().remove(&part.id);
-                let _ = std::fs::remove_file(part.path(&self.root));
-            }
-            merged += parts.len();
+            merged += round;
         }
         Ok(merged)
+    }
+
+    /// Merges `group` (parts of one partition, oldest first) into one part and publishes it;
+    /// false if the group was left as it is (a source found damaged, or gone meanwhile).
+    fn merge_parts(&self, table: Table, hour: u64, group: &[PartMeta]) -> Result<bool, StorageError> {
+        let id = {
+            let mut state = self.state();
+            state.next_part_id += 1;
+            state.next_part_id - 1
+        };
+        let mut meta = PartMeta {
+            id,
+            table,
+            hour,
+            rows: 0,
+            bytes: 0,
+            min_time: group.iter().map(|p| p.min_time).min().unwrap_or(0),
+            max_time: group.iter().map(|p| p.max_time).max().unwrap_or(0),
+            services: BTreeMap::new(),
+            crc32: None,
+        };
+        for part in group {
+            for (service, rows) in &part.services {
+                meta.services.entry(service.clone()).or_default().merge(rows);
+            }
+        }
+        let sources: Vec<(PathBuf, Option<u32>)> = group.iter().map(|p| (p.path(&self.root), p.crc32)).collect();
+        // Parts of small row groups (metrics, quiet services) are rewritten so that their row
+        // groups grow; the others are copied as they are.
+        let rows: u64 = group.iter().map(|p| p.rows).sum();
+        let reencode = rows / (group.len() as u64) < self.options.compact_rewrite_rows;
+        let written = match part::merge(&meta.path(&self.root), table, &sources, reencode) {
+            Ok(written) => written,
+            Err(part::MergeError { source: Some(i), error }) if error.is_damage() => {
+                // The damaged part is quarantined by the next refresh; the rest merge later.
+                self.report_damage(&group[i], &error);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.error),
+        };
+        (meta.rows, meta.bytes, meta.crc32) = (written.rows, written.bytes, Some(written.crc32));
+        sync_dir(&partition_dir(&self.root, table, hour))?;
+        let published = {
+            let _writer = self.write_lock();
+            let mut state = self.state();
+            let listed = group
+                .iter()
+                .all(|p| state.manifest.parts.iter().any(|l| l.id == p.id) && !state.damaged.contains_key(&p.id));
+            if listed {
+                let mut next = Manifest::clone(&state.manifest);
+                next.replace_merged(group, meta.clone());
+                next.store(&self.root)?;
+                state.manifest = Arc::new(next);
+            }
+            listed
+        };
+        if !published {
+            // Retention or the quarantine took a source meanwhile.
+            let _ = std::fs::remove_file(meta.path(&self.root));
+            return Ok(false);
+        }
+        for part in group {
+            self.readers().remove(&part.id);
+            let _ = std::fs::remove_file(part.path(&self.root));
+        }
+        Ok(true)
     }
 
     /// Deletes whole partitions older than each signal's retention.
@@ -385,6 +434,7 @@ impl LocalStore {
                 let _ = std::fs::remove_file(part.quarantine_path(&self.root));
             }
             next.quarantined.retain(|p| !expired(p));
+            next.prune_moved();
             next.store(&self.root)?;
             state.manifest = Arc::new(next);
             let remaining: BTreeSet<(Table, u64)> = state
@@ -462,25 +512,49 @@ impl LocalStore {
     }
 }
 
-/// The parts of one partition to merge, if any: its oldest small parts (fewer than a quarter of
-/// `max_rows` rows each) while their sum stays within `max_rows`, when there are at least
-/// `min_parts` of them.
-fn merge_group<'a>(parts: &[&'a PartMeta], min_parts: usize, max_rows: u64) -> Option<Vec<&'a PartMeta>> {
-    let mut small: Vec<&PartMeta> = parts
-        .iter()
-        .copied()
-        .filter(|p| p.rows.saturating_mul(4) < max_rows)
-        .collect();
-    small.sort_by_key(|p| p.id);
-    let mut total = 0u64;
-    let group: Vec<&PartMeta> = small
-        .into_iter()
-        .take_while(|p| {
-            total += p.rows;
-            total <= max_rows
-        })
-        .collect();
-    (group.len() >= min_parts.max(2)).then_some(group)
+/// Rows of the smallest tier of parts (see [`merge_group`]).
+const TIER_ROWS: u64 = 16 * 1024;
+
+/// The parts of one partition to merge next, if any. Parts are tiered by size, each tier `fan_in`
+/// times the rows of the one below (the lowest holds parts under `fan_in` × 16k rows); once a
+/// tier has `fan_in` parts, its oldest are merged, as many as stay within `max_rows` (at least
+/// two). Parts over half of `max_rows` are never merged again. So a partition holds at most
+/// about `fan_in` parts per tier, a logarithmic number of tiers, and each row is rewritten once
+/// per tier it climbs: the parts of a partition stay bounded however long it is written.
+fn merge_group<'a>(parts: &[&'a PartMeta], fan_in: usize, max_rows: u64) -> Option<Vec<&'a PartMeta>> {
+    let fan_in = fan_in.max(2);
+    let tier = |rows: u64| {
+        let mut tier = 0;
+        let mut limit = TIER_ROWS.saturating_mul(fan_in as u64);
+        while rows >= limit {
+            tier += 1;
+            limit = limit.saturating_mul(fan_in as u64);
+        }
+        tier
+    };
+    let mut tiers: BTreeMap<u32, Vec<&PartMeta>> = BTreeMap::new();
+    for part in parts.iter().copied().filter(|p| p.rows.saturating_mul(2) <= max_rows) {
+        tiers.entry(tier(part.rows)).or_default().push(part);
+    }
+    for (_, mut candidates) in tiers {
+        if candidates.len() < fan_in {
+            continue;
+        }
+        candidates.sort_by_key(|p| p.id);
+        let mut total = 0u64;
+        let group: Vec<&PartMeta> = candidates
+            .into_iter()
+            .take(fan_in)
+            .take_while(|p| {
+                total += p.rows;
+                total <= max_rows
+            })
+            .collect();
+        if group.len() >= 2 {
+            return Some(group);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -506,20 +580,61 @@ mod compaction_tests {
     }
 
     #[test]
-    fn only_small_parts_are_merged_and_a_merge_is_bounded() {
+    fn parts_merge_within_their_tier_and_a_merge_is_bounded() {
+        // Tiers for fan-in 2: under 32k rows, under 64k, under 128k...
         let parts = [
             part(5, 10),
             part(1, 10),
-            part(2, 30),
+            part(2, 40_000),
             part(3, 10),
+            part(7, 50_000),
             part(4, 10),
-            part(6, 10),
         ];
         let refs: Vec<&PartMeta> = parts.iter().collect();
-        // Part 2 (30 rows) is not small for 100 rows; the five small ones (50 rows) are merged.
-        assert_eq!(ids(merge_group(&refs, 2, 100)), Some(vec![1, 3, 4, 5, 6]));
-        assert_eq!(ids(merge_group(&refs, 2, 30)), None, "no part is small");
-        assert_eq!(ids(merge_group(&refs, 2, 45)), Some(vec![1, 3, 4, 5]), "sum within 45");
-        assert_eq!(ids(merge_group(&refs, 6, 100)), None, "too few small parts");
+        // The two oldest of the smallest tier first.
+        assert_eq!(ids(merge_group(&refs, 2, 1_000_000)), Some(vec![1, 3]));
+        // At fan-in 4 the lowest tier (under 64k rows) holds all six: its four oldest.
+        assert_eq!(ids(merge_group(&refs, 4, 1_000_000)), Some(vec![1, 2, 3, 4]));
+        assert_eq!(ids(merge_group(&refs, 7, 1_000_000)), None, "no tier has seven parts");
+        // Parts over half of max_rows are never merged; a merge stays within max_rows.
+        assert_eq!(ids(merge_group(&refs[2..3], 2, 100)), None);
+        let big = [part(1, 40), part(2, 40), part(3, 40)];
+        let refs: Vec<&PartMeta> = big.iter().collect();
+        assert_eq!(ids(merge_group(&refs, 3, 100)), Some(vec![1, 2]), "sum within 100");
+    }
+
+    #[test]
+    fn a_partition_written_for_hours_keeps_few_parts_and_rows_are_rewritten_few_times() {
+        // An hour partition of 4-second flushes of 45k rows (the soak's spans), merged as the
+        // store does.
+        let (fan_in, max_rows) = (8, 20_000_000);
+        let mut parts: Vec<PartMeta> = Vec::new();
+        let mut next_id = 0;
+        let mut rewritten = 0u64;
+        let mut most = 0;
+        for _ in 0..900 {
+            parts.push(part(next_id, 45_000));
+            next_id += 1;
+            loop {
+                let refs: Vec<&PartMeta> = parts.iter().collect();
+                let Some(group) = merge_group(&refs, fan_in, max_rows) else {
+                    break;
+                };
+                let merged: Vec<u64> = group.iter().map(|p| p.id).collect();
+                let rows: u64 = group.iter().map(|p| p.rows).sum();
+                rewritten += rows;
+                parts.retain(|p| !merged.contains(&p.id));
+                parts.push(part(next_id, rows));
+                next_id += 1;
+            }
+            most = most.max(parts.len());
+        }
+        let written = 900 * 45_000u64;
+        assert!(most <= 30, "at most {most} parts");
+        assert!(
+            rewritten <= written * 3,
+            "rows rewritten {:.1} times",
+            rewritten as f64 / written as f64
+        );
     }
 }
