@@ -81,7 +81,8 @@ pub struct FlushConfig {
     /// Age of the oldest unflushed row (default 10s: the WAL holds everything after it, so this
     /// bounds how much of the WAL the storage exporter keeps, and the head's memory).
     pub interval: Duration,
-    /// Size of the head in memory (default 256 MiB).
+    /// Size of the head in memory (default 128 MiB: a flush writes a frozen head while the next
+    /// fills, so the store holds up to twice this).
     pub max_size_mib: u64,
 }
 
@@ -89,7 +90,7 @@ impl Default for FlushConfig {
     fn default() -> Self {
         FlushConfig {
             interval: Duration::from_secs(10),
-            max_size_mib: 256,
+            max_size_mib: 128,
         }
     }
 }

@@ -403,10 +403,10 @@ async fn metric_series(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
         end: Some(end),
     };
     let (series, partial) = run(&api, store, move |s| {
-        let mut builder = metrics::SeriesBuilder::new(&matchers);
+        let mut builder = metrics::SeriesBuilder::new(&matchers, start, end, step, agg);
         let cut = s.for_each_metric_point(&name, &range, POINT_BUDGET, &mut |row| builder.add(&row))?;
         let partial = cut || s.partial(Table::Metrics, &range, false);
-        Ok((builder.finish(start, end, step, agg)?, partial))
+        Ok((builder.finish()?, partial))
     })
     .await?;
     let mut body = Map::new();

@@ -194,7 +194,9 @@ fn bucket_quantile(q: f64, bounds: &[f64], counts: &[u64], min: Option<f64>, max
     max
 }
 
-/// Reduces one bucket of a series; `before` is the series' last sample before the bucket.
+/// Reduces one bucket of a series from all its samples (in time order); `before` is the series'
+/// last sample before the bucket. The reference [`Bucket::reduce`] must agree with.
+#[cfg(test)]
 fn reduce(agg: Agg, samples: &[&Sample], before: Option<&Sample>, step_seconds: f64) -> Result<Option<f64>, ApiError> {
     let values: Vec<f64> = samples.iter().filter_map(|s| s.value).collect();
     let histogram = samples.iter().any(|s| s.buckets.is_some() || !s.quantiles.is_empty());
@@ -291,19 +293,198 @@ fn reduce(agg: Agg, samples: &[&Sample], before: Option<&Sample>, step_seconds: 
     })
 }
 
-/// The series of one metric, built from its points handed in one at a time (as the store reads
-/// them): each point is kept as a small sample, never as the stored row.
+/// What one bucket of one series keeps of its samples: enough to reduce it exactly as if every
+/// sample were at hand, in memory that does not grow with them, but for the per-sample numbers
+/// that `rate` (16 bytes a sample) and quantiles of plain values (8 bytes) need.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// The earliest sample's time and temporality (`rate` reads it).
+    first: Option<(u64, bool)>,
+    /// The latest sample (the next bucket's `before`).
+    last: Option<Sample>,
+    /// The latest sample with histogram buckets.
+    last_histogram: Option<Sample>,
+    /// Some sample has histogram buckets or summary quantiles.
+    histogram: bool,
+    /// Gauge and sum values: how many, their sum, min and max.
+    values: u64,
+    values_sum: f64,
+    values_min: Option<f64>,
+    values_max: Option<f64>,
+    /// Every value, for quantiles of plain values.
+    raw_values: Vec<f64>,
+    /// Histogram sums and counts, and the extremes they report.
+    sum: f64,
+    count: u64,
+    min: Option<f64>,
+    max: Option<f64>,
+    /// (time, value or count) of every sample, for `rate`.
+    rate: Vec<(u64, f64)>,
+    /// Bucket counts summed per distinct bounds (delta histograms' quantiles).
+    counts: Vec<(Arc<[f64]>, Vec<u64>)>,
+    /// Summaries: some sample has quantiles; the sum and number of those matching `q`.
+    summary: bool,
+    summary_sum: f64,
+    summary_n: u64,
+}
+
+fn min_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Bucket {
+    /// Takes a sample (in any order: ties in time go to the later one, as a stable sort would).
+    fn add(&mut self, s: Sample, agg: Agg) {
+        if self.first.is_none_or(|(time, _)| s.time < time) {
+            self.first = Some((s.time, s.cumulative));
+        }
+        self.histogram |= s.buckets.is_some() || !s.quantiles.is_empty();
+        if let Some(v) = s.value {
+            self.values += 1;
+            self.values_sum += v;
+            self.values_min = min_of(self.values_min, Some(v));
+            self.values_max = max_of(self.values_max, Some(v));
+            if matches!(agg, Agg::Quantile(_)) {
+                self.raw_values.push(v);
+            }
+        }
+        self.sum += s.sum;
+        self.count += s.count;
+        self.min = min_of(self.min, s.min);
+        self.max = max_of(self.max, s.max);
+        if agg == Agg::Rate {
+            self.rate.push((s.time, s.value.unwrap_or(s.count as f64)));
+        }
+        if let Agg::Quantile(q) = agg {
+            if !s.quantiles.is_empty() {
+                self.summary = true;
+                if let Some((_, v)) = s.quantiles.iter().find(|(qq, _)| (qq - q).abs() < 1e-9) {
+                    self.summary_sum += v;
+                    self.summary_n += 1;
+                }
+            }
+            if let Some((bounds, counts)) = &s.buckets {
+                if counts.len() == bounds.len() {
+                    match self.counts.iter_mut().find(|(b, _)| b == bounds) {
+                        Some((_, sum)) => sum.iter_mut().zip(counts).for_each(|(a, b)| *a += b),
+                        None => self.counts.push((bounds.clone(), counts.clone())),
+                    }
+                }
+                if self.last_histogram.as_ref().is_none_or(|l| s.time >= l.time) {
+                    self.last_histogram = Some(s.clone());
+                }
+            }
+        }
+        if self.last.as_ref().is_none_or(|l| s.time >= l.time) {
+            self.last = Some(s);
+        }
+    }
+
+    /// The bucket's value; `before` is the series' last sample before it.
+    fn reduce(mut self, agg: Agg, before: Option<&Sample>, step_seconds: f64) -> Option<f64> {
+        let histogram = self.histogram;
+        let values = (self.values > 0).then_some(());
+        match agg {
+            Agg::Sum if histogram => Some(self.sum),
+            Agg::Sum => values.map(|()| self.values_sum),
+            Agg::Avg if histogram => (self.count > 0).then(|| self.sum / self.count as f64),
+            Agg::Avg => values.map(|()| self.values_sum / self.values as f64),
+            Agg::Min if histogram => self.min,
+            Agg::Min => self.values_min,
+            Agg::Max if histogram => self.max,
+            Agg::Max => self.values_max,
+            Agg::Rate => {
+                self.rate.sort_by_key(|(time, _)| *time);
+                let increase = if self.first.is_some_and(|(_, cumulative)| cumulative) {
+                    let mut previous = before.map(|s| s.value.unwrap_or(s.count as f64));
+                    let mut increase = 0.0;
+                    for (_, v) in self.rate {
+                        increase += match previous {
+                            Some(p) if v >= p => v - p,
+                            Some(_) => v, // a reset
+                            None => 0.0,
+                        };
+                        previous = Some(v);
+                    }
+                    increase
+                } else {
+                    self.rate.iter().map(|(_, v)| v).sum()
+                };
+                Some(increase / step_seconds)
+            }
+            Agg::Quantile(_) if histogram && self.summary => {
+                (self.summary_n > 0).then(|| self.summary_sum / self.summary_n as f64)
+            }
+            Agg::Quantile(q) if histogram => {
+                let last = self.last_histogram?;
+                let (bounds, now) = last.buckets.as_ref()?;
+                let width = bounds.len();
+                let mut counts = vec![0u64; width];
+                if last.cumulative {
+                    // Observations in the bucket: the last running total minus the one before.
+                    let base = before
+                        .and_then(|b| b.buckets.as_ref())
+                        .filter(|(b, c)| b == bounds && c.len() == width)
+                        .map(|(_, c)| c);
+                    for (i, c) in now.iter().enumerate().take(width) {
+                        let prev = base.map_or(0, |b| b[i]);
+                        counts[i] = if *c >= prev { c - prev } else { *c };
+                    }
+                    if counts.iter().all(|c| *c == 0) {
+                        counts.clone_from(now);
+                    }
+                } else if let Some((_, sum)) = self.counts.iter().find(|(b, _)| b == bounds) {
+                    counts.clone_from(sum);
+                }
+                // Interpolation can overshoot the observed extremes; they bound the answer.
+                bucket_quantile(q, bounds, &counts, self.min, self.max)
+                    .map(|v| v.clamp(self.min.unwrap_or(f64::MIN), self.max.unwrap_or(f64::MAX)))
+            }
+            Agg::Quantile(q) => {
+                let mut sorted = self.raw_values;
+                sorted.sort_by(f64::total_cmp);
+                (!sorted.is_empty()).then(|| {
+                    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+                    sorted[rank - 1]
+                })
+            }
+        }
+    }
+}
+
+/// The series of one metric over `[start, end)`, built from its points handed in one at a time
+/// (as the store reads them): each point goes straight into its series' bucket of `step`, so a
+/// query holds buckets, not points.
 pub struct SeriesBuilder<'m> {
     matchers: &'m [(String, String)],
-    by_series: BTreeMap<BTreeMap<String, String>, Vec<Sample>>,
+    start: u64,
+    end: u64,
+    step: u64,
+    agg: Agg,
+    by_series: BTreeMap<BTreeMap<String, String>, BTreeMap<u64, Bucket>>,
     gauge: bool,
 }
 
 impl<'m> SeriesBuilder<'m> {
-    /// Series of the points whose labels match every `matchers` pair.
-    pub fn new(matchers: &'m [(String, String)]) -> SeriesBuilder<'m> {
+    /// Series of the points whose labels match every `matchers` pair, bucketed by `step` from
+    /// `start`, each bucket reduced by `agg`.
+    pub fn new(matchers: &'m [(String, String)], start: u64, end: u64, step: u64, agg: Agg) -> SeriesBuilder<'m> {
         SeriesBuilder {
             matchers,
+            start,
+            end,
+            step: step.max(1),
+            agg,
             by_series: BTreeMap::new(),
             gauge: false,
         }
@@ -316,53 +497,39 @@ impl<'m> SeriesBuilder<'m> {
             return;
         }
         self.gauge |= kind(row) == "gauge";
-        let Some(mut sample) = sample(row) else { return };
-        let samples = self.by_series.entry(labels).or_default();
-        // One copy of a series' bucket bounds, however many points share them.
-        if let (Some((bounds, _)), Some(Some((previous, _)))) =
-            (sample.buckets.as_mut(), samples.last().map(|s| s.buckets.as_ref()))
-        {
-            if previous == bounds {
-                *bounds = previous.clone();
-            }
+        let Some(sample) = sample(row) else { return };
+        if sample.time < self.start || sample.time >= self.end {
+            return;
         }
-        samples.push(sample);
+        let bucket = (sample.time - self.start) / self.step;
+        self.by_series
+            .entry(labels)
+            .or_default()
+            .entry(bucket)
+            .or_default()
+            .add(sample, self.agg);
     }
 
-    /// The series over `[start, end)`, bucketed by `step`, each bucket reduced by `agg`.
-    pub fn finish(self, start: u64, end: u64, step: u64, agg: Agg) -> Result<Vec<Value>, ApiError> {
-        if agg == Agg::Rate && self.gauge {
+    /// The series, as the API shows them.
+    pub fn finish(self) -> Result<Vec<Value>, ApiError> {
+        if self.agg == Agg::Rate && self.gauge {
             return Err(ApiError::BadRequest(
                 "agg: rate needs a counter (sum) or histogram; this metric is a gauge".into(),
             ));
         }
-        let step_seconds = step as f64 / 1e9;
+        let step_seconds = self.step as f64 / 1e9;
         let mut out = Vec::new();
-        for (labels, mut samples) in self.by_series {
-            samples.sort_by_key(|s| s.time);
+        for (labels, buckets) in self.by_series {
             let mut points = Vec::new();
-            let mut before: Option<&Sample> = None;
-            let mut i = 0;
-            while i < samples.len() {
-                let bucket = (samples[i].time.saturating_sub(start)) / step;
-                let bucket_start = start + bucket * step;
-                let mut j = i;
-                while j < samples.len() && samples[j].time < bucket_start + step {
-                    j += 1;
-                }
-                let in_bucket: Vec<&Sample> = samples[i..j]
-                    .iter()
-                    .filter(|s| s.time >= start && s.time < end)
-                    .collect();
-                if !in_bucket.is_empty() {
-                    if let Some(v) = reduce(agg, &in_bucket, before, step_seconds)? {
-                        if v.is_finite() {
-                            points.push(json!([bucket_start / 1_000_000_000, v]));
-                        }
+            let mut before: Option<Sample> = None;
+            for (bucket, state) in buckets {
+                let last = state.last.clone();
+                if let Some(v) = state.reduce(self.agg, before.as_ref(), step_seconds) {
+                    if v.is_finite() {
+                        points.push(json!([(self.start + bucket * self.step) / 1_000_000_000, v]));
                     }
                 }
-                before = samples[..j].last();
-                i = j;
+                before = last;
             }
             if !points.is_empty() {
                 out.push(json!({ "labels": labels, "points": points }));
@@ -413,5 +580,134 @@ mod tests {
         let (a, b, c) = (s(1, 110.0), s(2, 130.0), s(3, 5.0));
         let rate = reduce(Agg::Rate, &[&a, &b, &c], Some(&before), 10.0).unwrap().unwrap();
         assert!((rate - 3.5).abs() < 1e-9, "(10 + 20 + 5) / 10 s = {rate}");
+    }
+
+    /// The series' points, bucket by bucket, from every sample at once: the reference.
+    fn reference(samples: &[Sample], step: u64, agg: Agg) -> Vec<(u64, f64)> {
+        let mut samples = samples.to_vec();
+        samples.sort_by_key(|s| s.time);
+        let mut out = Vec::new();
+        let mut before: Option<&Sample> = None;
+        let mut i = 0;
+        while i < samples.len() {
+            let bucket = samples[i].time / step;
+            let mut j = i;
+            while j < samples.len() && samples[j].time / step == bucket {
+                j += 1;
+            }
+            let in_bucket: Vec<&Sample> = samples[i..j].iter().collect();
+            if let Some(v) = reduce(agg, &in_bucket, before, step as f64 / 1e9).unwrap() {
+                if v.is_finite() {
+                    out.push((bucket, v));
+                }
+            }
+            before = samples[..j].last();
+            i = j;
+        }
+        out
+    }
+
+    /// The same from buckets fed one sample at a time, in the order given.
+    fn streamed(samples: &[Sample], step: u64, agg: Agg) -> Vec<(u64, f64)> {
+        let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
+        for s in samples {
+            buckets.entry(s.time / step).or_default().add(s.clone(), agg);
+        }
+        let mut out = Vec::new();
+        let mut before: Option<Sample> = None;
+        for (bucket, state) in buckets {
+            let last = state.last.clone();
+            if let Some(v) = state.reduce(agg, before.as_ref(), step as f64 / 1e9) {
+                if v.is_finite() {
+                    out.push((bucket, v));
+                }
+            }
+            before = last;
+        }
+        out
+    }
+
+    fn close(a: &[(u64, f64)], b: &[(u64, f64)]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|((ta, va), (tb, vb))| ta == tb && (va - vb).abs() <= 1e-9 * va.abs().max(vb.abs()).max(1.0))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Buckets kept as running state answer exactly what all the samples would, for every
+        /// aggregation and kind of point, whatever order the store hands the points in.
+        #[test]
+        fn streamed_buckets_agree_with_every_sample_at_once(
+            kind in 0u8..5,
+            points in proptest::collection::vec((0u64..40, 0u64..1000, 0u64..50, 0u64..50, 0u64..50), 1..60),
+            order in proptest::collection::vec(proptest::prelude::any::<u32>(), 60),
+        ) {
+            let bounds: Arc<[f64]> = vec![10.0, 100.0, f64::INFINITY].into();
+            let mut running = [0u64; 3];
+            let mut total = 0.0;
+            let samples: Vec<Sample> = points
+                .iter()
+                .map(|&(second, v, a, b, c)| {
+                    let time = second * 1_000_000_000;
+                    let value = v as f64 / 4.0;
+                    let mut s = Sample {
+                        time,
+                        value: None,
+                        cumulative: false,
+                        buckets: None,
+                        count: 0,
+                        sum: 0.0,
+                        min: None,
+                        max: None,
+                        quantiles: Vec::new(),
+                    };
+                    match kind {
+                        0 => s.value = Some(value),
+                        1 => {
+                            total += value;
+                            s.value = Some(total);
+                            s.cumulative = true;
+                        }
+                        2 | 3 => {
+                            let counts = if kind == 3 {
+                                running = [running[0] + a, running[1] + b, running[2] + c];
+                                running.to_vec()
+                            } else {
+                                vec![a, b, c]
+                            };
+                            s.cumulative = kind == 3;
+                            s.count = counts.iter().sum();
+                            s.sum = value;
+                            s.min = Some(value / 8.0);
+                            s.max = Some(value * 3.0);
+                            s.buckets = Some((bounds.clone(), counts));
+                        }
+                        _ => {
+                            s.count = a;
+                            s.sum = value;
+                            s.cumulative = true;
+                            s.quantiles = vec![(0.5, value), (0.99, value * 2.0)];
+                        }
+                    }
+                    s
+                })
+                .collect();
+            // The store hands points over in no particular order.
+            let mut shuffled: Vec<(u32, Sample)> = samples.iter().cloned().zip(order.iter().copied()).map(|(s, k)| (k, s)).collect();
+            shuffled.sort_by_key(|(k, _)| *k);
+            let shuffled: Vec<Sample> = shuffled.into_iter().map(|(_, s)| s).collect();
+            // Equal times keep their order in both (a stable sort, later wins).
+            let mut in_order = shuffled.clone();
+            in_order.sort_by_key(|s| s.time);
+            for step in [1_000_000_000, 7_000_000_000, 60_000_000_000] {
+                for agg in [Agg::Sum, Agg::Avg, Agg::Min, Agg::Max, Agg::Rate, Agg::Quantile(0.5), Agg::Quantile(0.99)] {
+                    let want = reference(&in_order, step, agg);
+                    let got = streamed(&shuffled, step, agg);
+                    proptest::prop_assert!(close(&want, &got), "{agg:?} step {step}: want {want:?}, got {got:?}");
+                }
+            }
+        }
     }
 }

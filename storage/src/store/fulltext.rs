@@ -3,9 +3,9 @@
 //!
 //! A document is a log record's searchable text plus where the record lives: the id of its part
 //! and its row number there. Compaction never re-indexes: a merged part's rows are its sources'
-//! rows one after another, and the manifest's `moved` map turns a document's (old part, row) into
-//! (merged part, row) when a search reads its hits. Head records are indexed as they arrive under the id their part will
-//! get, and become searchable at the next commit (every `StoreOptions::index_commit_interval`, 5 s by
+//! rows one after another, and the partition's moves (`moved.json`) turn a document's (old part,
+//! row) into (merged part, row) when a search reads its hits. Head records are indexed as they arrive under the id their part will
+//! get, and become searchable at the next commit (every `StoreOptions::index_commit_interval`, 10 s by
 //! default, and at every flush); hits on part ids the manifest does not (yet) list are ignored, and after a crash
 //! the documents of parts that were never published are deleted before their ids are reused.
 //!
@@ -434,6 +434,8 @@ pub struct LogSearch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hit {
     pub time: u64,
+    /// The hour partition whose index holds the document.
+    pub hour: u64,
     pub part: u64,
     pub row: u64,
     /// The trace (span indexes only).
@@ -873,7 +875,7 @@ impl TextIndexes {
         }
         let mut hits = Vec::new();
         for (hour, reader) in readers {
-            match self.search_partition(&reader, &*query, search.limit, &mut accept, &mut hits) {
+            match self.search_partition(hour, &reader, &*query, search.limit, &mut accept, &mut hits) {
                 Ok(true) => return Ok((hits, partial)),
                 Ok(false) => {}
                 Err(e) => {
@@ -888,6 +890,7 @@ impl TextIndexes {
     /// Adds the hits of one partition to `hits`; true once `limit` are taken.
     fn search_partition(
         &self,
+        hour: u64,
         reader: &IndexReader,
         query: &dyn Query,
         limit: usize,
@@ -927,6 +930,7 @@ impl TextIndexes {
                 });
                 let hit = Hit {
                     time: time.unwrap_or(0),
+                    hour,
                     part,
                     row,
                     trace_id,

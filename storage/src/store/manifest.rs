@@ -98,8 +98,8 @@ impl PartMeta {
     }
 }
 
-/// Where the rows of a part that compaction merged away are now: in part `part`, from row
-/// `offset` on (full-text documents keep naming the part they were indexed under).
+/// Where the rows of a part that compaction merged away went: to part `part`, from row `offset`
+/// on (full-text documents keep naming the part they were indexed under).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Moved {
     pub part: u64,
@@ -117,51 +117,14 @@ pub(crate) struct Manifest {
     /// Parts found damaged: no longer read, kept so answers over their range say they are partial.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<PartMeta>,
-    /// Parts merged away, by id: where their rows are now. Always one step: a merge of merged
-    /// parts points the older entries straight at the new part.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub moved: BTreeMap<u64, Moved>,
 }
 
 impl Manifest {
-    /// Where row `row` of part `part` (as an index document names it) is now.
-    pub(crate) fn resolve(&self, part: u64, row: u64) -> (u64, u64) {
-        match self.moved.get(&part) {
-            Some(moved) => (moved.part, moved.offset + row),
-            None => (part, row),
-        }
-    }
-
-    /// Replaces the parts `merged` (in the order their rows were written) by `into`, and records
-    /// where their rows went.
+    /// Replaces the parts `merged` by `into`.
     pub(crate) fn replace_merged(&mut self, merged: &[PartMeta], into: PartMeta) {
-        let mut offsets = BTreeMap::new();
-        let mut offset = 0;
-        for part in merged {
-            offsets.insert(part.id, offset);
-            offset += part.rows;
-        }
-        for moved in self.moved.values_mut() {
-            if let Some(base) = offsets.get(&moved.part) {
-                *moved = Moved {
-                    part: into.id,
-                    offset: base + moved.offset,
-                };
-            }
-        }
-        for (id, offset) in offsets {
-            self.moved.insert(id, Moved { part: into.id, offset });
-        }
         self.parts.retain(|p| !merged.iter().any(|m| m.id == p.id));
         self.next_part_id = self.next_part_id.max(into.id + 1);
         self.parts.push(into);
-    }
-
-    /// Forgets where the rows of deleted parts went (entries pointing at no listed part).
-    pub(crate) fn prune_moved(&mut self) {
-        let listed: std::collections::BTreeSet<u64> =
-            self.parts.iter().chain(&self.quarantined).map(|p| p.id).collect();
-        self.moved.retain(|_, moved| listed.contains(&moved.part));
     }
 
     pub(crate) fn load(root: &Path) -> Result<Manifest, StorageError> {
@@ -181,18 +144,79 @@ impl Manifest {
     }
 
     pub(crate) fn store(&self, root: &Path) -> Result<(), StorageError> {
-        let path = root.join(FILE);
-        let tmp = root.join(format!("{FILE}.tmp"));
-        let mut bytes = serde_json::to_vec(self).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(format!("\n{CRC_PREFIX}{crc:08x}\n").as_bytes());
-        let mut file = File::create(&tmp).map_err(StorageError::io("creating the manifest"))?;
-        file.write_all(&bytes)
-            .map_err(StorageError::io("writing the manifest"))?;
-        file.sync_all().map_err(StorageError::io("syncing the manifest"))?;
-        std::fs::rename(&tmp, &path).map_err(StorageError::io("publishing the manifest"))?;
-        sync_dir(root)
+        let json = serde_json::to_vec(self).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        replace_file(root, FILE, json)
     }
+}
+
+/// Replaces `dir/name` with `json` and its checksum line: a temporary file, fsync, rename, fsync
+/// of the directory.
+fn replace_file(dir: &Path, name: &str, mut json: Vec<u8>) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let crc = crc32fast::hash(&json);
+    json.extend_from_slice(format!("\n{CRC_PREFIX}{crc:08x}\n").as_bytes());
+    let mut file = File::create(&tmp).map_err(StorageError::io(format!("creating {}", tmp.display())))?;
+    file.write_all(&json)
+        .map_err(StorageError::io(format!("writing {}", tmp.display())))?;
+    file.sync_all()
+        .map_err(StorageError::io(format!("syncing {}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(StorageError::io(format!("publishing {}", path.display())))?;
+    sync_dir(dir)
+}
+
+/// The moves of one partition's parts, by the id of the part merged away (`<partition>/moved.json`,
+/// for tables with a full-text index).
+///
+/// A compaction writes its moves before the manifest that unlists the merged parts, and moves are
+/// followed only from parts the manifest no longer lists (see [`resolve`]). So a crash between
+/// the two leaves moves that are never followed (their parts are still listed) and then
+/// overwritten, and no manifest ever unlists a part whose move is not durable. A chain (a part
+/// merged, then its merged part merged again) is followed step by step, the offsets adding up.
+pub(crate) type Moves = BTreeMap<u64, Moved>;
+
+const MOVES_FILE: &str = "moved.json";
+
+/// The moves of the partition at `dir` (none if it has no file).
+pub(crate) fn load_moves(dir: &Path) -> Result<Moves, StorageError> {
+    let path = dir.join(MOVES_FILE);
+    let corrupt = |what: String| StorageError::Corrupt(format!("{}: {what}", path.display()));
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let json = verified(&bytes).map_err(corrupt)?;
+            let moves: Vec<(u64, Moved)> = serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))?;
+            Ok(moves.into_iter().collect())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Moves::new()),
+        Err(e) => Err(StorageError::io(format!("reading {}", path.display()))(e)),
+    }
+}
+
+/// Replaces the moves of the partition at `dir`, atomically and durably.
+pub(crate) fn store_moves(dir: &Path, moves: &Moves) -> Result<(), StorageError> {
+    let list: Vec<(&u64, &Moved)> = moves.iter().collect();
+    let json = serde_json::to_vec(&list).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    replace_file(dir, MOVES_FILE, json)
+}
+
+/// Where row `row` of part `part` (as an index document names it) is now: moves are followed
+/// while the part is not `listed`.
+pub(crate) fn resolve(moves: Option<&Moves>, listed: impl Fn(u64) -> bool, part: u64, row: u64) -> (u64, u64) {
+    let (mut part, mut row) = (part, row);
+    let Some(moves) = moves else {
+        return (part, row);
+    };
+    // A chain is as long as the tiers a row has climbed; the bound only guards against a loop.
+    for _ in 0..64 {
+        if listed(part) {
+            break;
+        }
+        match moves.get(&part) {
+            Some(moved) => (part, row) = (moved.part, row + moved.offset),
+            None => break,
+        }
+    }
+    (part, row)
 }
 
 /// Starts the manifest's checksum line.
@@ -271,6 +295,40 @@ mod tests {
         // Written before checksums: loads as it is.
         std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn moves_are_followed_only_from_parts_no_longer_listed() {
+        // Parts 1 and 2 merged into 5 (2's rows after 1's 10), then 5 and 4 into 9.
+        let moves: Moves = [
+            (1, Moved { part: 5, offset: 0 }),
+            (2, Moved { part: 5, offset: 10 }),
+            (5, Moved { part: 9, offset: 0 }),
+            (4, Moved { part: 9, offset: 30 }),
+        ]
+        .into_iter()
+        .collect();
+        let listed = |ids: &'static [u64]| move |p: u64| ids.contains(&p);
+        assert_eq!(
+            resolve(Some(&moves), listed(&[9]), 2, 3),
+            (9, 13),
+            "a chain adds offsets"
+        );
+        assert_eq!(resolve(Some(&moves), listed(&[9]), 4, 3), (9, 33));
+        // A crash after the moves of the second merge were written, before its manifest: 5 is
+        // still listed, so its documents stay where they are.
+        assert_eq!(resolve(Some(&moves), listed(&[5, 4]), 2, 3), (5, 13));
+        assert_eq!(resolve(Some(&moves), listed(&[5, 4]), 4, 3), (4, 3));
+        assert_eq!(resolve(None, listed(&[]), 7, 1), (7, 1));
+
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_moves(dir.path()).unwrap().is_empty());
+        store_moves(dir.path(), &moves).unwrap();
+        assert_eq!(load_moves(dir.path()).unwrap(), moves);
+        let path = dir.path().join(MOVES_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("30", "31", 1)).unwrap();
+        assert!(load_moves(dir.path()).unwrap_err().to_string().contains("checksum"));
     }
 
     #[test]

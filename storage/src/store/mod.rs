@@ -39,7 +39,7 @@ use sift_proto::SignalKind;
 
 use self::fulltext::{Hit, MergeBudget, MergeStats, TextIndexes, TraceText};
 use self::head::{BatchStats, HeadPartition};
-use self::manifest::{hour_of, partition_dir, sync_dir, Manifest, PartMeta, ServiceRows};
+use self::manifest::{hour_of, partition_dir, sync_dir, Manifest, Moves, PartMeta, ServiceRows};
 use self::part::{equal_mask, PartReader};
 use crate::columnar::exemplars::{ExemplarBuilder, ExemplarRow};
 use crate::columnar::logs::{LogBuilder, LogRow};
@@ -98,12 +98,15 @@ impl StoreOptions {
             flush_bytes: usize::try_from(storage.flush.max_size_mib << 20).unwrap_or(usize::MAX),
             compact_parts: 8,
             compact_max_rows: 20_000_000,
-            compact_rewrite_rows: 32 * 1024,
+            compact_rewrite_rows: 16 * 1024,
             retention,
             index_merges: 1,
-            index_segment_docs: 4_000_000,
+            // Segments of half of this or more are never merged again: with a segment per
+            // 10 s commit, each log record is merged about once (a soak spent ~20% of the store's
+            // CPU in merges with 5 s commits and twice this size, and fell behind).
+            index_segment_docs: 2_000_000,
             maintenance_interval: Duration::from_secs(10),
-            index_commit_interval: Duration::from_secs(5),
+            index_commit_interval: Duration::from_secs(10),
         }
     }
 }
@@ -153,6 +156,9 @@ struct State {
     /// Parts found damaged since the manifest was last written, by id, with what was wrong: no
     /// longer read, moved to the quarantine by the next [`LocalStore::refresh`].
     damaged: BTreeMap<u64, String>,
+    /// Where the rows of parts merged away went, per partition of the tables with a full-text
+    /// index (see [`manifest::Moves`]).
+    moved: BTreeMap<(Table, u64), Arc<Moves>>,
 }
 
 /// How long a failed flush or index rebuild waits before it is tried again.
@@ -163,9 +169,17 @@ struct Snapshot {
     manifest: Arc<Manifest>,
     head: Vec<Arc<HeadPartition>>,
     damaged: BTreeSet<u64>,
+    moved: BTreeMap<(Table, u64), Arc<Moves>>,
 }
 
 impl Snapshot {
+    /// Where a full-text hit's record is now (see [`manifest::resolve`]); `live` says which parts
+    /// (and heads) the read sees.
+    fn resolve(&self, table: Table, hit: &Hit, live: impl Fn(u64) -> bool) -> (u64, u64) {
+        let moves = self.moved.get(&(table, hit.hour)).map(|m| m.as_ref());
+        manifest::resolve(moves, live, hit.part, hit.row)
+    }
+
     fn parts_of_all_tables(&self) -> impl Iterator<Item = &PartMeta> + '_ {
         self.manifest.parts.iter().filter(|p| !self.damaged.contains(&p.id))
     }
@@ -218,14 +232,25 @@ impl LocalStore {
         let manifest = Manifest::load(root)?;
         let live_ids: BTreeSet<u64> = manifest.parts.iter().map(|p| p.id).collect();
         remove_unpublished(root, &manifest)?;
-        // Index documents name the part they were indexed under, merged away or not.
-        let indexed: BTreeSet<u64> = live_ids.iter().chain(manifest.moved.keys()).copied().collect();
+        let moved = load_all_moves(root)?;
+        // Index documents name the part they were indexed under, merged away or not; no id a
+        // move names is given out again.
+        let indexed: BTreeSet<u64> = live_ids
+            .iter()
+            .copied()
+            .chain(moved.values().flat_map(|m| m.keys().copied()))
+            .collect();
+        let highest = moved
+            .values()
+            .flat_map(|m| m.iter().map(|(from, to)| (*from).max(to.part)))
+            .chain(live_ids.last().copied())
+            .max();
         let merges = MergeBudget::new(options.index_merges, options.index_segment_docs);
         let logs = TextIndexes::new(root, Table::Logs, merges.clone());
         logs.recover(&indexed)?;
         let spans = TextIndexes::new(root, Table::Spans, merges.clone());
         spans.recover(&indexed)?;
-        let next_part_id = manifest.next_part_id.max(indexed.last().map_or(0, |id| id + 1));
+        let next_part_id = manifest.next_part_id.max(highest.map_or(0, |id| id + 1));
         Ok(LocalStore {
             root: root.to_path_buf(),
             options,
@@ -239,6 +264,7 @@ impl LocalStore {
                 head_since: None,
                 flush_failed: None,
                 damaged: BTreeMap::new(),
+                moved,
             }),
             writer: Mutex::new(()),
             compaction: Mutex::new(()),
@@ -353,6 +379,7 @@ impl LocalStore {
                 .chain(state.frozen.iter().cloned())
                 .collect(),
             damaged: state.damaged.keys().copied().collect(),
+            moved: state.moved.clone(),
         }
     }
 
@@ -402,6 +429,26 @@ fn dir_size(path: &Path) -> u64 {
             _ => e.metadata().map_or(0, |m| m.len()),
         })
         .sum()
+}
+
+/// The moves of every partition of the tables with a full-text index.
+fn load_all_moves(root: &Path) -> Result<BTreeMap<(Table, u64), Arc<Moves>>, StorageError> {
+    let mut all = BTreeMap::new();
+    for table in [Table::Logs, Table::Spans] {
+        let Ok(partitions) = std::fs::read_dir(root.join(table.as_str())) else {
+            continue;
+        };
+        for partition in partitions.flatten() {
+            let Some(hour) = fulltext::parse_hour(&partition.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let moves = manifest::load_moves(&partition.path())?;
+            if !moves.is_empty() {
+                all.insert((table, hour), Arc::new(moves));
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// Deletes part files (and temporary files) the manifest does not list.

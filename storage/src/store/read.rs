@@ -113,9 +113,8 @@ impl LocalStore {
             .map(|p| p.id)
             .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
             .collect();
-        let manifest = &snapshot.manifest;
         let (hits, index_partial) = self.spans.search(&search, &hours, |hit: &Hit| {
-            live.contains(&manifest.resolve(hit.part, 0).0)
+            live.contains(&snapshot.resolve(Table::Spans, hit, |p| live.contains(&p)).0)
         })?;
         let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
         for hit in &hits {
@@ -261,16 +260,16 @@ impl Store for LocalStore {
             .map(|h| (h.id, h.as_ref()))
             .collect();
         // Documents name the part a record was indexed under: where it is now comes from the
-        // manifest. A stale index is reported through `partial`.
-        let manifest = &snapshot.manifest;
+        // partition's moves. A stale index is reported through `partial`.
+        let live = |part: u64| parts.contains_key(&part) || heads.contains_key(&part);
         let (hits, _) = self.logs.search(search, &hours, |hit: &Hit| {
-            let (part, row) = manifest.resolve(hit.part, hit.row);
+            let (part, row) = snapshot.resolve(Table::Logs, hit, live);
             parts.contains_key(&part) || heads.get(&part).is_some_and(|h| (row as usize) < h.rows)
         })?;
         let hits: Vec<Hit> = hits
             .into_iter()
             .map(|hit| {
-                let (part, row) = manifest.resolve(hit.part, hit.row);
+                let (part, row) = snapshot.resolve(Table::Logs, &hit, live);
                 Hit { part, row, ..hit }
             })
             .collect();

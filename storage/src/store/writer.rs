@@ -310,10 +310,11 @@ impl LocalStore {
     /// [`merge_group`]); returns how many parts were merged away.
     ///
     /// Runs beside the write loop: parts are immutable, so the merged part is written without
-    /// the writer lock, which is taken only to publish it (a manifest that lists it instead of
-    /// its sources, and says where their rows went). The full-text indexes are not touched: their
-    /// documents keep the old part ids, resolved through [`Manifest::moved`]. A crash before the
-    /// manifest leaves an unlisted file (deleted at the next open), after it unlisted sources
+    /// the writer lock, which is taken only to publish it: first where the sources' rows went
+    /// (the partition's moves, for tables with a full-text index), then a manifest that lists the
+    /// merged part instead of its sources. The full-text indexes are not touched: their documents
+    /// keep the old part ids, resolved through the moves ([`manifest::Moves`]). A crash before
+    /// the manifest leaves an unlisted file (deleted at the next open), after it unlisted sources
     /// (deleted likewise): nothing is lost or stored twice.
     pub fn compact(&self) -> Result<usize, StorageError> {
         let _compaction = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
@@ -386,15 +387,35 @@ impl LocalStore {
         sync_dir(&partition_dir(&self.root, table, hour))?;
         let published = {
             let _writer = self.write_lock();
-            let mut state = self.state();
-            let listed = group
-                .iter()
-                .all(|p| state.manifest.parts.iter().any(|l| l.id == p.id) && !state.damaged.contains_key(&p.id));
+            let (listed, manifest, moved) = {
+                let state = self.state();
+                let listed = group
+                    .iter()
+                    .all(|p| state.manifest.parts.iter().any(|l| l.id == p.id) && !state.damaged.contains_key(&p.id));
+                (listed, state.manifest.clone(), state.moved.get(&(table, hour)).cloned())
+            };
             if listed {
-                let mut next = Manifest::clone(&state.manifest);
+                // Where the rows went is durable before any manifest unlists their parts.
+                let moves = self.index(table).is_some().then(|| {
+                    let mut moves = moved.map(|m| Moves::clone(&m)).unwrap_or_default();
+                    let mut offset = 0;
+                    for part in group {
+                        moves.insert(part.id, manifest::Moved { part: id, offset });
+                        offset += part.rows;
+                    }
+                    moves
+                });
+                if let Some(moves) = &moves {
+                    manifest::store_moves(&partition_dir(&self.root, table, hour), moves)?;
+                }
+                let mut next = Manifest::clone(&manifest);
                 next.replace_merged(group, meta.clone());
                 next.store(&self.root)?;
+                let mut state = self.state();
                 state.manifest = Arc::new(next);
+                if let Some(moves) = moves {
+                    state.moved.insert((table, hour), Arc::new(moves));
+                }
             }
             listed
         };
@@ -434,7 +455,6 @@ impl LocalStore {
                 let _ = std::fs::remove_file(part.quarantine_path(&self.root));
             }
             next.quarantined.retain(|p| !expired(p));
-            next.prune_moved();
             next.store(&self.root)?;
             state.manifest = Arc::new(next);
             let remaining: BTreeSet<(Table, u64)> = state
@@ -467,6 +487,7 @@ impl LocalStore {
             }
         }
         for (table, hour) in partitions {
+            self.state().moved.remove(&(table, hour));
             let dir = partition_dir(&self.root, table, hour);
             let index_bytes = dir_size(&dir.join("index"));
             *report.bytes.entry(table).or_default() += index_bytes;
