@@ -36,10 +36,11 @@ done
 load=$!
 
 # A light query load: a trace search, a log search and a metric query every 10 s, each timed
-# (`$work/queries.log`: epoch second, query, seconds).
+# (`$work/queries.log`: epoch second, query, seconds, HTTP status; answers other than 200 are
+# counted per minute).
 query() { # query NAME URL
   local took
-  took=$(curl -s -o /dev/null -w '%{time_total}' "$2" || echo 0)
+  took=$(curl -s -o /dev/null -w '%{time_total} %{http_code}' "$2" || echo "0 000")
   echo "$(date +%s) $1 $took" >>"$work/queries.log"
 }
 touch "$work/queries.log"
@@ -95,8 +96,8 @@ for minute in $(seq 1 "$MINUTES"); do
   rates_spans+=("$rs") rates_logs+=("$rl") rates_points+=("$rp")
   prev_spans=$spans prev_logs=$logs prev_points=$points
   queries=$(awk -v from="$minute_start" '
-    $1 >= from { if ($3 * 1000 > max[$2]) max[$2] = $3 * 1000 }
-    END { printf "%d %d %d", max["trace"], max["log"], max["metric"] }' "$work/queries.log")
+    $1 >= from { if ($3 * 1000 > max[$2]) max[$2] = $3 * 1000; if ($4 != 200) failed++ }
+    END { printf "%d %d %d (%d not 200)", max["trace"], max["log"], max["metric"], failed }' "$work/queries.log")
   minute_start=$(date +%s)
   printf '%-4s %9s %9s %8s %8s %8s %7s %5s %6s %7s %7s %7s %7s %8s %8s %9s %s\n' \
     "$minute" "$rs" "$rl" "$rp" $((wal >> 20)) $((rss >> 20)) $((anon >> 20)) "$cores" "$merges" "$parts_s" "$parts_l" "$segs_s" "$segs_l" \

@@ -3,126 +3,26 @@
 //! the store reopens with every span, log record and point exactly once, and full-text searches
 //! (whose documents name parts that were merged away) find each record once.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use prost::Message as _;
-use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use sift_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use sift_proto::otlp::metrics::v1::{metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
-use sift_proto::otlp::resource::v1::Resource;
-use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use sift_proto::SignalKind;
+use common::{logs, points, spans, trace_id, BASE};
 use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange};
 use sift_wal::WalEntry;
 
-/// 2025-11-25T20:00Z: every row in one hour partition.
-const BASE: u64 = 1_795_636_800_000_000_000;
 /// Flushes (parts per table) written before compaction starts.
 const PARTS: u64 = 48;
 /// Rows per part and table.
 const ROWS: u64 = 40;
 const CHILD: &str = "SIFT_COMPACTION_CHILD";
 
-fn resource() -> Option<Resource> {
-    Some(Resource {
-        attributes: vec![KeyValue {
-            key: "service.name".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue("shop".into())),
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    })
-}
-
-fn trace_id(n: u64) -> [u8; 16] {
-    let mut id = [0x3cu8; 16];
-    id[8..].copy_from_slice(&n.to_be_bytes());
-    id
-}
-
-fn entry(signal: SignalKind, body: Vec<u8>) -> WalEntry {
-    WalEntry::decode(&WalEntry::encode(sift_wal::EntryKind::Received, signal, "p", 0, &body)).unwrap()
-}
-
-/// One span, one log record (`shipped word<n>`) and one point for each n in `rows`.
+/// One span, one log record (`order shipped word<n>`) and one point for each n in `rows`.
 fn entries(rows: std::ops::Range<u64>) -> Vec<WalEntry> {
-    let spans = rows
-        .clone()
-        .map(|n| Span {
-            trace_id: trace_id(n).to_vec(),
-            span_id: (n + 1).to_be_bytes().to_vec(),
-            name: format!("GET /item/{n}"),
-            start_time_unix_nano: BASE + n * 1000,
-            end_time_unix_nano: BASE + n * 1000 + 500,
-            ..Default::default()
-        })
-        .collect();
-    let traces = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: resource(),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let log_records = rows
-        .clone()
-        .map(|n| LogRecord {
-            time_unix_nano: BASE + n * 1000,
-            severity_number: 9,
-            body: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(format!("shipped word{n}"))),
-            }),
-            trace_id: trace_id(n).to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    let logs = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: resource(),
-            scope_logs: vec![ScopeLogs {
-                log_records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let data_points = rows
-        .map(|n| NumberDataPoint {
-            time_unix_nano: BASE + n * 1000,
-            value: Some(sift_proto::otlp::metrics::v1::number_data_point::Value::AsInt(n as i64)),
-            ..Default::default()
-        })
-        .collect();
-    let metrics = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource(),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "queue.depth".into(),
-                    data: Some(metric::Data::Gauge(Gauge { data_points })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    vec![
-        entry(SignalKind::Traces, traces.encode_to_vec()),
-        entry(SignalKind::Logs, logs.encode_to_vec()),
-        entry(SignalKind::Metrics, metrics.encode_to_vec()),
-    ]
+    vec![spans(rows.clone()), logs(rows.clone()), points(rows)]
 }
 
 fn options() -> StoreOptions {

@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::{FixedSizeBinaryArray, Int32Array, RecordBatch, StringArray, UInt64Array};
-use arrow_select::concat::concat_batches;
 use arrow_select::filter::filter_record_batch;
 use prost::Message as _;
 use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
@@ -403,7 +402,7 @@ pub(crate) fn part_roundtrip(path: &Path, table: Table, batch: &RecordBatch) -> 
         .unwrap()
         .map(|b| b.unwrap())
         .collect();
-    concat_batches(&table.schema(), &batches).unwrap()
+    arrow_select::concat::concat_batches(&table.schema(), &batches).unwrap()
 }
 
 /// Every row of `batches`, decoded.
@@ -451,7 +450,7 @@ fn load_all_moves(root: &Path) -> Result<BTreeMap<(Table, u64), Arc<Moves>>, Sto
     Ok(all)
 }
 
-/// Deletes part files (and temporary files) the manifest does not list.
+/// Deletes part files (and temporary part and moves files) the manifest does not list.
 fn remove_unpublished(root: &Path, manifest: &Manifest) -> Result<(), StorageError> {
     let listed: BTreeSet<PathBuf> = manifest.parts.iter().map(|p| p.path(root)).collect();
     for table in Table::ALL {
@@ -466,7 +465,9 @@ fn remove_unpublished(root: &Path, manifest: &Manifest) -> Result<(), StorageErr
                 let path = file.path();
                 let name = file.file_name().to_string_lossy().into_owned();
                 let is_part = name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".tmp"));
-                if is_part && !listed.contains(&path) {
+                // A moves file a crash cut short (the one it was replacing is whole).
+                let is_partial_moves = name == "moved.json.tmp";
+                if (is_part || is_partial_moves) && !listed.contains(&path) {
                     tracing::info!(path = %path.display(), "removing unpublished part");
                     std::fs::remove_file(&path).map_err(StorageError::io(format!("removing {}", path.display())))?;
                 }

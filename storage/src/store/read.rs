@@ -286,7 +286,7 @@ impl Store for LocalStore {
                     Some(batches) => batches,
                     None => continue,
                 },
-                (None, Some(head)) => vec![take_rows(&head.batches, &rows)?],
+                (None, Some(head)) => take_rows(&head.batches, &rows)?,
                 (None, None) => continue,
             };
             let decoded: Vec<LogRow> = batches
@@ -470,12 +470,31 @@ fn span_matches(row: &SpanRow, filter: &TraceFilter) -> bool {
         })
 }
 
-/// Rows of the concatenation of `batches` at the given sorted row numbers.
-fn take_rows(batches: &[RecordBatch], rows: &[usize]) -> Result<RecordBatch, StorageError> {
-    let schema = Table::Logs.schema();
-    let all = concat_batches(&schema, batches)?;
-    let indices = UInt64Array::from(rows.iter().map(|&r| r as u64).collect::<Vec<_>>());
-    Ok(arrow_select::take::take_record_batch(&all, &indices)?)
+/// Rows of the concatenation of `batches` at the given sorted row numbers, taken batch by batch
+/// (never copying a whole head to read a few of its rows).
+fn take_rows(batches: &[RecordBatch], rows: &[usize]) -> Result<Vec<RecordBatch>, StorageError> {
+    let mut out = Vec::new();
+    let mut first = 0;
+    let mut wanted = rows.iter().peekable();
+    for batch in batches {
+        let end = first + batch.num_rows();
+        let mut indices = Vec::new();
+        while let Some(&&row) = wanted.peek() {
+            if row >= end {
+                break;
+            }
+            if row >= first {
+                indices.push((row - first) as u64);
+            }
+            wanted.next();
+        }
+        if !indices.is_empty() {
+            let indices = UInt64Array::from(indices);
+            out.push(arrow_select::take::take_record_batch(batch, &indices)?);
+        }
+        first = end;
+    }
+    Ok(out)
 }
 
 /// Adds the traces of the spans in `batch` that match `filter` (newest start per trace).
@@ -528,4 +547,31 @@ fn has_attribute(json: &str, key: &str, value: &str) -> Result<bool, StorageErro
     Ok(columnar::read_attributes(json)?
         .iter()
         .any(|kv| kv.key == key && kv.value.as_ref().is_some_and(|v| fulltext::any_text(v) == value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn rows_of_a_head_are_taken_batch_by_batch_in_order() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "n",
+            arrow_schema::DataType::UInt64,
+            false,
+        )]));
+        let batch = |from: u64, to: u64| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from_iter_values(from..to))]).unwrap()
+        };
+        let batches = [batch(0, 3), batch(3, 3), batch(3, 8), batch(8, 10)];
+        let taken = take_rows(&batches, &[1, 2, 3, 7, 9]).unwrap();
+        let values: Vec<u64> = taken
+            .iter()
+            .flat_map(|b| columnar::column::<UInt64Array>(b, "n").unwrap().values().to_vec())
+            .collect();
+        assert_eq!(values, [1, 2, 3, 7, 9]);
+        assert_eq!(taken.len(), 3, "one batch per source batch with rows taken");
+        assert!(take_rows(&batches, &[]).unwrap().is_empty());
+    }
 }
