@@ -70,19 +70,25 @@ struct Sample {
     quantiles: Vec<(f64, f64)>,
 }
 
+impl Sample {
+    /// A sample at `time` that contributes nothing yet.
+    fn at(time: u64) -> Sample {
+        Sample {
+            time,
+            value: None,
+            cumulative: false,
+            buckets: None,
+            count: 0,
+            sum: 0.0,
+            min: None,
+            max: None,
+            quantiles: Vec::new(),
+        }
+    }
+}
+
 fn sample(row: &MetricRow) -> Option<Sample> {
-    let time = point_time(row);
-    let mut s = Sample {
-        time,
-        value: None,
-        cumulative: false,
-        buckets: None,
-        count: 0,
-        sum: 0.0,
-        min: None,
-        max: None,
-        quantiles: Vec::new(),
-    };
+    let mut s = Sample::at(point_time(row));
     let number = |v: &Option<number_data_point::Value>| match v {
         Some(number_data_point::Value::AsDouble(d)) => Some(*d),
         Some(number_data_point::Value::AsInt(i)) => Some(*i as f64),
@@ -566,15 +572,9 @@ mod tests {
     #[test]
     fn rates_count_increases_and_survive_resets() {
         let s = |time: u64, value: f64| Sample {
-            time,
             value: Some(value),
             cumulative: true,
-            buckets: None,
-            count: 0,
-            sum: 0.0,
-            min: None,
-            max: None,
-            quantiles: Vec::new(),
+            ..Sample::at(time)
         };
         let before = s(0, 100.0);
         let (a, b, c) = (s(1, 110.0), s(2, 130.0), s(3, 5.0));
@@ -652,17 +652,7 @@ mod tests {
                 .map(|&(second, v, a, b, c)| {
                     let time = second * 1_000_000_000;
                     let value = v as f64 / 4.0;
-                    let mut s = Sample {
-                        time,
-                        value: None,
-                        cumulative: false,
-                        buckets: None,
-                        count: 0,
-                        sum: 0.0,
-                        min: None,
-                        max: None,
-                        quantiles: Vec::new(),
-                    };
+                    let mut s = Sample::at(time);
                     match kind {
                         0 => s.value = Some(value),
                         1 => {
