@@ -176,3 +176,35 @@ fn a_sigkill_during_compaction_loses_and_duplicates_nothing() {
     let store = LocalStore::open(dir.path(), options()).unwrap();
     assert_exact(&store);
 }
+
+fn span_part_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for partition in std::fs::read_dir(dir.join("spans")).unwrap().flatten() {
+        for file in std::fs::read_dir(partition.path()).unwrap().flatten() {
+            n += usize::from(file.file_name().to_string_lossy().ends_with(".parquet"));
+        }
+    }
+    n
+}
+
+#[test]
+fn merged_away_parts_stay_for_older_reads_and_go_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), options()).unwrap();
+    for i in 0..4 {
+        store.append(i + 1, &entries(i * ROWS..(i + 1) * ROWS)).unwrap();
+        store.flush().unwrap();
+    }
+    assert!(store.compact().unwrap() > 0);
+    assert_eq!(parts(&store, Table::Spans), 1);
+    // A read that took its snapshot before the merge may still open the sources.
+    assert!(span_part_files(dir.path()) >= 5, "the sources are still on disk");
+    drop(store);
+    let store = LocalStore::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        span_part_files(dir.path()),
+        1,
+        "the sources are removed at the next start"
+    );
+    assert_eq!(log_hits(&store, "shipped", 1000).len(), 4 * ROWS as usize);
+}

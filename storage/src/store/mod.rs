@@ -158,6 +158,9 @@ struct State {
     /// Where the rows of parts merged away went, per partition of the tables with a full-text
     /// index (see [`manifest::Moves`]).
     moved: BTreeMap<(Table, u64), Arc<Moves>>,
+    /// Files of parts merged away, with when: deleted by maintenance once no read can still be
+    /// using them.
+    retired: Vec<(Instant, PathBuf)>,
 }
 
 /// How long a failed flush or index rebuild waits before it is tried again.
@@ -264,6 +267,7 @@ impl LocalStore {
                 flush_failed: None,
                 damaged: BTreeMap::new(),
                 moved,
+                retired: Vec::new(),
             }),
             writer: Mutex::new(()),
             compaction: Mutex::new(()),

@@ -88,6 +88,17 @@ impl LocalStore {
 
     /// Retention, then compaction; failures are logged and retried at the next maintenance.
     fn maintain(&self) -> RetentionReport {
+        let retired: Vec<PathBuf> = {
+            let mut state = self.state();
+            let (old, young): (Vec<_>, Vec<_>) = std::mem::take(&mut state.retired)
+                .into_iter()
+                .partition(|(at, _)| at.elapsed() >= RETIRED_FOR);
+            state.retired = young;
+            old.into_iter().map(|(_, path)| path).collect()
+        };
+        for path in retired {
+            let _ = std::fs::remove_file(path);
+        }
         let report = match self.enforce_retention(SystemTime::now()) {
             Ok(report) => {
                 if !report.partitions.is_empty() {
@@ -424,9 +435,15 @@ impl LocalStore {
             let _ = std::fs::remove_file(meta.path(&self.root));
             return Ok(false);
         }
+        // A read that took its snapshot before the publish may still open the sources: they go
+        // once no query can be that old (a crash meanwhile leaves them unlisted, deleted at open).
+        let mut state = self.state();
+        for part in group {
+            state.retired.push((Instant::now(), part.path(&self.root)));
+        }
+        drop(state);
         for part in group {
             self.readers().remove(&part.id);
-            let _ = std::fs::remove_file(part.path(&self.root));
         }
         Ok(true)
     }
@@ -532,6 +549,10 @@ impl LocalStore {
         Ok(())
     }
 }
+
+/// How long the sources of a merge stay on disk after the manifest stopped listing them: longer
+/// than any query runs (30 s), so a read from an older snapshot still finds its files.
+const RETIRED_FOR: Duration = Duration::from_secs(60);
 
 /// Rows of the smallest tier of parts (see [`merge_group`]).
 const TIER_ROWS: u64 = 16 * 1024;
