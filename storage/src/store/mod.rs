@@ -158,9 +158,9 @@ struct State {
     /// Where the rows of parts merged away went, per partition of the tables with a full-text
     /// index (see [`manifest::Moves`]).
     moved: BTreeMap<(Table, u64), Arc<Moves>>,
-    /// Files of parts merged away, with when: deleted by maintenance once no read can still be
-    /// using them.
-    retired: Vec<(Instant, PathBuf)>,
+    /// Parts merged away (when, id, file): their files and cached readers are dropped by
+    /// maintenance once no read can still be using them.
+    retired: Vec<(Instant, u64, PathBuf)>,
 }
 
 /// How long a failed flush or index rebuild waits before it is tried again.

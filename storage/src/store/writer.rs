@@ -88,15 +88,17 @@ impl LocalStore {
 
     /// Retention, then compaction; failures are logged and retried at the next maintenance.
     fn maintain(&self) -> RetentionReport {
-        let retired: Vec<PathBuf> = {
+        let retired = {
             let mut state = self.state();
             let (old, young): (Vec<_>, Vec<_>) = std::mem::take(&mut state.retired)
                 .into_iter()
-                .partition(|(at, _)| at.elapsed() >= RETIRED_FOR);
+                .partition(|(at, _, _)| at.elapsed() >= RETIRED_FOR);
             state.retired = young;
-            old.into_iter().map(|(_, path)| path).collect()
+            old
         };
-        for path in retired {
+        for (_, id, path) in retired {
+            // A read of an older snapshot may have cached a reader again meanwhile.
+            self.readers().remove(&id);
             let _ = std::fs::remove_file(path);
         }
         let report = match self.enforce_retention(SystemTime::now()) {
@@ -439,7 +441,7 @@ impl LocalStore {
         // once no query can be that old (a crash meanwhile leaves them unlisted, deleted at open).
         let mut state = self.state();
         for part in group {
-            state.retired.push((Instant::now(), part.path(&self.root)));
+            state.retired.push((Instant::now(), part.id, part.path(&self.root)));
         }
         drop(state);
         for part in group {
