@@ -17,6 +17,19 @@ mod query_cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks the kernel for them on its
+/// arenas, so every first touch of a 2 MiB region zeroes all of it and counts all of it as
+/// resident; under the soak (issue: sustained load) that zeroing was ~5% of the CPU and it holds
+/// memory that small, short-lived buffers barely use. Databases that cap their memory (Redis,
+/// MongoDB) ask for the same.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "sift",
@@ -75,6 +88,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Query(args) => match query_cli::run(*args) {

@@ -26,6 +26,9 @@ pub(crate) struct Reader {
     shared: Arc<Shared>,
     position: u64,
     open: Option<(Segment, File)>,
+    /// The buffer of the last read, kept for the next one: records are copied out of it, and a
+    /// fresh buffer per read costs page faults and zeroing at every read.
+    scratch: Vec<u8>,
 }
 
 impl Reader {
@@ -34,6 +37,7 @@ impl Reader {
             shared,
             position,
             open: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -71,7 +75,9 @@ impl Reader {
             let readable_end = segment.end().min(committed);
             let want = ((readable_end - self.position) as usize).min(budget.max(record::HEADER_LEN));
             let bytes = self.read_bytes(segment, want)?;
-            let consumed = self.decode_into(&bytes, readable_end, &mut out)?;
+            let consumed = self.decode_into(&bytes, readable_end, &mut out);
+            self.scratch = bytes;
+            let consumed = consumed?;
             budget = budget.saturating_sub(consumed.max(1));
         }
         Ok(out)
@@ -86,12 +92,21 @@ impl Reader {
         Ok(&mut self.open.as_mut().expect("opened above").1)
     }
 
+    /// Reads `len` bytes at the current position, into the scratch buffer if it is free.
     fn read_bytes(&mut self, segment: Segment, len: usize) -> io::Result<Vec<u8>> {
         let offset = segment::HEADER_LEN + (self.position - segment.base);
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
         let file = self.file_for(segment)?;
         file.seek(SeekFrom::Start(offset))?;
-        let mut bytes = vec![0; len];
-        file.read_exact(&mut bytes)?;
+        // `read_to_end` reads into the spare capacity as it is, without zeroing it first.
+        file.take(len as u64).read_to_end(&mut bytes)?;
+        if bytes.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "WAL segment shorter than its committed bytes",
+            ));
+        }
         Ok(bytes)
     }
 
