@@ -1,10 +1,13 @@
 //! `sift-storebench`: the storage engine on a realistic dataset (issue: storage benchmarks).
 //!
 //! Generates N spans and N log records (seeded, the load generator's workload: 1–30 spans per
-//! trace, 5–15 attributes, logs inside spans) spread over one hour, ingests them into a fresh
-//! store the way the storage exporter does (append per batch, flush when the head is due: 256 MiB
-//! or 30 s, the defaults), then measures
-//! lookups and searches on the result. Generation is not timed; append + flush are.
+//! trace, 5–15 attributes, logs inside spans) spread over one closed hour (one partition per
+//! table), ingests them into a fresh store the way the storage exporter does (`write` per batch,
+//! flushing when the head is due; `tick` every second; retention and compaction on a thread of
+//! their own, as the exporter's maintenance task), then measures lookups and searches on the
+//! result. Generation is not timed; writing is (ticks included). Every tenth of the rows it prints
+//! the ingest rate over that tenth, so the cost of a row at 100M can be compared with its cost
+//! at the first million.
 //!
 //! cargo run --release -p sift-benches --bin sift-storebench -- --spans 10000000 --logs 10000000
 
@@ -88,71 +91,117 @@ fn time_each(n: usize, mut f: impl FnMut(usize)) -> Percentiles {
     )
 }
 
+/// Resident and peak memory of this process, in MiB (Linux; 0 elsewhere).
+fn memory_mib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-    let store = LocalStore::open(&dir, StoreOptions::default())?;
+    let store = std::sync::Arc::new(LocalStore::open(&dir, StoreOptions::default())?);
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
-    let window_start = now - 3_600_000_000_000;
-    let batches = args.spans.max(args.logs * 2).div_ceil(BATCH_SPANS);
+    // The last closed hour: every row lands in one partition per table.
+    let hour = 3_600_000_000_000u64;
+    let window_start = (now / hour - 1) * hour;
+    let batches = (args.spans + args.logs * 2).div_ceil(BATCH_SPANS);
     let mut rng = Rng::new(42);
     let mut position = 0u64;
     let (mut span_rows, mut log_rows) = (0u64, 0u64);
     let (mut span_bytes, mut log_bytes) = (0u64, 0u64);
     let (mut span_time, mut log_time) = (Duration::ZERO, Duration::ZERO);
     let mut sample_traces: Vec<[u8; 16]> = Vec::new();
-    let progress = indicatif::ProgressBar::new(batches as u64);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let maintenance = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                store.maintain_if_due();
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let total_rows = (args.spans + args.logs) as u64;
+    let step = total_rows.div_ceil(10).max(1);
+    let (mut step_rows, mut step_time) = (0u64, Duration::ZERO);
+    let mut steps = Vec::new();
+    let mut last_tick = Instant::now();
+    let mut write = |signal: SignalKind, body: Vec<u8>, position: u64| -> anyhow::Result<(u64, Duration)> {
+        let entry = WalEntry {
+            kind: sift_wal::EntryKind::Received,
+            signal,
+            pipeline: signal.as_str().into(),
+            items: 0,
+            body: Bytes::from(body),
+        };
+        let started = Instant::now();
+        let added = store.write(position, vec![(position, entry)])?;
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            store.tick();
+            last_tick = Instant::now();
+        }
+        Ok((added.values().sum(), started.elapsed()))
+    };
     for b in 0..batches {
         let mut generated = generate(&mut rng, BATCH_SPANS, &Shape::default());
-        let target = window_start + (b as u64 * 3_600_000_000_000) / batches as u64;
+        let target = window_start + (b as u64 * hour) / batches as u64;
         let delta = target as i64 - first_start(&generated) as i64;
         shift(&mut generated, delta);
-        if let Some(span) = generated.traces.resource_spans[0].scope_spans[0].spans.get(b % 7) {
-            if sample_traces.len() < 100_000 && b % 3 == 0 && (span_rows as usize) < args.spans {
-                sample_traces.push(span.trace_id.as_slice().try_into()?);
+        let before = span_rows + log_rows;
+        // A batch has half as many log records as spans: spans skip batches so that both tables
+        // fill at the same pace and every tenth has the same mix.
+        let spans_ahead = span_rows as u128 * args.logs as u128 > log_rows as u128 * args.spans as u128;
+        if (span_rows as usize) < args.spans && !spans_ahead {
+            if let Some(span) = generated.traces.resource_spans[0].scope_spans[0].spans.get(b % 7) {
+                if sample_traces.len() < 100_000 && b % 3 == 0 {
+                    sample_traces.push(span.trace_id.as_slice().try_into()?);
+                }
             }
-        }
-        if (span_rows as usize) < args.spans {
             let body = generated.traces.encode_to_vec();
             span_bytes += body.len() as u64;
             position += 1;
-            let entry = WalEntry {
-                kind: sift_wal::EntryKind::Received,
-                signal: SignalKind::Traces,
-                pipeline: "traces".into(),
-                items: 0,
-                body: Bytes::from(body),
-            };
-            let started = Instant::now();
-            let added = store.append(position, &[entry])?;
-            span_rows += added.get(&Table::Spans).copied().unwrap_or(0);
-            if store.flush_due() {
-                store.flush()?;
-            }
-            span_time += started.elapsed();
+            let (rows, took) = write(SignalKind::Traces, body, position)?;
+            span_rows += rows;
+            span_time += took;
+            step_time += took;
         }
         if (log_rows as usize) < args.logs {
             let body = generated.logs.encode_to_vec();
             log_bytes += body.len() as u64;
             position += 1;
-            let entry = WalEntry {
-                kind: sift_wal::EntryKind::Received,
-                signal: SignalKind::Logs,
-                pipeline: "logs".into(),
-                items: 0,
-                body: Bytes::from(body),
-            };
-            let started = Instant::now();
-            let added = store.append(position, &[entry])?;
-            log_rows += added.get(&Table::Logs).copied().unwrap_or(0);
-            if store.flush_due() {
-                store.flush()?;
-            }
-            log_time += started.elapsed();
+            let (rows, took) = write(SignalKind::Logs, body, position)?;
+            log_rows += rows;
+            log_time += took;
+            step_time += took;
         }
-        progress.inc(1);
-        if span_rows as usize >= args.spans && log_rows as usize >= args.logs {
+        step_rows += span_rows + log_rows - before;
+        let done = span_rows as usize >= args.spans && log_rows as usize >= args.logs;
+        if step_rows >= step || done {
+            let layout = store.layout();
+            let (rss, peak) = memory_mib();
+            let line = serde_json::json!({
+                "rows": span_rows + log_rows,
+                "rows_per_s": step_rows as f64 / step_time.as_secs_f64(),
+                "parts": layout.parts.values().max().copied().unwrap_or(0),
+                "index_segments": layout.index_segments.values().max().copied().unwrap_or(0),
+                "merges_started": store.merge_stats().started,
+                "rss_mib": rss,
+                "peak_rss_mib": peak,
+            });
+            eprintln!("{line}");
+            steps.push(line);
+            (step_rows, step_time) = (0, Duration::ZERO);
+        }
+        if done {
             break;
         }
     }
@@ -161,7 +210,10 @@ fn main() -> anyhow::Result<()> {
     let last_flush = started.elapsed();
     span_time += last_flush / 2;
     log_time += last_flush / 2;
-    progress.finish_and_clear();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    maintenance
+        .join()
+        .map_err(|_| anyhow::anyhow!("maintenance thread panicked"))?;
     let disk = store.disk_bytes();
 
     // Lookups: warm the page cache and footers once, then time.
@@ -207,6 +259,8 @@ fn main() -> anyhow::Result<()> {
         "trace_by_id_ms": { "p50": trace_ms.at(0.5), "p99": trace_ms.at(0.99), "found": found, "queries": queries },
         "logs_by_trace_ms": { "p50": logs_ms.at(0.5), "p99": logs_ms.at(0.99) },
         "log_search_ms": { "p50": search_ms.at(0.5), "p99": search_ms.at(0.99), "hits": hits },
+        "peak_rss_mib": memory_mib().1,
+        "ingest_by_tenth": steps,
     });
     if args.json {
         println!("{report}");
