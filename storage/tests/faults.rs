@@ -540,3 +540,34 @@ fn damaged_parts_are_quarantined_and_a_damaged_index_is_rebuilt() {
     let services = store.services().unwrap();
     assert_eq!(services[0].span_count, 100);
 }
+
+#[test]
+fn lookups_by_trace_id_open_only_the_parts_the_index_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    {
+        let store = LocalStore::open(root, options()).unwrap();
+        store.append(1, &[spans(0..100), logs(0..100)]).unwrap();
+        store.flush().unwrap();
+        store.append(2, &[spans(100..200), logs(100..200)]).unwrap();
+        store.flush().unwrap();
+    }
+    let span_parts = files(&root.join("spans"), ".parquet");
+    let log_parts = files(&root.join("logs"), ".parquet");
+    assert_eq!((span_parts.len(), log_parts.len()), (2, 2));
+    flip(&span_parts[0], 20);
+    flip(&log_parts[0], 20);
+
+    let store = LocalStore::open(root, options()).unwrap();
+    // The traces of the intact parts are found without opening the damaged ones.
+    assert_traces(&store, 100..200);
+    for n in 100..200 {
+        assert_eq!(store.logs_by_trace(&trace_id(n), &TimeRange::ALL).unwrap().len(), 1);
+    }
+    assert!(store.trace(&trace_id(1_000), &TimeRange::ALL).unwrap().is_empty());
+    assert_eq!(store.damaged_files(), 0, "a part without the trace was opened");
+    // A trace of a damaged part is looked up there, and the damage found.
+    assert!(store.trace(&trace_id(50), &TimeRange::ALL).unwrap().is_empty());
+    assert!(store.logs_by_trace(&trace_id(50), &TimeRange::ALL).unwrap().is_empty());
+    assert_eq!(store.damaged_files(), 2);
+}

@@ -853,24 +853,11 @@ impl TextIndexes {
         let query = self.query(search)?;
         let mut partial = false;
         let mut readers: Vec<(u64, IndexReader)> = Vec::new();
-        {
-            let mut partitions = self.lock();
-            for &hour in hours {
-                if partitions.stale.contains_key(&hour) {
-                    partial = true;
-                    continue;
-                }
-                let exists = partitions.open.contains_key(&hour) || self.dir(hour).join("meta.json").exists();
-                if !exists {
-                    continue;
-                }
-                match self.open(&mut partitions, hour) {
-                    Ok(partition) => readers.push((hour, partition.reader.clone())),
-                    Err(e) => {
-                        self.mark_stale(&mut partitions, hour, &e);
-                        partial = true;
-                    }
-                }
+        for &hour in hours {
+            match self.reader(hour) {
+                Readable::Yes(reader) => readers.push((hour, reader)),
+                Readable::Absent => {}
+                Readable::No => partial = true,
             }
         }
         let mut hits = Vec::new();
@@ -885,6 +872,49 @@ impl TextIndexes {
             }
         }
         Ok((hits, partial))
+    }
+
+    /// A partition's index for reading, opened if need be.
+    fn reader(&self, hour: u64) -> Readable {
+        let mut partitions = self.lock();
+        if partitions.stale.contains_key(&hour) {
+            return Readable::No;
+        }
+        let exists = partitions.open.contains_key(&hour) || self.dir(hour).join("meta.json").exists();
+        if !exists {
+            return Readable::Absent;
+        }
+        match self.open(&mut partitions, hour) {
+            Ok(partition) => Readable::Yes(partition.reader.clone()),
+            Err(e) => {
+                self.mark_stale(&mut partitions, hour, &e);
+                Readable::No
+            }
+        }
+    }
+
+    /// Every document of trace `trace_id` in each partition of `hours` (its part and row as
+    /// indexed: resolve them through the moves), for lookups by trace id, which then read only
+    /// the parts holding the trace. `None` for a partition whose index cannot say (stale, absent
+    /// or failing): all of its parts must be read.
+    pub(crate) fn trace_documents(&self, trace_id: &[u8; 16], hours: &[u64]) -> BTreeMap<u64, Option<Vec<Hit>>> {
+        let term = Term::from_field_text(self.fields.trace_id, &hex::encode(trace_id));
+        let query = TermQuery::new(term, IndexRecordOption::Basic);
+        let mut out = BTreeMap::new();
+        for &hour in hours {
+            let hits = match self.reader(hour) {
+                Readable::Yes(reader) => match all_hits(hour, &reader, &query) {
+                    Ok(hits) => Some(hits),
+                    Err(e) => {
+                        self.mark_stale(&mut self.lock(), hour, &e);
+                        None
+                    }
+                },
+                Readable::Absent | Readable::No => None,
+            };
+            out.insert(hour, hits);
+        }
+        out
     }
 
     /// Adds the hits of one partition to `hits`; true once `limit` are taken.
@@ -945,6 +975,46 @@ impl TextIndexes {
         }
         Ok(false)
     }
+}
+
+/// Whether a partition's index can be read.
+enum Readable {
+    Yes(IndexReader),
+    /// The partition has no index (nothing was indexed there).
+    Absent,
+    /// Stale or failing: it is being rebuilt.
+    No,
+}
+
+/// Every document `query` matches in one partition's index, in no particular order.
+fn all_hits(hour: u64, reader: &IndexReader, query: &dyn Query) -> Result<Vec<Hit>, StorageError> {
+    let searcher = reader.searcher();
+    let mut addresses: Vec<_> = searcher
+        .search(query, &tantivy::collector::DocSetCollector)?
+        .into_iter()
+        .collect();
+    addresses.sort();
+    let mut hits = Vec::with_capacity(addresses.len());
+    let mut columns = None;
+    for address in addresses {
+        if columns.as_ref().is_none_or(|(ord, _, _)| *ord != address.segment_ord) {
+            let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+            columns = Some((address.segment_ord, fast.u64("part")?, fast.u64("row")?));
+        }
+        let Some((_, parts, rows)) = columns.as_ref() else {
+            continue;
+        };
+        if let (Some(part), Some(row)) = (parts.first(address.doc_id), rows.first(address.doc_id)) {
+            hits.push(Hit {
+                time: 0,
+                hour,
+                part,
+                row,
+                trace_id: None,
+            });
+        }
+    }
+    Ok(hits)
 }
 
 /// tantivy's parser knows `-term` but not the `NOT term` that Lucene, Quickwit and Elasticsearch

@@ -69,12 +69,22 @@ impl LocalStore {
         Ok(reader)
     }
 
-    /// The batches (parts and head) of `table` whose key column equals `key`.
+    /// The batches (parts and head) of `table` whose key column (the trace id) equals `key`.
+    /// Tables with a full-text index read only the parts whose index documents name the trace
+    /// (partitions whose index cannot answer are read whole); the others read every part of the
+    /// range, skipping row groups by their bloom filters.
     pub(super) fn lookup(&self, table: Table, key: &[u8], range: &TimeRange) -> Result<Vec<RecordBatch>, StorageError> {
         let snapshot = self.snapshot();
         let column = part::key_column(table);
+        let holders = self.parts_holding(&snapshot, table, key, range);
         let mut out = Vec::new();
         for part in snapshot.parts(table, range) {
+            if holders
+                .get(&part.hour)
+                .is_some_and(|ids| ids.as_ref().is_some_and(|ids| !ids.contains(&part.id)))
+            {
+                continue;
+            }
             if let Some(batches) = self.read_part(part, |reader| reader.rows_equal(column, key))? {
                 out.extend(batches);
             }
@@ -89,6 +99,40 @@ impl LocalStore {
             }
         }
         Ok(out)
+    }
+
+    /// Per partition of `table` in `range`, the ids of the parts of `snapshot` holding trace
+    /// `key`, from the table's full-text index; `None` where the index cannot say, and no entry
+    /// for tables without an index.
+    fn parts_holding(
+        &self,
+        snapshot: &Snapshot,
+        table: Table,
+        key: &[u8],
+        range: &TimeRange,
+    ) -> BTreeMap<u64, Option<BTreeSet<u64>>> {
+        let (Some(index), Ok(trace_id)) = (self.index(table), <[u8; 16]>::try_from(key)) else {
+            return BTreeMap::new();
+        };
+        let listed: BTreeSet<u64> = snapshot.parts(table, &TimeRange::ALL).map(|p| p.id).collect();
+        let hours: Vec<u64> = snapshot
+            .parts(table, range)
+            .map(|p| p.hour)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        index
+            .trace_documents(&trace_id, &hours)
+            .into_iter()
+            .map(|(hour, hits)| {
+                let ids = hits.map(|hits| {
+                    hits.iter()
+                        .map(|hit| snapshot.resolve(table, hit, |p| listed.contains(&p)).0)
+                        .collect()
+                });
+                (hour, ids)
+            })
+            .collect()
     }
 
     /// Trace search with a full-text query over spans: the span index names candidate traces
