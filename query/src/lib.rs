@@ -281,7 +281,7 @@ async fn search_traces(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
             .all("attr")
             .map(|a| params::key_value("attr", a))
             .collect::<Result<_, _>>()?,
-        range: params.range()?,
+        range: params.search_range()?,
         // Duration filters drop candidates after the fact: look further.
         limit: if min.is_some() || max.is_some() {
             limit * 20
@@ -336,7 +336,7 @@ async fn search_logs(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<
             .one("trace_id")?
             .map(|t| params::trace_id("trace_id", t))
             .transpose()?,
-        range: params.range()?,
+        range: params.search_range()?,
         limit: params::limit(params.one("limit")?, 100, 1000)?,
     };
     let query = search.query.clone();
@@ -373,10 +373,7 @@ async fn metric_series(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
         .map(|m| params::key_value("match", m))
         .collect::<Result<_, _>>()?;
     let range = params.range()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let end = range.end.unwrap_or(now + 1);
+    let end = range.end.unwrap_or(params::now_nanos() + 1);
     let start = range.start.unwrap_or(end.saturating_sub(3_600_000_000_000));
     if end <= start {
         return Err(ApiError::BadRequest("end: must be after start".into()));

@@ -201,6 +201,17 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// `start`/`end` of a search (SPEC §4): without `start`, the hour before `end` (or before
+    /// now) is searched.
+    pub fn search_range(&self) -> Result<sift_storage::TimeRange, ApiError> {
+        let mut range = self.range()?;
+        if range.start.is_none() {
+            let end = range.end.unwrap_or_else(now_nanos);
+            range.start = Some(end.saturating_sub(HOUR_NANOS));
+        }
+        Ok(range)
+    }
+
     /// `start`/`end` as a time range.
     pub fn range(&self) -> Result<sift_storage::TimeRange, ApiError> {
         let start = self.one("start")?.map(|t| time("start", t)).transpose()?;
@@ -212,6 +223,15 @@ impl Params {
         }
         Ok(sift_storage::TimeRange { start, end })
     }
+}
+
+const HOUR_NANOS: u64 = 3_600_000_000_000;
+
+/// Now, in Unix nanoseconds.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// `application/x-www-form-urlencoded` pairs.
