@@ -473,10 +473,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn damaged_parts_are_quarantined_and_a_damaged_index_is_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+/// Stores traces 0..100 (spans and logs) in one part per table and 100..200 in a second, then
+/// damages the first part of each table.
+fn damage_older_parts(root: &Path) {
     {
         let store = LocalStore::open(root, options()).unwrap();
         store.append(1, &[spans(0..100), logs(0..100)]).unwrap();
@@ -485,12 +484,19 @@ fn damaged_parts_are_quarantined_and_a_damaged_index_is_rebuilt() {
         store.flush().unwrap();
         store.refresh().unwrap();
     }
-    // The older spans part, the older logs part and one file of the log index.
     let span_parts = files(&root.join("spans"), ".parquet");
     let log_parts = files(&root.join("logs"), ".parquet");
     assert_eq!((span_parts.len(), log_parts.len()), (2, 2));
     flip(&span_parts[0], 20);
     flip(&log_parts[0], 20);
+}
+
+#[test]
+fn damaged_parts_are_quarantined_and_a_damaged_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The older spans part, the older logs part and one file of the log index.
+    damage_older_parts(root);
     let index_files: Vec<PathBuf> = files(&root.join("logs"), ".idx")
         .into_iter()
         .chain(files(&root.join("logs"), ".term"))
@@ -545,18 +551,7 @@ fn damaged_parts_are_quarantined_and_a_damaged_index_is_rebuilt() {
 fn lookups_by_trace_id_open_only_the_parts_the_index_names() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    {
-        let store = LocalStore::open(root, options()).unwrap();
-        store.append(1, &[spans(0..100), logs(0..100)]).unwrap();
-        store.flush().unwrap();
-        store.append(2, &[spans(100..200), logs(100..200)]).unwrap();
-        store.flush().unwrap();
-    }
-    let span_parts = files(&root.join("spans"), ".parquet");
-    let log_parts = files(&root.join("logs"), ".parquet");
-    assert_eq!((span_parts.len(), log_parts.len()), (2, 2));
-    flip(&span_parts[0], 20);
-    flip(&log_parts[0], 20);
+    damage_older_parts(root);
 
     let store = LocalStore::open(root, options()).unwrap();
     // The traces of the intact parts are found without opening the damaged ones.
