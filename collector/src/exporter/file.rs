@@ -52,6 +52,7 @@ impl FileExporter {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
+        cut_torn_line(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         self.outputs.push(Output {
@@ -85,6 +86,44 @@ impl FileExporter {
         }
         Ok(())
     }
+}
+
+/// Cuts a regular file back to its last complete line: a crash in the middle
+/// of a batch leaves part of a line, and the batch (never checkpointed) is written again whole, so
+/// appending to the torn line would join two lines into one that is not JSON.
+fn cut_torn_line(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    // Only regular files: the path may be a FIFO or a terminal, which must not be opened for reading.
+    let Ok(meta) = fs::metadata(path) else {
+        return Ok(());
+    };
+    let size = meta.len();
+    if !meta.is_file() || size == 0 {
+        return Ok(());
+    }
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let mut reader = &file;
+    let mut at = size;
+    let mut chunk = vec![0u8; 64 << 10];
+    while at > 0 {
+        let len = chunk.len().min(at as usize);
+        reader.seek(SeekFrom::Start(at - len as u64))?;
+        reader.read_exact(&mut chunk[..len])?;
+        if let Some(i) = chunk[..len].iter().rposition(|&b| b == b'\n') {
+            at = at - len as u64 + i as u64 + 1;
+            break;
+        }
+        at -= len as u64;
+    }
+    if at < size {
+        tracing::warn!(
+            bytes = size - at,
+            "file exporter: cutting a line left unfinished by a crash"
+        );
+        file.set_len(at)?;
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 /// fsync, except for files that cannot be synced (a FIFO, `/dev/stdout`): those fail with EINVAL.
@@ -197,6 +236,24 @@ mod tests {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();
             assert!(value["resourceLogs"].is_array());
         }
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_removed_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
+        let config = FileExporterConfig {
+            path: Some(path.clone()),
+            ..FileExporterConfig::default()
+        };
+        let mut exporter = FileExporter::new(&config, dir.path());
+        exporter.write(&[entry(1)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "{\"a\":1}");
+        assert_eq!(lines.len(), 2, "{text}");
+        serde_json::from_str::<serde_json::Value>(lines[1]).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
