@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns transparent huge pages off for this process. mimalloc asks the kernel for them on its
 /// arenas, so every first touch of a 2 MiB region zeroes all of it and counts all of it as
-/// resident; under the soak (issue: sustained load) that zeroing was ~5% of the CPU and it holds
+/// resident; under the soak (issue: sustained load) that zeroing was 4.8% of the perf samples and it holds
 /// memory that small, short-lived buffers barely use. Databases that cap their memory (Redis,
 /// MongoDB) ask for the same.
 fn disable_transparent_huge_pages() {
