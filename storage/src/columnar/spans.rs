@@ -2,16 +2,20 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{FixedSizeBinaryBuilder, Int32Builder, StringBuilder, UInt32Builder, UInt64Builder};
-use arrow_array::{ArrayRef, FixedSizeBinaryArray, Int32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
-use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
+use arrow_array::builder::{
+    BinaryBuilder, FixedSizeBinaryBuilder, Int32Builder, StringBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, Int32Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use sift_proto::json::fragment;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::otlp::trace::v1::{Span, Status};
 
 use super::{
-    append_id, attributes_json, column, json_error, read_attributes, read_id, schema_with_origin, EncodedOrigin,
-    Origin, OriginBuilder, OriginReader,
+    append_id, column, decode_list, encode_list, json_error, read_attributes, read_id, schema_with_origin,
+    EncodedOrigin, Origin, OriginBuilder, OriginReader,
 };
 
 pub(crate) const TRACE_ID: &str = "trace_id";
@@ -23,7 +27,6 @@ pub(crate) const NAME: &str = "name";
 pub(crate) const KIND: &str = "kind";
 pub(crate) const START: &str = "start_time_unix_nano";
 pub(crate) const END: &str = "end_time_unix_nano";
-pub(crate) const DURATION: &str = "duration_ns";
 pub(crate) const STATUS_CODE: &str = "status_code";
 pub(crate) const STATUS_MESSAGE: &str = "status_message";
 pub(crate) const ATTRIBUTES: &str = "attributes";
@@ -44,14 +47,13 @@ pub(crate) fn schema() -> SchemaRef {
         Field::new(KIND, DataType::Int32, false),
         Field::new(START, DataType::UInt64, false),
         Field::new(END, DataType::UInt64, false),
-        Field::new(DURATION, DataType::UInt64, false),
         Field::new(STATUS_CODE, DataType::Int32, false),
         Field::new(STATUS_MESSAGE, DataType::Utf8, false),
-        Field::new(ATTRIBUTES, DataType::Utf8, false),
+        Field::new(ATTRIBUTES, DataType::Binary, false),
         Field::new(DROPPED_ATTRIBUTES, DataType::UInt32, false),
-        Field::new(EVENTS, DataType::Utf8, false),
+        Field::new(EVENTS, DataType::Binary, false),
         Field::new(DROPPED_EVENTS, DataType::UInt32, false),
-        Field::new(LINKS, DataType::Utf8, false),
+        Field::new(LINKS, DataType::Binary, false),
         Field::new(DROPPED_LINKS, DataType::UInt32, false),
     ])
 }
@@ -76,17 +78,16 @@ pub(crate) struct SpanBuilder {
     kind: Int32Builder,
     start: UInt64Builder,
     end: UInt64Builder,
-    duration: UInt64Builder,
     status_code: Int32Builder,
     status_message: StringBuilder,
-    attributes: StringBuilder,
+    attributes: BinaryBuilder,
     dropped_attributes: UInt32Builder,
-    events: StringBuilder,
+    events: BinaryBuilder,
     dropped_events: UInt32Builder,
-    links: StringBuilder,
+    links: BinaryBuilder,
     dropped_links: UInt32Builder,
     origin: OriginBuilder,
-    scratch: String,
+    scratch: Vec<u8>,
 }
 
 impl Default for SpanBuilder {
@@ -101,17 +102,16 @@ impl Default for SpanBuilder {
             kind: Int32Builder::new(),
             start: UInt64Builder::new(),
             end: UInt64Builder::new(),
-            duration: UInt64Builder::new(),
             status_code: Int32Builder::new(),
             status_message: StringBuilder::new(),
-            attributes: StringBuilder::new(),
+            attributes: BinaryBuilder::new(),
             dropped_attributes: UInt32Builder::new(),
-            events: StringBuilder::new(),
+            events: BinaryBuilder::new(),
             dropped_events: UInt32Builder::new(),
-            links: StringBuilder::new(),
+            links: BinaryBuilder::new(),
             dropped_links: UInt32Builder::new(),
             origin: OriginBuilder::default(),
-            scratch: String::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -129,19 +129,16 @@ impl SpanBuilder {
         self.kind.append_value(span.kind);
         self.start.append_value(span.start_time_unix_nano);
         self.end.append_value(span.end_time_unix_nano);
-        self.duration
-            .append_value(span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano));
         let status = span.status.clone().unwrap_or_default();
         self.status_code.append_value(status.code);
         self.status_message.append_value(&status.message);
-        self.attributes.append_value(attributes_json(&span.attributes));
+        encode_list(&span.attributes, &mut self.scratch);
+        self.attributes.append_value(&self.scratch);
         self.dropped_attributes.append_value(span.dropped_attributes_count);
-        self.scratch.clear();
-        fragment::write_events(&span.events, &mut self.scratch);
+        encode_list(&span.events, &mut self.scratch);
         self.events.append_value(&self.scratch);
         self.dropped_events.append_value(span.dropped_events_count);
-        self.scratch.clear();
-        fragment::write_links(&span.links, &mut self.scratch);
+        encode_list(&span.links, &mut self.scratch);
         self.links.append_value(&self.scratch);
         self.dropped_links.append_value(span.dropped_links_count);
         self.origin.append(origin);
@@ -158,7 +155,6 @@ impl SpanBuilder {
             Arc::new(self.kind.finish()),
             Arc::new(self.start.finish()),
             Arc::new(self.end.finish()),
-            Arc::new(self.duration.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
             Arc::new(self.attributes.finish()),
@@ -198,11 +194,11 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<SpanRow>, ArrowError> {
     let end: &UInt64Array = column(batch, END)?;
     let status_code: &Int32Array = column(batch, STATUS_CODE)?;
     let status_message: &StringArray = column(batch, STATUS_MESSAGE)?;
-    let attributes: &StringArray = column(batch, ATTRIBUTES)?;
+    let attributes: &BinaryArray = column(batch, ATTRIBUTES)?;
     let dropped_attributes: &UInt32Array = column(batch, DROPPED_ATTRIBUTES)?;
-    let events: &StringArray = column(batch, EVENTS)?;
+    let events: &BinaryArray = column(batch, EVENTS)?;
     let dropped_events: &UInt32Array = column(batch, DROPPED_EVENTS)?;
-    let links: &StringArray = column(batch, LINKS)?;
+    let links: &BinaryArray = column(batch, LINKS)?;
     let dropped_links: &UInt32Array = column(batch, DROPPED_LINKS)?;
     let origin = OriginReader::new(batch)?;
     (0..batch.num_rows())
@@ -220,11 +216,11 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<SpanRow>, ArrowError> {
                     kind: kind.value(row),
                     start_time_unix_nano: start.value(row),
                     end_time_unix_nano: end.value(row),
-                    attributes: read_attributes(attributes.value(row))?,
+                    attributes: decode_list(attributes.value(row))?,
                     dropped_attributes_count: dropped_attributes.value(row),
-                    events: fragment::read_events(events.value(row)).map_err(json_error)?,
+                    events: decode_list(events.value(row))?,
                     dropped_events_count: dropped_events.value(row),
-                    links: fragment::read_links(links.value(row)).map_err(json_error)?,
+                    links: decode_list(links.value(row))?,
                     dropped_links_count: dropped_links.value(row),
                     status: (code != 0 || !message.is_empty()).then(|| Status {
                         code,
@@ -234,4 +230,45 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<SpanRow>, ArrowError> {
             })
         })
         .collect()
+}
+
+/// A batch of a span part written in an earlier layout, in today's: attributes, events and links
+/// were typed JSON text (now protobuf), and a `duration_ns` column (end − start, never read) was
+/// kept. Whatever reads span parts reads through this, so old and new parts answer, merge and
+/// index alike.
+pub(crate) fn upgrade(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let current = schema();
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    let mut scratch = Vec::new();
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        let name = field.name().as_str();
+        let Ok(now) = current.field_with_name(name) else {
+            continue;
+        };
+        if now.data_type() == field.data_type() {
+            fields.push(field.as_ref().clone());
+            columns.push(array.clone());
+            continue;
+        }
+        let text = array
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .filter(|_| matches!(name, ATTRIBUTES | EVENTS | LINKS))
+            .ok_or_else(|| ArrowError::SchemaError(format!("column {name} has an unexpected type")))?;
+        let mut out = BinaryBuilder::with_capacity(text.len(), text.len() * 64);
+        for row in 0..text.len() {
+            let value = text.value(row);
+            match name {
+                ATTRIBUTES => encode_list(&read_attributes(value)?, &mut scratch),
+                EVENTS => encode_list(&fragment::read_events(value).map_err(json_error)?, &mut scratch),
+                _ => encode_list(&fragment::read_links(value).map_err(json_error)?, &mut scratch),
+            }
+            out.append_value(&scratch);
+        }
+        fields.push(now.clone());
+        columns.push(Arc::new(out.finish()) as ArrayRef);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

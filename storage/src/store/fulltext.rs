@@ -40,8 +40,8 @@ use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
-    STRING,
+    Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
+    FAST,
 };
 use tantivy::{FutureResult, Index, IndexReader, IndexWriter, Order, ReloadPolicy, SegmentMeta, TantivyDocument, Term};
 
@@ -183,6 +183,15 @@ fn schema(table: Table) -> (Schema, Fields) {
             })
     };
     let text = |positions: bool| TextOptions::default().set_indexing_options(indexing(positions));
+    // Whole values (service, trace id), without the norm tantivy's `STRING` would keep per
+    // document; numbers likewise (`INDEXED` keeps a norm too).
+    let raw = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("raw")
+            .set_fieldnorms(false)
+            .set_index_option(IndexRecordOption::Basic),
+    );
+    let indexed_number = NumericOptions::default().set_indexed().set_fast();
     let json = JsonObjectOptions::default()
         .set_indexing_options(indexing(true))
         .set_expand_dots_enabled();
@@ -194,14 +203,21 @@ fn schema(table: Table) -> (Schema, Fields) {
         body: b.add_text_field(body, text(true)),
         attributes: b.add_json_field("attributes", json),
         severity: b.add_text_field(level, text(false)),
-        severity_number: b.add_u64_field(number, INDEXED | FAST),
-        service: b.add_text_field("service", STRING),
+        severity_number: b.add_u64_field(number, indexed_number.clone()),
+        service: b.add_text_field("service", raw.clone()),
         // Span hits are traces: their trace id is read back from the index.
-        trace_id: b.add_text_field("trace_id", if table == Table::Spans { STRING | FAST } else { STRING }),
+        trace_id: b.add_text_field(
+            "trace_id",
+            if table == Table::Spans {
+                raw.set_fast("raw")
+            } else {
+                raw
+            },
+        ),
         // Time ranges and the newest-first order read the fast field: indexing the time too would
         // add a term per record (nanoseconds are all distinct), most of the term dictionary.
         time: b.add_u64_field("time", FAST),
-        part: b.add_u64_field("part", INDEXED | FAST),
+        part: b.add_u64_field("part", indexed_number),
         row: b.add_u64_field("row", FAST),
     };
     (b.build(), fields)
@@ -480,12 +496,72 @@ impl TextIndexes {
         super::manifest::partition_dir(&self.root, self.table, hour).join("index")
     }
 
+    /// The bytes of the index segments searches of `hour` use (segments merged away and not yet
+    /// deleted are not counted), read from the index's `meta.json`.
+    pub(crate) fn live_bytes(&self, hour: u64) -> u64 {
+        let dir = self.dir(hour);
+        let Ok(meta) = std::fs::read(dir.join("meta.json")) else {
+            return 0;
+        };
+        let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&meta) else {
+            return 0;
+        };
+        let segments: Vec<String> = meta["segments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["segment_id"].as_str())
+            .map(|id| id.replace('-', ""))
+            .collect();
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        files
+            .flatten()
+            .filter(|file| {
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                name == "meta.json" || segments.iter().any(|id| name.starts_with(id.as_str()))
+            })
+            .filter_map(|file| file.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     fn open<'m>(&self, partitions: &'m mut Partitions, hour: u64) -> Result<&'m mut PartitionIndex, StorageError> {
         if let std::collections::btree_map::Entry::Vacant(slot) = partitions.open.entry(hour) {
             let dir = self.dir(hour);
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
             let directory = MmapDirectory::open(&dir).map_err(tantivy::TantivyError::from)?;
-            let index = Index::open_or_create(directory, self.schema.clone())?;
+            let index = if Index::exists(&directory).map_err(tantivy::TantivyError::from)? {
+                // An index written by an earlier version whose fields differ only in what they
+                // keep (norms, positions) answers the same queries: it is used as it is.
+                let index = Index::open(directory)?;
+                let shape = |schema: &Schema| -> Vec<(String, tantivy::schema::Type)> {
+                    schema
+                        .fields()
+                        .map(|(_, entry)| (entry.name().to_owned(), entry.field_type().value_type()))
+                        .collect()
+                };
+                if shape(&index.schema()) != shape(&self.schema) {
+                    return Err(tantivy::TantivyError::SchemaError(format!(
+                        "{}: its fields differ from this version's",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                index
+            } else {
+                Index::builder()
+                    .schema(self.schema.clone())
+                    .settings(tantivy::IndexSettings {
+                        // The store holds no fields, only a 4-byte offset per document, which
+                        // lz4 leaves as it is and zstd shrinks to almost nothing.
+                        docstore_compression: tantivy::store::Compressor::Zstd(Default::default()),
+                        ..Default::default()
+                    })
+                    .open_or_create(directory)?
+            };
             let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
             slot.insert(PartitionIndex {
                 index,

@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::properties::{ReaderProperties, WriterProperties};
 use parquet::file::reader::FileReader;
@@ -71,6 +71,29 @@ fn part_order(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<(usize
     Ok(Some(indices.values().iter().map(|i| rows[*i as usize]).collect()))
 }
 
+/// Columns whose values are nearly all distinct: a dictionary would only be tried and dropped
+/// (its page is written first, then the column falls back to plain), and for the numbers a
+/// byte-stream split lets zstd see their slowly changing high bytes together. Measured on the
+/// load generator's data: span id 9.9 → 8.0 B a row, duration and end 6.2 → 3.5, log times
+/// 5.9 → 3.5.
+fn distinct_columns(table: Table) -> &'static [(&'static str, Encoding)] {
+    use crate::columnar::logs;
+    match table {
+        Table::Spans => &[
+            (spans::SPAN_ID, Encoding::PLAIN),
+            (spans::END, Encoding::BYTE_STREAM_SPLIT),
+            (spans::ATTRIBUTES, Encoding::PLAIN),
+        ],
+        Table::Logs => &[
+            (logs::SPAN_ID, Encoding::PLAIN),
+            (logs::TIME, Encoding::BYTE_STREAM_SPLIT),
+            (logs::OBSERVED_TIME, Encoding::BYTE_STREAM_SPLIT),
+            (logs::BODY, Encoding::PLAIN),
+        ],
+        Table::Metrics | Table::Exemplars => &[],
+    }
+}
+
 fn writer_properties(table: Table, rows: usize) -> WriterProperties {
     let key = ColumnPath::from(key_column(table));
     let mut props = WriterProperties::builder()
@@ -81,6 +104,11 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
         .set_column_bloom_filter_max_ndv(key.clone(), rows.clamp(1, ROW_GROUP_ROWS) as u64);
     if table != Table::Metrics {
         props = props.set_column_dictionary_enabled(key, false);
+    }
+    for &(column, encoding) in distinct_columns(table) {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_encoding(ColumnPath::from(column), encoding);
     }
     props.build()
 }
@@ -218,6 +246,15 @@ pub(crate) fn merge(
         file,
         crc: crc32fast::Hasher::new(),
     };
+    // Row groups of an older layout cannot be copied next to today's: such a merge decodes.
+    let mut reencode = reencode;
+    for (i, (source, _)) in sources.iter().enumerate() {
+        if !reencode {
+            let reader =
+                PartReader::open(source, table, None).map_err(|error| MergeError { source: Some(i), error })?;
+            reencode = !reader.is_current();
+        }
+    }
     let merged = if reencode {
         reencode_into(out, table, sources)
     } else {
@@ -254,7 +291,7 @@ fn reencode_into(
     let mut rows = 0u64;
     for (i, (source, crc32)) in sources.iter().enumerate() {
         let at_source = |error: StorageError| MergeError { source: Some(i), error };
-        let reader = PartReader::open(source, *crc32).map_err(at_source)?;
+        let reader = PartReader::open(source, table, *crc32).map_err(at_source)?;
         for batch in reader.scan_all().map_err(at_source)? {
             let batch = batch.map_err(|e| at_source(e.into()))?;
             rows += batch.num_rows() as u64;
@@ -357,11 +394,35 @@ fn merge_into(out: Checksummed, sources: &[(PathBuf, Option<u32>)]) -> Result<(u
 pub(crate) struct PartReader {
     path: Arc<Path>,
     metadata: ArrowReaderMetadata,
+    /// Written in an older layout: its batches go through [`upgrade`] on the way out.
+    legacy: Option<Table>,
+}
+
+/// A batch of a part in `legacy` layout, in today's.
+fn upgrade(legacy: Option<Table>, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    match legacy {
+        Some(Table::Spans) => spans::upgrade(batch),
+        _ => Ok(batch),
+    }
+}
+
+/// Batches of a part, in today's layout.
+fn upgraded(
+    legacy: Option<Table>,
+    batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
+) -> impl Iterator<Item = Result<RecordBatch, ArrowError>> {
+    batches.map(move |batch| upgrade(legacy, batch?))
 }
 
 impl PartReader {
-    /// Opens a part, first checking the whole file against `crc32` when one is known.
-    pub(crate) fn open(path: &Path, crc32: Option<u32>) -> Result<PartReader, StorageError> {
+    /// Whether the part is in today's layout (merging copies row groups as they are, so a part
+    /// in an older one is decoded and written again instead).
+    pub(crate) fn is_current(&self) -> bool {
+        self.legacy.is_none()
+    }
+
+    /// Opens a part of `table`, first checking the whole file against `crc32` when one is known.
+    pub(crate) fn open(path: &Path, table: Table, crc32: Option<u32>) -> Result<PartReader, StorageError> {
         if let Some(expected) = crc32 {
             let found = file_crc32(path).map_err(StorageError::io(format!("checksumming {}", path.display())))?;
             if found != expected {
@@ -373,9 +434,17 @@ impl PartReader {
         }
         let file = File::open(path).map_err(StorageError::io(format!("opening {}", path.display())))?;
         let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        let shape = |fields: &arrow_schema::Fields| -> Vec<(String, arrow_schema::DataType)> {
+            fields
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect()
+        };
+        let legacy = shape(metadata.schema().fields()) != shape(table.schema().fields());
         Ok(PartReader {
             path: path.into(),
             metadata,
+            legacy: legacy.then_some(table),
         })
     }
 
@@ -434,7 +503,7 @@ impl PartReader {
             .with_row_groups(groups)
             .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
             .build()?;
-        Ok(Box::new(reader))
+        Ok(Box::new(upgraded(self.legacy, reader)))
     }
 
     /// The rows at the given (sorted, distinct) row numbers.
@@ -442,12 +511,12 @@ impl PartReader {
         let total = self.metadata.metadata().file_metadata().num_rows() as usize;
         let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), total);
         let reader = self.builder()?.with_row_selection(selection).build()?;
-        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+        Ok(upgraded(self.legacy, reader).collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Every row with every column.
     pub(crate) fn scan_all(&self) -> Result<impl Iterator<Item = Result<RecordBatch, ArrowError>>, StorageError> {
-        Ok(self.builder()?.build()?)
+        Ok(upgraded(self.legacy, self.builder()?.build()?))
     }
 
     /// Every row, with only the named columns.
@@ -462,7 +531,7 @@ impl PartReader {
             .filter_map(|name| arrow_schema.index_of(name).ok())
             .collect::<Vec<_>>();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        Ok(builder.with_projection(mask).build()?)
+        Ok(upgraded(self.legacy, builder.with_projection(mask).build()?))
     }
 }
 
@@ -481,4 +550,162 @@ pub(crate) fn equal_mask(column: &dyn Array, value: &[u8]) -> Result<BooleanArra
     Err(ArrowError::SchemaError(
         "key column is neither an id nor a string".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, UInt64Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use sift_proto::json::fragment;
+    use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+    use sift_proto::otlp::resource::v1::Resource;
+    use sift_proto::otlp::trace::v1::span::{Event, Link};
+    use sift_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn attribute(key: &str, value: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    fn span_batch() -> RecordBatch {
+        let spans = (0..40u8)
+            .map(|i| Span {
+                trace_id: vec![i % 7; 16],
+                span_id: vec![i + 1; 8],
+                name: format!("op {i}"),
+                start_time_unix_nano: 1_000 + u64::from(i),
+                end_time_unix_nano: 5_000 + u64::from(i) * 3,
+                attributes: vec![
+                    attribute("order.id", any_value::Value::IntValue(i64::from(i) * 1_000)),
+                    attribute("http.route", any_value::Value::StringValue(format!("/r/{i}"))),
+                ],
+                events: (i % 3 == 0)
+                    .then(|| Event {
+                        name: "exception".into(),
+                        time_unix_nano: 2_000,
+                        attributes: vec![attribute("exception.type", any_value::Value::StringValue("E".into()))],
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+                links: (i % 5 == 0)
+                    .then(|| Link {
+                        trace_id: vec![9; 16],
+                        span_id: vec![9; 8],
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![attribute("service.name", any_value::Value::StringValue("cart".into()))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut builder = spans::SpanBuilder::default();
+        spans::for_each(&request, |origin, span| builder.append(origin, span));
+        builder.finish()
+    }
+
+    /// `batch` in the span layout of earlier versions: attributes, events and links as OTLP/JSON
+    /// text, and a `duration_ns` column after the end time.
+    fn legacy(batch: &RecordBatch) -> RecordBatch {
+        let rows = spans::rows(batch).unwrap();
+        let json = |write: &dyn Fn(&Span, &mut String)| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| {
+                let mut text = String::new();
+                write(&row.span, &mut text);
+                text
+            })))
+        };
+        let (mut fields, mut columns) = (Vec::new(), Vec::new());
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let name = field.name().as_str();
+            let replaced = match name {
+                spans::ATTRIBUTES => Some(json(&|s, out| fragment::write_attributes(&s.attributes, out))),
+                spans::EVENTS => Some(json(&|s, out| fragment::write_events(&s.events, out))),
+                spans::LINKS => Some(json(&|s, out| fragment::write_links(&s.links, out))),
+                _ => None,
+            };
+            match replaced {
+                Some(text) => {
+                    fields.push(Field::new(name, DataType::Utf8, false));
+                    columns.push(text);
+                }
+                None => {
+                    fields.push(field.as_ref().clone());
+                    columns.push(column.clone());
+                }
+            }
+            if name == spans::END {
+                let durations = rows
+                    .iter()
+                    .map(|r| r.span.end_time_unix_nano - r.span.start_time_unix_nano);
+                fields.push(Field::new("duration_ns", DataType::UInt64, false));
+                columns.push(Arc::new(UInt64Array::from_iter_values(durations)));
+            }
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    fn read_all(reader: &PartReader) -> Vec<spans::SpanRow> {
+        let mut rows = Vec::new();
+        for batch in reader.scan_all().unwrap() {
+            rows.extend(spans::rows(&batch.unwrap()).unwrap());
+        }
+        rows.sort_by(|a, b| a.span.span_id.cmp(&b.span.span_id));
+        rows
+    }
+
+    #[test]
+    fn span_parts_of_the_json_layout_read_look_up_and_merge_as_todays() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = span_batch();
+        let mut expected = spans::rows(&batch).unwrap();
+        expected.sort_by(|a, b| a.span.span_id.cmp(&b.span.span_id));
+
+        let old = dir.path().join("old.parquet");
+        let old_batch = legacy(&batch);
+        let mut writer = ArrowWriter::try_new(File::create(&old).unwrap(), old_batch.schema(), None).unwrap();
+        writer.write(&old_batch).unwrap();
+        writer.close().unwrap();
+        let new = dir.path().join("new.parquet");
+        write(&new, Table::Spans, std::slice::from_ref(&batch)).unwrap();
+
+        let reader = PartReader::open(&old, Table::Spans, None).unwrap();
+        assert!(!reader.is_current());
+        assert!(PartReader::open(&new, Table::Spans, None).unwrap().is_current());
+        assert_eq!(read_all(&reader), expected);
+        let found: usize = reader
+            .rows_equal(spans::TRACE_ID, &[3; 16])
+            .unwrap()
+            .iter()
+            .map(|b| spans::rows(b).unwrap().len())
+            .sum();
+        assert_eq!(found, expected.iter().filter(|r| r.span.trace_id == [3; 16]).count());
+
+        // Old and new parts merge (the old one is decoded, not copied) into one of today's layout.
+        let merged = dir.path().join("merged.parquet");
+        let written = merge(&merged, Table::Spans, &[(old, None), (new, None)], false).unwrap();
+        assert_eq!(written.rows, 2 * expected.len() as u64);
+        let reader = PartReader::open(&merged, Table::Spans, Some(written.crc32)).unwrap();
+        assert!(reader.is_current());
+        let twice: Vec<_> = expected.iter().flat_map(|r| [r.clone(), r.clone()]).collect();
+        assert_eq!(read_all(&reader), twice);
+    }
 }

@@ -2,6 +2,8 @@
 //! damage found while reading.
 
 use super::*;
+use arrow_array::BinaryArray;
+use sift_proto::otlp::common::v1::KeyValue;
 
 impl LocalStore {
     /// Runs `read` on a part. If it fails because the part's contents are bad while it is still
@@ -64,7 +66,7 @@ impl LocalStore {
         if let Some(reader) = self.readers().get(&part.id) {
             return Ok(reader.clone());
         }
-        let reader = PartReader::open(&part.path(&self.root), part.crc32)?;
+        let reader = PartReader::open(&part.path(&self.root), part.table, part.crc32)?;
         self.readers().insert(part.id, reader.clone());
         Ok(reader)
     }
@@ -551,7 +553,7 @@ fn match_spans(
     let start: &UInt64Array = columnar::column(batch, spans::START)?;
     let name: &StringArray = columnar::column(batch, spans::NAME)?;
     let status: &Int32Array = columnar::column(batch, spans::STATUS_CODE)?;
-    let attributes: &StringArray = columnar::column(batch, spans::ATTRIBUTES)?;
+    let attributes: &BinaryArray = columnar::column(batch, spans::ATTRIBUTES)?;
     let service: &StringArray = columnar::column(batch, columnar::origin_col::SERVICE_NAME)?;
     let resource: &StringArray = columnar::column(batch, columnar::origin_col::RESOURCE_ATTRIBUTES)?;
     for row in 0..batch.num_rows() {
@@ -567,7 +569,14 @@ fn match_spans(
         }
         let mut attrs_ok = true;
         for (key, value) in &filter.attributes {
-            if !has_attribute(attributes.value(row), key, value)? && !has_attribute(resource.value(row), key, value)? {
+            let mentioned = |text: &[u8]| text.windows(key.len()).any(|w| w == key.as_bytes());
+            // Cheap test first: most rows do not mention the key at all.
+            let in_span = mentioned(attributes.value(row))
+                && has_attribute(&columnar::decode_list(attributes.value(row))?, key, value);
+            let found = in_span
+                || (mentioned(resource.value(row).as_bytes())
+                    && has_attribute(&columnar::read_attributes(resource.value(row))?, key, value));
+            if !found {
                 attrs_ok = false;
                 break;
             }
@@ -582,15 +591,11 @@ fn match_spans(
     Ok(())
 }
 
-/// Whether typed-JSON attributes hold `key` with a value whose text is `value`.
-fn has_attribute(json: &str, key: &str, value: &str) -> Result<bool, StorageError> {
-    // Cheap test first: most rows do not mention the key at all.
-    if !json.contains(key) {
-        return Ok(false);
-    }
-    Ok(columnar::read_attributes(json)?
+/// Whether `attributes` hold `key` with a value whose text is `value`.
+fn has_attribute(attributes: &[KeyValue], key: &str, value: &str) -> bool {
+    attributes
         .iter()
-        .any(|kv| kv.key == key && kv.value.as_ref().is_some_and(|v| fulltext::any_text(v) == value)))
+        .any(|kv| kv.key == key && kv.value.as_ref().is_some_and(|v| fulltext::any_text(v) == value))
 }
 
 #[cfg(test)]
