@@ -17,7 +17,11 @@ use super::{
 };
 
 pub(crate) const TIME: &str = "time_unix_nano";
-pub(crate) const OBSERVED_TIME: &str = "observed_time_unix_nano";
+/// The observed time as its distance from `time_unix_nano` (observed − time, wrapping): nearly
+/// always 0 or small, where the observed time itself costs as much as the time.
+pub(crate) const OBSERVED_DELTA: &str = "observed_time_delta_ns";
+/// The observed time, in parts written before [`OBSERVED_DELTA`] (see [`upgrade`]).
+const OBSERVED_TIME: &str = "observed_time_unix_nano";
 pub(crate) const SEVERITY_NUMBER: &str = "severity_number";
 pub(crate) const SEVERITY_TEXT: &str = "severity_text";
 /// The body as typed JSON (`{"stringValue": ...}`), null when the record has none.
@@ -32,7 +36,7 @@ pub(crate) const EVENT_NAME: &str = "event_name";
 pub(crate) fn schema() -> SchemaRef {
     schema_with_origin(vec![
         Field::new(TIME, DataType::UInt64, false),
-        Field::new(OBSERVED_TIME, DataType::UInt64, false),
+        Field::new(OBSERVED_DELTA, DataType::UInt64, false),
         Field::new(SEVERITY_NUMBER, DataType::Int32, false),
         Field::new(SEVERITY_TEXT, DataType::Utf8, false),
         Field::new(BODY, DataType::Utf8, true),
@@ -73,7 +77,7 @@ pub(crate) fn effective_time(log: &LogRecord) -> u64 {
 /// Builds log batches.
 pub(crate) struct LogBuilder {
     time: UInt64Builder,
-    observed_time: UInt64Builder,
+    observed_delta: UInt64Builder,
     severity_number: Int32Builder,
     severity_text: StringBuilder,
     body: StringBuilder,
@@ -91,7 +95,7 @@ impl Default for LogBuilder {
     fn default() -> Self {
         LogBuilder {
             time: UInt64Builder::new(),
-            observed_time: UInt64Builder::new(),
+            observed_delta: UInt64Builder::new(),
             severity_number: Int32Builder::new(),
             severity_text: StringBuilder::new(),
             body: StringBuilder::new(),
@@ -110,7 +114,8 @@ impl Default for LogBuilder {
 impl LogBuilder {
     pub(crate) fn append(&mut self, origin: &EncodedOrigin<'_>, log: &LogRecord) {
         self.time.append_value(log.time_unix_nano);
-        self.observed_time.append_value(log.observed_time_unix_nano);
+        self.observed_delta
+            .append_value(log.observed_time_unix_nano.wrapping_sub(log.time_unix_nano));
         self.severity_number.append_value(log.severity_number);
         self.severity_text.append_value(&log.severity_text);
         match &log.body {
@@ -133,7 +138,7 @@ impl LogBuilder {
     pub(crate) fn finish(&mut self) -> RecordBatch {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
-            Arc::new(self.observed_time.finish()),
+            Arc::new(self.observed_delta.finish()),
             Arc::new(self.severity_number.finish()),
             Arc::new(self.severity_text.finish()),
             Arc::new(self.body.finish()),
@@ -164,7 +169,7 @@ pub(crate) fn for_each(request: &ExportLogsServiceRequest, mut each: impl FnMut(
 /// The log records of a batch.
 pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<LogRow>, ArrowError> {
     let time: &UInt64Array = column(batch, TIME)?;
-    let observed_time: &UInt64Array = column(batch, OBSERVED_TIME)?;
+    let observed_delta: &UInt64Array = column(batch, OBSERVED_DELTA)?;
     let severity_number: &Int32Array = column(batch, SEVERITY_NUMBER)?;
     let severity_text: &StringArray = column(batch, SEVERITY_TEXT)?;
     let body: &StringArray = column(batch, BODY)?;
@@ -181,7 +186,7 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<LogRow>, ArrowError> {
                 origin: origin.get(row)?,
                 log: LogRecord {
                     time_unix_nano: time.value(row),
-                    observed_time_unix_nano: observed_time.value(row),
+                    observed_time_unix_nano: time.value(row).wrapping_add(observed_delta.value(row)),
                     severity_number: severity_number.value(row),
                     severity_text: severity_text.value(row).to_owned(),
                     body: if body.is_null(row) {
@@ -199,4 +204,34 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<LogRow>, ArrowError> {
             })
         })
         .collect()
+}
+
+/// A batch of a log part written before the observed time was kept as a delta, in today's
+/// layout (the observed time becomes its distance from the time; without the time column, in a
+/// projection that did not ask for it, it is left out). Today's batches are returned as they are.
+pub(crate) fn upgrade(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let Ok(at) = schema.index_of(OBSERVED_TIME) else {
+        return Ok(batch);
+    };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = batch.columns().to_vec();
+    match batch.column_by_name(TIME) {
+        Some(_) => {
+            let time: &UInt64Array = column(&batch, TIME)?;
+            let observed: &UInt64Array = column(&batch, OBSERVED_TIME)?;
+            let delta: UInt64Array = time
+                .iter()
+                .zip(observed.iter())
+                .map(|(t, o)| Some(o.unwrap_or(0).wrapping_sub(t.unwrap_or(0))))
+                .collect();
+            fields[at] = Field::new(OBSERVED_DELTA, DataType::UInt64, false);
+            columns[at] = Arc::new(delta);
+        }
+        None => {
+            fields.remove(at);
+            columns.remove(at);
+        }
+    }
+    RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
 }

@@ -74,8 +74,7 @@ fn part_order(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<(usize
 /// Columns whose values are nearly all distinct: a dictionary would only be tried and dropped
 /// (its page is written first, then the column falls back to plain), and for the numbers a
 /// byte-stream split lets zstd see their slowly changing high bytes together. Measured on the
-/// load generator's data: span id 9.9 → 8.0 B a row, duration and end 6.2 → 3.5, log times
-/// 5.9 → 3.5.
+/// load generator's data: span id 9.9 → 8.0 B a row, end time 6.2 → 3.9, log time 5.9 → 3.5.
 fn distinct_columns(table: Table) -> &'static [(&'static str, Encoding)] {
     use crate::columnar::logs;
     match table {
@@ -87,7 +86,6 @@ fn distinct_columns(table: Table) -> &'static [(&'static str, Encoding)] {
         Table::Logs => &[
             (logs::SPAN_ID, Encoding::PLAIN),
             (logs::TIME, Encoding::BYTE_STREAM_SPLIT),
-            (logs::OBSERVED_TIME, Encoding::BYTE_STREAM_SPLIT),
             (logs::BODY, Encoding::PLAIN),
         ],
         Table::Metrics | Table::Exemplars => &[],
@@ -104,6 +102,14 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
         .set_column_bloom_filter_max_ndv(key.clone(), rows.clamp(1, ROW_GROUP_ROWS) as u64);
     if table != Table::Metrics {
         props = props.set_column_dictionary_enabled(key, false);
+    }
+    if table == Table::Logs {
+        // Bodies are a small share of a record's work: zstd 9 instead of 3 costs about 3% of a
+        // core at 34k records/s (1.1M bodies/s on one core) and saves 1.2 B a record (8.1 → 6.9).
+        props = props.set_column_compression(
+            ColumnPath::from(crate::columnar::logs::BODY),
+            Compression::ZSTD(ZstdLevel::try_new(9).unwrap_or_default()),
+        );
     }
     for &(column, encoding) in distinct_columns(table) {
         props = props
@@ -402,6 +408,7 @@ pub(crate) struct PartReader {
 fn upgrade(legacy: Option<Table>, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     match legacy {
         Some(Table::Spans) => spans::upgrade(batch),
+        Some(Table::Logs) => crate::columnar::logs::upgrade(batch),
         _ => Ok(batch),
     }
 }
@@ -707,5 +714,78 @@ mod tests {
         assert!(reader.is_current());
         let twice: Vec<_> = expected.iter().flat_map(|r| [r.clone(), r.clone()]).collect();
         assert_eq!(read_all(&reader), twice);
+    }
+
+    #[test]
+    fn log_parts_with_the_absolute_observed_time_read_and_merge_as_todays() {
+        use crate::columnar::logs;
+        use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+        use sift_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<LogRecord> = (0..30u64)
+            .map(|i| LogRecord {
+                // Unset times, observed times before and after the time, and equal ones.
+                time_unix_nano: if i % 4 == 0 { 0 } else { 1_000_000 + i },
+                observed_time_unix_nano: match i % 3 {
+                    0 => 1_000_000 + i,
+                    1 => 999_000,
+                    _ => u64::MAX - i,
+                },
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("record {i}"))),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut builder = logs::LogBuilder::default();
+        logs::for_each(&request, |origin, log| builder.append(origin, log));
+        let batch = builder.finish();
+        let expected = logs::rows(&batch).unwrap();
+
+        // The earlier layout: the observed time itself, in the delta's place.
+        let (mut fields, mut columns) = (Vec::new(), Vec::new());
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            if field.name() == logs::OBSERVED_DELTA {
+                fields.push(Field::new("observed_time_unix_nano", DataType::UInt64, false));
+                let observed = expected.iter().map(|r| r.log.observed_time_unix_nano);
+                columns.push(Arc::new(UInt64Array::from_iter_values(observed)) as ArrayRef);
+            } else {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+        let old_batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let old = dir.path().join("old.parquet");
+        let mut writer = ArrowWriter::try_new(File::create(&old).unwrap(), old_batch.schema(), None).unwrap();
+        writer.write(&old_batch).unwrap();
+        writer.close().unwrap();
+        let new = dir.path().join("new.parquet");
+        write(&new, Table::Logs, std::slice::from_ref(&batch)).unwrap();
+
+        let read = |path: &Path| -> Vec<logs::LogRow> {
+            let reader = PartReader::open(path, Table::Logs, None).unwrap();
+            reader
+                .scan_all()
+                .unwrap()
+                .flat_map(|b| logs::rows(&b.unwrap()).unwrap())
+                .collect()
+        };
+        assert!(!PartReader::open(&old, Table::Logs, None).unwrap().is_current());
+        assert_eq!(read(&old), expected);
+        assert_eq!(read(&new), expected);
+        let merged = dir.path().join("merged.parquet");
+        merge(&merged, Table::Logs, &[(old, None), (new, None)], false).unwrap();
+        assert!(PartReader::open(&merged, Table::Logs, None).unwrap().is_current());
+        let twice: Vec<_> = expected.iter().chain(&expected).cloned().collect();
+        assert_eq!(read(&merged), twice);
     }
 }
