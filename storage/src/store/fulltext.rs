@@ -113,28 +113,58 @@ impl MergeBudget {
         }
     }
 
-    /// The segments of `metas` one merge should take: the smallest ones that together stay under
-    /// the size bound, if there are enough of them to be worth it.
+    /// The segments of `metas` one merge should take (see [`pick_merge`]).
     fn candidates(&self, metas: &[SegmentMeta]) -> Option<Vec<SegmentMeta>> {
-        let mut small: Vec<&SegmentMeta> = metas
-            .iter()
-            .filter(|m| m.num_docs() < self.max_segment_docs / 2)
-            .collect();
-        if small.len() < MERGE_MIN_SEGMENTS {
-            return None;
+        let docs: Vec<u32> = metas.iter().map(SegmentMeta::num_docs).collect();
+        let picked = pick_merge(&docs, self.max_segment_docs)?;
+        Some(picked.into_iter().map(|i| metas[i].clone()).collect())
+    }
+}
+
+/// Which of the segments of `docs` documents one merge should take, as indexes into `docs`.
+/// Segments are tiered by size — tier 0 holds those of `max_docs / 2 / FAN_IN` up to `max_docs /
+/// 2` documents (larger ones are never merged again), each next tier those `FAN_IN` times smaller
+/// — and a merge takes up to `FAN_IN` of the smallest segments of the smallest tier holding at
+/// least `MERGE_MIN_SEGMENTS`, within `max_docs`. A segment is so merged only with segments of
+/// about its size: a document is rewritten once per tier (a handful of times), never once per
+/// commit as when a large segment was merged again with every few new small ones.
+fn pick_merge(docs: &[u32], max_docs: u32) -> Option<Vec<usize>> {
+    let top = u64::from(max_docs / 2);
+    let fan_in = MERGE_FAN_IN as u64;
+    let tier = |n: u32| {
+        let (mut tier, mut bound) = (0u32, top);
+        while bound > 1 && u64::from(n) < bound / fan_in {
+            bound /= fan_in;
+            tier += 1;
         }
-        small.sort_by_key(|m| m.num_docs());
-        let mut docs = 0u32;
+        tier
+    };
+    let mut tiers: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, &n) in docs.iter().enumerate() {
+        if u64::from(n) < top {
+            tiers.entry(tier(n)).or_default().push(i);
+        }
+    }
+    // The smallest segments first: their merges are the cheapest and remove the most segments.
+    for (_, mut segments) in tiers.into_iter().rev() {
+        if segments.len() < MERGE_MIN_SEGMENTS {
+            continue;
+        }
+        segments.sort_by_key(|&i| docs[i]);
+        let mut total = 0u32;
         let mut picked = Vec::new();
-        for meta in small.into_iter().take(MERGE_FAN_IN) {
-            if docs.saturating_add(meta.num_docs()) > self.max_segment_docs && picked.len() >= 2 {
+        for i in segments.into_iter().take(MERGE_FAN_IN) {
+            if total.saturating_add(docs[i]) > max_docs && picked.len() >= 2 {
                 break;
             }
-            docs = docs.saturating_add(meta.num_docs());
-            picked.push(meta.clone());
+            total = total.saturating_add(docs[i]);
+            picked.push(i);
         }
-        (picked.len() >= 2).then_some(picked)
+        if picked.len() >= 2 {
+            return Some(picked);
+        }
     }
+    None
 }
 
 /// A running merge's place in the budget, given back when dropped.
@@ -790,44 +820,42 @@ impl TextIndexes {
         self.with_partition(hour, |f, partition| partition.add(f, part, first_row, docs));
     }
 
-    /// Makes everything indexed so far searchable and durable, then [`Self::merge`]; a partition
-    /// that fails is stale.
+    /// Makes everything indexed so far searchable and durable; a partition that fails is stale.
+    /// (Merges are moved on by [`merge`], for every table at once.)
     pub(crate) fn commit(&self) {
         let hours: Vec<u64> = self.lock().open.keys().copied().collect();
         for &hour in &hours {
             self.with_partition(hour, |_, partition| partition.commit());
         }
-        self.merge();
     }
 
-    /// Finishes the merges that are done and starts those the budget allows (most segments
-    /// first). Called every tick, not only at commits, so the merge thread never waits for a
-    /// commit to go on.
-    pub(crate) fn merge(&self) {
+    /// Finishes the merges of this table's indexes that are done (their budget slots are free
+    /// again).
+    fn poll_merges(&self) {
         let hours: Vec<u64> = self.lock().open.keys().copied().collect();
         for &hour in &hours {
             self.with_partition(hour, |_, partition| partition.poll_merge());
         }
-        let mut by_segments: Vec<(usize, u64)> = {
-            let partitions = self.lock();
-            partitions
-                .open
-                .iter()
-                .filter(|(_, p)| p.merge.is_none() && p.writer.is_some())
-                .map(|(hour, p)| (p.reader.searcher().segment_readers().len(), *hour))
-                .collect()
-        };
-        by_segments.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, hour) in by_segments {
-            let mut started = false;
-            self.with_partition(hour, |_, partition| {
-                started = partition.start_merge(&self.merges)?;
-                Ok(())
-            });
-            if !started && self.merges.stats().running >= self.merges.max_running {
-                break;
-            }
-        }
+    }
+
+    /// Partitions that could start a merge, with their segment counts.
+    fn merge_wanted(&self) -> Vec<(usize, u64)> {
+        self.lock()
+            .open
+            .iter()
+            .filter(|(_, p)| p.merge.is_none() && p.writer.is_some())
+            .map(|(hour, p)| (p.reader.searcher().segment_readers().len(), *hour))
+            .collect()
+    }
+
+    /// Starts a merge in partition `hour` if it has one to do and the budget a free slot.
+    fn start_merge(&self, hour: u64) -> bool {
+        let mut started = false;
+        self.with_partition(hour, |_, partition| {
+            started = partition.start_merge(&self.merges)?;
+            Ok(())
+        });
+        started
     }
 
     /// Closes the writers of partitions other than `keep` (their heads were flushed); a writer
@@ -1105,6 +1133,35 @@ fn newest(searcher: &Searcher, query: &dyn Query, want: usize) -> Result<Vec<(u6
     Ok(top)
 }
 
+/// Finishes the merges that are done and starts those the store-wide budget allows, across the
+/// indexes of every table: the partitions with the most segments first, whatever their table.
+/// Called every tick, not only at commits, so the merge thread never waits for a commit to go
+/// on. (Each table starting its own merges in turn let one whose merges were always due — spans,
+/// whose large segment was merged again with every few new ones — take every freed slot while
+/// the log indexes grew by a segment a commit.)
+pub(crate) fn merge(indexes: &[&TextIndexes]) {
+    for index in indexes {
+        index.poll_merges();
+    }
+    let mut wanted: Vec<(usize, usize, u64)> = indexes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, index)| {
+            index
+                .merge_wanted()
+                .into_iter()
+                .map(move |(segments, hour)| (segments, i, hour))
+        })
+        .collect();
+    wanted.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, i, hour) in wanted {
+        let started = indexes[i].start_merge(hour);
+        if !started && indexes[i].merges.stats().running >= indexes[i].merges.max_running {
+            break;
+        }
+    }
+}
+
 /// Whether a partition's index can be read.
 enum Readable {
     Yes(IndexReader),
@@ -1189,6 +1246,59 @@ pub(crate) fn parse_hour(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merges_take_segments_of_about_one_size_smallest_first() {
+        const MAX: u32 = 2_000_000;
+        // Tiers (documents): 0 = [125k, 1M), 1 = [15.6k, 125k), 2 = [1.9k, 15.6k), …
+        // A large segment with a few small ones: the small ones merge, without it.
+        let docs = [523_000, 900, 1_000, 1_100, 800];
+        assert_eq!(pick_merge(&docs, MAX), Some(vec![4, 1, 2, 3]));
+        // Fewer than four of a size: nothing to do, however many sizes.
+        assert_eq!(
+            pick_merge(&[523_000, 600_000, 60_000, 70_000, 900, 1_000, 1_100], MAX),
+            None
+        );
+        // The smallest tier that has enough goes first, at most eight of its smallest.
+        let docs = [
+            200_000, 300_000, 250_000, 400_000, 20_000, 30_000, 40_000, 50_000, 60_000,
+        ];
+        assert_eq!(pick_merge(&docs, MAX), Some(vec![4, 5, 6, 7, 8]));
+        let many: Vec<u32> = (0..20).map(|i| 100 + i).collect();
+        assert_eq!(pick_merge(&many, MAX), Some((0..8).collect()));
+        // Segments of half the bound or more are never merged again; a merge stays within it.
+        assert_eq!(pick_merge(&[1_000_000, 1_200_000, 1_500_000, 1_900_000], MAX), None);
+        let docs = [900_000, 800_000, 700_000, 600_000];
+        assert_eq!(pick_merge(&docs, MAX), Some(vec![3, 2]));
+    }
+
+    /// Documents rewritten by merging while segments arrive one per commit: each is rewritten
+    /// about once per tier, not once per commit.
+    #[test]
+    fn documents_are_rewritten_a_few_times_under_a_long_stream_of_commits() {
+        const MAX: u32 = 2_000_000;
+        let (mut segments, mut written, mut arrived) = (Vec::<u32>::new(), 0u64, 0u64);
+        for commit in 0..3_000u32 {
+            let docs = 650 + commit % 100;
+            segments.push(docs);
+            arrived += u64::from(docs);
+            while let Some(picked) = pick_merge(&segments, MAX) {
+                let merged: u32 = picked.iter().map(|&i| segments[i]).sum();
+                written += u64::from(merged);
+                let mut keep = Vec::new();
+                for (i, n) in segments.iter().enumerate() {
+                    if !picked.contains(&i) {
+                        keep.push(*n);
+                    }
+                }
+                keep.push(merged);
+                segments = keep;
+            }
+        }
+        let amplification = written as f64 / arrived as f64;
+        assert!(amplification < 6.0, "each document rewritten {amplification:.1} times");
+        assert!(segments.len() < 40, "{} segments: {segments:?}", segments.len());
+    }
 
     #[test]
     fn not_becomes_a_prohibited_clause() {

@@ -132,13 +132,11 @@ impl LocalStore {
     /// run).
     fn refresh_with(&self, commit: bool) -> Result<(), StorageError> {
         let _writer = self.write_lock();
-        for index in [&self.logs, &self.spans] {
-            if commit {
-                index.commit();
-            } else {
-                index.merge();
-            }
+        if commit {
+            self.logs.commit();
+            self.spans.commit();
         }
+        fulltext::merge(&[&self.logs, &self.spans]);
         let quarantined = self.quarantine_damaged();
         let rebuilt = self.rebuild_stale_indexes();
         quarantined.and(rebuilt)
@@ -285,6 +283,7 @@ impl LocalStore {
         // Index failures make the index stale (rebuilt later), never the flush.
         self.logs.commit();
         self.spans.commit();
+        fulltext::merge(&[&self.logs, &self.spans]);
         manifest.wal_position = position;
         manifest.next_part_id = next_part_id;
         manifest.store(&self.root)?;
