@@ -282,7 +282,7 @@ async fn search_traces(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
             .map(|a| params::key_value("attr", a))
             .collect::<Result<_, _>>()?,
         range: params.search_range()?,
-        // Duration filters drop candidates after the fact: look further.
+        // Duration filters drop candidates after the fact: look further from the start.
         limit: if min.is_some() || max.is_some() {
             limit * 20
         } else {
@@ -290,28 +290,52 @@ async fn search_traces(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
         },
         row_budget: SPAN_SCAN_BUDGET,
     };
+    let durations = min.is_some() || max.is_some();
     let store = store(&api)?;
     let (traces, partial) = run(&api, store, move |s| {
-        let hits = s.search_traces(&filter)?;
+        let mut filter = filter;
         let deadline = std::time::Instant::now() + QUERY_TIMEOUT / 2;
-        let mut partial = hits.partial || s.partial(Table::Spans, &filter.range, filter.query.is_some());
-        let mut out = Vec::new();
-        for (trace_id, _) in hits.traces {
-            if out.len() >= limit {
+        let mut partial = s.partial(Table::Spans, &filter.range, filter.query.is_some());
+        let mut checked = std::collections::HashSet::new();
+        let mut found: Vec<(u64, Value)> = Vec::new();
+        // Filters before the limit: while too few candidates pass the duration filters and the
+        // search had more to give, it is asked for four times as many (each trace is read once),
+        // until the deadline, after which the answer is partial.
+        loop {
+            let hits = s.search_traces(&filter)?;
+            partial |= hits.partial;
+            let more = hits.traces.len() >= filter.limit;
+            for (trace_id, time) in hits.traces {
+                if found.len() >= limit {
+                    break;
+                }
+                if !checked.insert(trace_id) {
+                    continue;
+                }
+                if std::time::Instant::now() >= deadline {
+                    partial = true;
+                    break;
+                }
+                let spans = s.trace(&trace_id, &TimeRange::ALL)?;
+                let duration = Duration::from_nanos(render::duration_ns(&spans));
+                if spans.is_empty() || min.is_some_and(|m| duration < m) || max.is_some_and(|m| duration > m) {
+                    continue;
+                }
+                found.push((time, Value::Object(render::summary(&trace_id, &spans))));
+            }
+            let timed_out = std::time::Instant::now() >= deadline;
+            if found.len() >= limit || !durations || !more || timed_out {
+                if durations && more && found.len() < limit {
+                    partial = true;
+                }
                 break;
             }
-            if std::time::Instant::now() >= deadline {
-                partial = true;
-                break;
-            }
-            let spans = s.trace(&trace_id, &TimeRange::ALL)?;
-            let duration = Duration::from_nanos(render::duration_ns(&spans));
-            if spans.is_empty() || min.is_some_and(|m| duration < m) || max.is_some_and(|m| duration > m) {
-                continue;
-            }
-            out.push(Value::Object(render::summary(&trace_id, &spans)));
+            filter.limit = filter.limit.saturating_mul(4);
         }
-        Ok((out, partial))
+        // Later rounds may find traces newer than the last of an earlier one.
+        found.sort_by_key(|(time, _)| std::cmp::Reverse(*time));
+        found.truncate(limit);
+        Ok((found.into_iter().map(|(_, trace)| trace).collect::<Vec<_>>(), partial))
     })
     .await?;
     let mut body = Map::new();

@@ -1,19 +1,22 @@
 //! Full-text log search returns exactly what a scan of the same records returns: the `limit`
 //! newest matches in the range, newest first, whatever index segments the records were committed
 //! in and in whatever order their times arrived (a segment's newest record decides whether it is
-//! read at all, so late records and out-of-order batches are what this exercises).
+//! read at all, so late records and out-of-order batches are what this exercises). Full-text
+//! trace search applies its other filters before the limit.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{entry, resource, text, BASE};
+use common::{entry, resource, text, trace_id, BASE};
 use proptest::prelude::*;
 use prost::Message as _;
 use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use sift_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use sift_proto::otlp::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use sift_proto::SignalKind;
-use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange};
+use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange, TraceFilter};
 
 const WORDS: [&str; 3] = ["alpha", "beta", "gamma"];
 
@@ -43,6 +46,69 @@ fn request(records: Vec<LogRecord>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+fn store(dir: &std::path::Path) -> LocalStore {
+    LocalStore::open(
+        dir,
+        StoreOptions {
+            flush_interval: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn full_text_trace_search_filters_before_the_limit() {
+    // 400 traces whose one span says "checkout step"; every 50th failed. The 5 newest failed
+    // traces are older than 300 traces that match the words but not the status.
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let spans: Vec<Span> = (0..400u64)
+        .map(|n| Span {
+            trace_id: trace_id(n).to_vec(),
+            span_id: (n + 1).to_be_bytes().to_vec(),
+            name: "checkout step".into(),
+            start_time_unix_nano: BASE + n * 1_000_000,
+            end_time_unix_nano: BASE + n * 1_000_000 + 500,
+            status: (n % 50 == 0).then(|| Status {
+                code: status::StatusCode::Error as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    store
+        .append(1, &[entry(SignalKind::Traces, request.encode_to_vec())])
+        .unwrap();
+    store.flush().unwrap();
+    store.refresh().unwrap();
+    let filter = TraceFilter {
+        query: Some("checkout".into()),
+        service: None,
+        name: None,
+        status: Some(2),
+        attributes: Vec::new(),
+        range: TimeRange::ALL,
+        limit: 5,
+        row_budget: usize::MAX,
+    };
+    let hits = store.search_traces(&filter).unwrap();
+    let found: Vec<[u8; 16]> = hits.traces.iter().map(|(id, _)| *id).collect();
+    let expected: Vec<[u8; 16]> = [350, 300, 250, 200, 150].map(trace_id).to_vec();
+    assert_eq!(found, expected);
+    assert!(!hits.partial, "every match was within reach");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
@@ -59,11 +125,7 @@ proptest! {
         window in proptest::option::of((0u64..3_000_000, 0u64..3_000_000)),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(
-            dir.path(),
-            StoreOptions { flush_interval: Duration::from_secs(3600), ..StoreOptions::default() },
-        )
-        .unwrap();
+        let store = store(dir.path());
         let mut all: Vec<(u64, String)> = Vec::new();
         for (i, batch) in batches.iter().enumerate() {
             let records = batch

@@ -138,20 +138,60 @@ impl LocalStore {
     }
 
     /// Trace search with a full-text query over spans: the span index names candidate traces
-    /// (newest first), whose spans are then checked against the other filters.
+    /// (newest first), whose spans are then checked against the other filters. Filters come
+    /// before the limit: while fewer than `limit` traces pass and the index has more matches, it
+    /// is asked again for four times as many (each trace is checked once), up to
+    /// [`MAX_TEXT_HITS`] documents; stopping there with too few traces makes the answer partial.
     pub(super) fn search_traces_by_text(&self, query: &str, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
-        let search = LogSearch {
+        let mut search = LogSearch {
             query: query.to_owned(),
             service: filter.service.clone(),
             range: filter.range,
             // Hits are (trace, part) documents: a trace may have several.
-            limit: filter.limit.saturating_mul(4).clamp(1, 100_000),
+            limit: filter.limit.saturating_mul(4).clamp(1, MAX_TEXT_HITS),
             ..LogSearch::default()
         };
         self.spans.validate(&search)?;
+        let other_filters = filter.name.is_some() || filter.status.is_some() || !filter.attributes.is_empty();
+        let mut passes: HashMap<[u8; 16], bool> = HashMap::new();
+        loop {
+            let candidates = self.text_candidates(&search)?;
+            let (index_partial, exhausted) = (candidates.partial, candidates.exhausted);
+            let mut traces = Vec::new();
+            for (id, time) in candidates.traces {
+                if traces.len() >= filter.limit {
+                    break;
+                }
+                let pass = match passes.get(&id) {
+                    Some(pass) => *pass,
+                    None if !other_filters => true,
+                    None => {
+                        let spans = self.trace(&id, &TimeRange::ALL)?;
+                        let pass = spans.iter().any(|row| span_matches(row, filter));
+                        passes.insert(id, pass);
+                        pass
+                    }
+                };
+                if pass {
+                    traces.push((id, time));
+                }
+            }
+            let enough = traces.len() >= filter.limit;
+            if enough || exhausted || search.limit >= MAX_TEXT_HITS {
+                return Ok(TraceHits {
+                    traces,
+                    partial: index_partial || !(enough || exhausted),
+                });
+            }
+            search.limit = search.limit.saturating_mul(4).min(MAX_TEXT_HITS);
+        }
+    }
+
+    /// The traces of the newest `search.limit` span documents matching `search`.
+    fn text_candidates(&self, search: &LogSearch) -> Result<TextCandidates, StorageError> {
         let snapshot = self.snapshot();
-        let mut hours: BTreeSet<u64> = snapshot.parts(Table::Spans, &filter.range).map(|p| p.hour).collect();
-        hours.extend(snapshot.heads(Table::Spans, &filter.range).map(|h| h.hour));
+        let mut hours: BTreeSet<u64> = snapshot.parts(Table::Spans, &search.range).map(|p| p.hour).collect();
+        hours.extend(snapshot.heads(Table::Spans, &search.range).map(|h| h.hour));
         let hours: Vec<u64> = hours.into_iter().rev().collect();
         let live: BTreeSet<u64> = snapshot
             .parts_of_all_tables()
@@ -159,9 +199,10 @@ impl LocalStore {
             .map(|p| p.id)
             .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
             .collect();
-        let (hits, index_partial) = self.spans.search(&search, &hours, |hit: &Hit| {
+        let (hits, index_partial) = self.spans.search(search, &hours, |hit: &Hit| {
             live.contains(&snapshot.resolve(Table::Spans, hit, |p| live.contains(&p)).0)
         })?;
+        let exhausted = hits.len() < search.limit;
         let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
         for hit in &hits {
             if let Some(id) = hit.trace_id {
@@ -171,23 +212,25 @@ impl LocalStore {
         }
         let mut traces: Vec<([u8; 16], u64)> = newest.into_iter().collect();
         traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let other_filters = filter.name.is_some() || filter.status.is_some() || !filter.attributes.is_empty();
-        if other_filters {
-            let mut kept = Vec::new();
-            for (id, time) in traces {
-                let spans = self.trace(&id, &TimeRange::ALL)?;
-                if spans.iter().any(|row| span_matches(row, filter)) {
-                    kept.push((id, time));
-                }
-            }
-            traces = kept;
-        }
-        traces.truncate(filter.limit);
-        Ok(TraceHits {
+        Ok(TextCandidates {
             traces,
-            partial: hits.len() >= search.limit || index_partial,
+            partial: index_partial,
+            exhausted,
         })
     }
+}
+
+/// The most span documents one full-text trace search reads from the index.
+const MAX_TEXT_HITS: usize = 100_000;
+
+/// Traces a full-text search names, before the other filters.
+struct TextCandidates {
+    /// Trace id and its newest matching document's time, newest first.
+    traces: Vec<([u8; 16], u64)>,
+    /// An index could not be read.
+    partial: bool,
+    /// The index holds no more matches than these.
+    exhausted: bool,
 }
 
 impl Store for LocalStore {
