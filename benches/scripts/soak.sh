@@ -9,6 +9,7 @@
 #   benches/scripts/soak.sh                     # MINUTES=60 RATE=100000
 #   MINUTES=20 benches/scripts/soak.sh          # shorter
 #   QUERIES=0 benches/scripts/soak.sh           # without the query load (write side alone)
+#   ONE_HOUR=1 benches/scripts/soak.sh          # item times in one hour partition (see below)
 #
 # Ports: the embedded defaults (4317, 4318, 3200) must be free. Bounded: the load generator stops
 # after MINUTES (at most 120), and so does everything else.
@@ -31,8 +32,18 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+# Item times: the load generator's payloads are made once, so their times do not move with the
+# clock. By default they straddle the start of the current hour (hh-1:50 to hh:08), so two hour
+# partitions of every table take writes for the whole run, as when an hour turns while late data
+# still arrives — the harder case (one partition alone hid a merge starvation). ONE_HOUR=1: the
+# last 20 minutes instead (one partition unless the run starts in the first 20 minutes of an hour).
+if [ "${ONE_HOUR:-0}" = 1 ]; then
+  start_args=()
+else
+  start_args=(--start-unix-nano $(( ($(date +%s) / 3600 * 3600 - 600) * 1000000000 )))
+fi
 "$target/sift-loadgen" --signals traces,logs,metrics --rate "$RATE" --duration $((MINUTES * 60)) \
-  --max-requests 100000000 --json >"$work/loadgen.json" 2>/dev/null &
+  --max-requests 100000000 "${start_args[@]}" --json >"$work/loadgen.json" 2>/dev/null &
 load=$!
 
 # A light query load: a trace search, a log search and a metric query every 10 s, each timed

@@ -8,14 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{entry, resource, text, trace_id, BASE};
+use common::{log_entry, span_entry, text, trace_id, BASE};
 use proptest::prelude::*;
-use prost::Message as _;
-use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use sift_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use sift_proto::otlp::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use sift_proto::SignalKind;
+use sift_proto::otlp::logs::v1::LogRecord;
+use sift_proto::otlp::trace::v1::{status, Span, Status};
 use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange, TraceFilter};
 
 const WORDS: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -30,20 +26,6 @@ fn body(mask: u8, n: usize) -> String {
         .collect();
     words.push(format!("n{n}"));
     words.join(" ")
-}
-
-fn request(records: Vec<LogRecord>) -> Vec<u8> {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: resource(),
-            scope_logs: vec![ScopeLogs {
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
 }
 
 fn store(dir: &std::path::Path) -> LocalStore {
@@ -77,19 +59,7 @@ fn full_text_trace_search_filters_before_the_limit() {
             ..Default::default()
         })
         .collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: resource(),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    store
-        .append(1, &[entry(SignalKind::Traces, request.encode_to_vec())])
-        .unwrap();
+    store.append(1, &[span_entry(spans)]).unwrap();
     store.flush().unwrap();
     store.refresh().unwrap();
     let filter = TraceFilter {
@@ -138,7 +108,7 @@ proptest! {
                     LogRecord { time_unix_nano: time, severity_number: 9, body: text(&text_body), ..Default::default() }
                 })
                 .collect();
-            store.append(i as u64 + 1, &[entry(SignalKind::Logs, request(records))]).unwrap();
+            store.append(i as u64 + 1, &[log_entry(records)]).unwrap();
             store.flush().unwrap();
             store.refresh().unwrap();
         }

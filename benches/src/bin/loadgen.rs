@@ -79,6 +79,10 @@ struct Args {
     /// Seed of the payload generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Where item times begin, in Unix nanoseconds; they cover the ~18 minutes after it
+    /// (default: 20 minutes ago, so a store files them under the current hours).
+    #[arg(long)]
+    start_unix_nano: Option<u64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -256,14 +260,15 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 /// Pre-encodes `distinct` slices of the selected signals, interleaved.
 fn payloads(args: &Args) -> Vec<Payload> {
     let mut rng = Rng::new(args.seed);
-    // Spans of the last ~20 minutes, so that a store files them under the current hours.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let shape = Shape {
         error_percent: args.error_percent,
         slow_percent: args.slow_percent,
-        start_unix_nano: now.saturating_sub(1_200_000_000_000),
+        start_unix_nano: args
+            .start_unix_nano
+            .unwrap_or_else(|| now.saturating_sub(1_200_000_000_000)),
     };
     let mut out = Vec::new();
     for _ in 0..args.distinct.max(1) {

@@ -52,6 +52,11 @@ pub fn spans(traces: std::ops::Range<u64>) -> WalEntry {
             ..Default::default()
         })
         .collect();
+    span_entry(spans)
+}
+
+/// A WAL entry with `spans`, of the test service.
+pub fn span_entry(spans: Vec<Span>) -> WalEntry {
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: resource(),
@@ -76,6 +81,11 @@ pub fn logs(records: std::ops::Range<u64>) -> WalEntry {
             ..Default::default()
         })
         .collect();
+    log_entry(log_records)
+}
+
+/// A WAL entry with `log_records`, of the test service.
+pub fn log_entry(log_records: Vec<LogRecord>) -> WalEntry {
     let request = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: resource(),
