@@ -6,9 +6,10 @@
 //! fields whose shape varies (attributes, events, links, exemplars, structured log bodies) keep
 //! their OTLP type losslessly in one of two encodings. A span's attributes, events and links, the
 //! bulk of a span, are protobuf ([`encode_list`]: compressed, a third smaller than the JSON form
-//! and faster both ways); the other nested columns are typed JSON text — the OTLP/JSON encoding
-//! of the field — which DuckDB or any Parquet reader can look inside. Span parts written before
-//! the change (JSON) are read through [`spans::upgrade`].
+//! and faster both ways; attributes with keys and values in two columns, [`encode_attributes`]);
+//! the other nested columns are typed JSON text — the OTLP/JSON encoding of the field — which
+//! DuckDB or any Parquet reader can look inside. Span parts written in earlier layouts (JSON, then
+//! attributes in one column) are read through [`spans::upgrade`].
 
 pub(crate) mod exemplars;
 pub(crate) mod logs;
@@ -21,7 +22,7 @@ use arrow_array::builder::{FixedSizeBinaryBuilder, StringBuilder, UInt32Builder}
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use sift_proto::json::fragment;
-use sift_proto::otlp::common::v1::{any_value, InstrumentationScope, KeyValue};
+use sift_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use sift_proto::otlp::resource::v1::Resource;
 
 /// The tables of the store: one per signal, plus the exemplars of metric points (by trace id).
@@ -296,6 +297,80 @@ pub(crate) fn decode_list<M: prost::Message + Default>(mut bytes: &[u8]) -> Resu
         items.push(item);
     }
     Ok(items)
+}
+
+/// Attributes as two values, kept in two columns: their keys (each `KeyValue` without its value,
+/// as [`encode_list`] writes them) and their values, one after another. A span's set of keys
+/// repeats from span to span, so the keys column is a dictionary of a few entries, and zstd sees
+/// the values alone instead of a key between every two (measured on the load generator's spans:
+/// 29.0 → 0.9 + 21.0 B a span). Each value is its `AnyValue`'s single protobuf field, or one
+/// byte: 0 for a missing value, 1 for an empty one (field tags are 8 or more). Replaces the
+/// contents of `keys` and `values`.
+pub(crate) fn encode_attributes(attributes: &[KeyValue], keys: &mut Vec<u8>, values: &mut Vec<u8>) {
+    use prost::Message as _;
+    keys.clear();
+    values.clear();
+    for kv in attributes {
+        let key = KeyValue {
+            value: None,
+            ..kv.clone()
+        };
+        key.encode_length_delimited(keys)
+            .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+        match &kv.value {
+            None => values.push(0),
+            Some(AnyValue { value: None }) => values.push(1),
+            Some(value) => value
+                .encode(values)
+                .unwrap_or_else(|_| unreachable!("a Vec grows as needed")),
+        }
+    }
+}
+
+/// The attributes written by [`encode_attributes`].
+pub(crate) fn decode_attributes(keys: &[u8], mut values: &[u8]) -> Result<Vec<KeyValue>, ArrowError> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    use prost::Message as _;
+    let corrupt = |what: &str| ArrowError::ParseError(format!("stored attribute values: {what}"));
+    let mut attributes: Vec<KeyValue> = decode_list(keys)?;
+    for kv in &mut attributes {
+        kv.value = match values.first() {
+            None => return Err(corrupt("fewer values than keys")),
+            Some(0) => {
+                values = &values[1..];
+                None
+            }
+            Some(1) => {
+                values = &values[1..];
+                Some(AnyValue::default())
+            }
+            Some(_) => {
+                let mut rest = values;
+                let (_, wire_type) = decode_key(&mut rest).map_err(|e| corrupt(&e.to_string()))?;
+                let body = match wire_type {
+                    WireType::Varint => {
+                        decode_varint(&mut rest).map_err(|e| corrupt(&e.to_string()))?;
+                        0
+                    }
+                    WireType::SixtyFourBit => 8,
+                    WireType::ThirtyTwoBit => 4,
+                    WireType::LengthDelimited => {
+                        usize::try_from(decode_varint(&mut rest).map_err(|e| corrupt(&e.to_string()))?)
+                            .map_err(|_| corrupt("length out of range"))?
+                    }
+                    _ => return Err(corrupt("unexpected wire type")),
+                };
+                let end = values.len() - rest.len() + body;
+                let field = values.get(..end).ok_or_else(|| corrupt("value cut short"))?;
+                values = &values[end..];
+                Some(AnyValue::decode(field).map_err(|e| corrupt(&e.to_string()))?)
+            }
+        };
+    }
+    if !values.is_empty() {
+        return Err(corrupt("more values than keys"));
+    }
+    Ok(attributes)
 }
 
 pub(crate) fn json_error(e: sift_proto::json::JsonError) -> ArrowError {

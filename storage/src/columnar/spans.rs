@@ -11,11 +11,12 @@ use arrow_array::{
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use sift_proto::json::fragment;
 use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use sift_proto::otlp::common::v1::KeyValue;
 use sift_proto::otlp::trace::v1::{Span, Status};
 
 use super::{
-    append_id, column, decode_list, encode_list, json_error, read_attributes, read_id, schema_with_origin,
-    EncodedOrigin, Origin, OriginBuilder, OriginReader,
+    append_id, column, decode_attributes, decode_list, encode_attributes, encode_list, json_error, read_attributes,
+    read_id, schema_with_origin, EncodedOrigin, Origin, OriginBuilder, OriginReader,
 };
 
 pub(crate) const TRACE_ID: &str = "trace_id";
@@ -29,7 +30,10 @@ pub(crate) const START: &str = "start_time_unix_nano";
 pub(crate) const END: &str = "end_time_unix_nano";
 pub(crate) const STATUS_CODE: &str = "status_code";
 pub(crate) const STATUS_MESSAGE: &str = "status_message";
+/// The column of attributes in earlier layouts (typed JSON, then protobuf); see [`upgrade`].
 pub(crate) const ATTRIBUTES: &str = "attributes";
+pub(crate) const ATTRIBUTE_KEYS: &str = "attribute_keys";
+pub(crate) const ATTRIBUTE_VALUES: &str = "attribute_values";
 pub(crate) const DROPPED_ATTRIBUTES: &str = "dropped_attributes_count";
 pub(crate) const EVENTS: &str = "events";
 pub(crate) const DROPPED_EVENTS: &str = "dropped_events_count";
@@ -49,7 +53,8 @@ pub(crate) fn schema() -> SchemaRef {
         Field::new(END, DataType::UInt64, false),
         Field::new(STATUS_CODE, DataType::Int32, false),
         Field::new(STATUS_MESSAGE, DataType::Utf8, false),
-        Field::new(ATTRIBUTES, DataType::Binary, false),
+        Field::new(ATTRIBUTE_KEYS, DataType::Binary, false),
+        Field::new(ATTRIBUTE_VALUES, DataType::Binary, false),
         Field::new(DROPPED_ATTRIBUTES, DataType::UInt32, false),
         Field::new(EVENTS, DataType::Binary, false),
         Field::new(DROPPED_EVENTS, DataType::UInt32, false),
@@ -80,7 +85,8 @@ pub(crate) struct SpanBuilder {
     end: UInt64Builder,
     status_code: Int32Builder,
     status_message: StringBuilder,
-    attributes: BinaryBuilder,
+    attribute_keys: BinaryBuilder,
+    attribute_values: BinaryBuilder,
     dropped_attributes: UInt32Builder,
     events: BinaryBuilder,
     dropped_events: UInt32Builder,
@@ -88,6 +94,7 @@ pub(crate) struct SpanBuilder {
     dropped_links: UInt32Builder,
     origin: OriginBuilder,
     scratch: Vec<u8>,
+    values: Vec<u8>,
 }
 
 impl Default for SpanBuilder {
@@ -104,7 +111,8 @@ impl Default for SpanBuilder {
             end: UInt64Builder::new(),
             status_code: Int32Builder::new(),
             status_message: StringBuilder::new(),
-            attributes: BinaryBuilder::new(),
+            attribute_keys: BinaryBuilder::new(),
+            attribute_values: BinaryBuilder::new(),
             dropped_attributes: UInt32Builder::new(),
             events: BinaryBuilder::new(),
             dropped_events: UInt32Builder::new(),
@@ -112,6 +120,7 @@ impl Default for SpanBuilder {
             dropped_links: UInt32Builder::new(),
             origin: OriginBuilder::default(),
             scratch: Vec::new(),
+            values: Vec::new(),
         }
     }
 }
@@ -132,8 +141,9 @@ impl SpanBuilder {
         let status = span.status.clone().unwrap_or_default();
         self.status_code.append_value(status.code);
         self.status_message.append_value(&status.message);
-        encode_list(&span.attributes, &mut self.scratch);
-        self.attributes.append_value(&self.scratch);
+        encode_attributes(&span.attributes, &mut self.scratch, &mut self.values);
+        self.attribute_keys.append_value(&self.scratch);
+        self.attribute_values.append_value(&self.values);
         self.dropped_attributes.append_value(span.dropped_attributes_count);
         encode_list(&span.events, &mut self.scratch);
         self.events.append_value(&self.scratch);
@@ -157,7 +167,8 @@ impl SpanBuilder {
             Arc::new(self.end.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.attributes.finish()),
+            Arc::new(self.attribute_keys.finish()),
+            Arc::new(self.attribute_values.finish()),
             Arc::new(self.dropped_attributes.finish()),
             Arc::new(self.events.finish()),
             Arc::new(self.dropped_events.finish()),
@@ -194,7 +205,8 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<SpanRow>, ArrowError> {
     let end: &UInt64Array = column(batch, END)?;
     let status_code: &Int32Array = column(batch, STATUS_CODE)?;
     let status_message: &StringArray = column(batch, STATUS_MESSAGE)?;
-    let attributes: &BinaryArray = column(batch, ATTRIBUTES)?;
+    let attribute_keys: &BinaryArray = column(batch, ATTRIBUTE_KEYS)?;
+    let attribute_values: &BinaryArray = column(batch, ATTRIBUTE_VALUES)?;
     let dropped_attributes: &UInt32Array = column(batch, DROPPED_ATTRIBUTES)?;
     let events: &BinaryArray = column(batch, EVENTS)?;
     let dropped_events: &UInt32Array = column(batch, DROPPED_EVENTS)?;
@@ -216,7 +228,7 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<SpanRow>, ArrowError> {
                     kind: kind.value(row),
                     start_time_unix_nano: start.value(row),
                     end_time_unix_nano: end.value(row),
-                    attributes: decode_list(attributes.value(row))?,
+                    attributes: decode_attributes(attribute_keys.value(row), attribute_values.value(row))?,
                     dropped_attributes_count: dropped_attributes.value(row),
                     events: decode_list(events.value(row))?,
                     dropped_events_count: dropped_events.value(row),
@@ -232,43 +244,86 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<SpanRow>, ArrowError> {
         .collect()
 }
 
-/// A batch of a span part written in an earlier layout, in today's: attributes, events and links
-/// were typed JSON text (now protobuf), and a `duration_ns` column (end − start, never read) was
-/// kept. Whatever reads span parts reads through this, so old and new parts answer, merge and
-/// index alike.
+/// A batch of a span part written in an earlier layout, in today's (all or some of its columns:
+/// a projection reads only some). Attributes were one column, first typed JSON text, then
+/// protobuf ([`encode_list`]), now keys and values apart; events and links were JSON too; and a
+/// `duration_ns` column (end − start, never read) was kept. Whatever reads span parts reads
+/// through this, so old and new parts answer, merge and index alike.
 pub(crate) fn upgrade(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let current = schema();
-    let schema = batch.schema();
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    let mut scratch = Vec::new();
-    for (field, array) in schema.fields().iter().zip(batch.columns()) {
-        let name = field.name().as_str();
-        let Ok(now) = current.field_with_name(name) else {
-            continue;
-        };
-        if now.data_type() == field.data_type() {
-            fields.push(field.as_ref().clone());
-            columns.push(array.clone());
-            continue;
+    let old = batch.schema();
+    let unexpected = |name: &str| ArrowError::SchemaError(format!("column {name} has an unexpected type"));
+    // Each row's attributes, from whichever encoding the part has.
+    let attributes = || -> Result<Vec<Vec<KeyValue>>, ArrowError> {
+        let array = batch
+            .column_by_name(ATTRIBUTES)
+            .ok_or_else(|| ArrowError::SchemaError(format!("column {ATTRIBUTES} missing")))?;
+        let any = array.as_any();
+        if let Some(text) = any.downcast_ref::<StringArray>() {
+            (0..text.len()).map(|row| read_attributes(text.value(row))).collect()
+        } else if let Some(binary) = any.downcast_ref::<BinaryArray>() {
+            (0..binary.len()).map(|row| decode_list(binary.value(row))).collect()
+        } else {
+            Err(unexpected(ATTRIBUTES))
         }
-        let text = array
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .filter(|_| matches!(name, ATTRIBUTES | EVENTS | LINKS))
-            .ok_or_else(|| ArrowError::SchemaError(format!("column {name} has an unexpected type")))?;
-        let mut out = BinaryBuilder::with_capacity(text.len(), text.len() * 64);
-        for row in 0..text.len() {
-            let value = text.value(row);
-            match name {
-                ATTRIBUTES => encode_list(&read_attributes(value)?, &mut scratch),
-                EVENTS => encode_list(&fragment::read_events(value).map_err(json_error)?, &mut scratch),
-                _ => encode_list(&fragment::read_links(value).map_err(json_error)?, &mut scratch),
+    };
+    let mut split: Option<(ArrayRef, ArrayRef)> = None;
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for now in schema().fields() {
+        let name = now.name().as_str();
+        let column = match (name, old.field_with_name(name)) {
+            (_, Ok(field)) if field.data_type() == now.data_type() => batch.column_by_name(name).cloned(),
+            (ATTRIBUTE_KEYS | ATTRIBUTE_VALUES, Err(_)) if old.field_with_name(ATTRIBUTES).is_ok() => {
+                if split.is_none() {
+                    let rows = attributes()?;
+                    let mut keys = BinaryBuilder::with_capacity(rows.len(), rows.len() * 64);
+                    let mut values = BinaryBuilder::with_capacity(rows.len(), rows.len() * 64);
+                    let (mut k, mut v) = (Vec::new(), Vec::new());
+                    for row in &rows {
+                        encode_attributes(row, &mut k, &mut v);
+                        keys.append_value(&k);
+                        values.append_value(&v);
+                    }
+                    split = Some((Arc::new(keys.finish()), Arc::new(values.finish())));
+                }
+                split.as_ref().map(|(keys, values)| {
+                    if name == ATTRIBUTE_KEYS {
+                        keys.clone()
+                    } else {
+                        values.clone()
+                    }
+                })
             }
-            out.append_value(&scratch);
+            (EVENTS | LINKS, Ok(_)) => {
+                let text = batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| unexpected(name))?;
+                let mut out = BinaryBuilder::with_capacity(text.len(), text.len() * 64);
+                let mut scratch = Vec::new();
+                for row in 0..text.len() {
+                    let value = text.value(row);
+                    if name == EVENTS {
+                        encode_list(&fragment::read_events(value).map_err(json_error)?, &mut scratch);
+                    } else {
+                        encode_list(&fragment::read_links(value).map_err(json_error)?, &mut scratch);
+                    }
+                    out.append_value(&scratch);
+                }
+                Some(Arc::new(out.finish()) as ArrayRef)
+            }
+            (_, Ok(_)) => return Err(unexpected(name)),
+            // Not in this batch (a projection left it out).
+            (_, Err(_)) => None,
+        };
+        if let Some(column) = column {
+            fields.push(now.as_ref().clone());
+            columns.push(column);
         }
-        fields.push(now.clone());
-        columns.push(Arc::new(out.finish()) as ArrayRef);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+    RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
 }

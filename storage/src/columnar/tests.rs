@@ -404,6 +404,35 @@ proptest! {
     }
 
     #[test]
+    fn attributes_round_trip_through_keys_and_values(
+        items in proptest::collection::vec(("[a-z.]{0,8}", 0u8..3, any_value(), any::<i32>()), 0..6)
+    ) {
+        // Missing and empty values, and the profiling-only key index, come back as they went.
+        let attributes: Vec<KeyValue> = items
+            .into_iter()
+            .map(|(key, kind, value, key_strindex)| KeyValue {
+                key,
+                value: match kind {
+                    0 => None,
+                    1 => Some(AnyValue::default()),
+                    _ => Some(value),
+                },
+                key_strindex,
+            })
+            .collect();
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        super::encode_attributes(&attributes, &mut keys, &mut values);
+        prop_assert_eq!(super::decode_attributes(&keys, &values).unwrap(), attributes.clone());
+        if !attributes.is_empty() {
+            // A value lost or added is an error, not a silent shift.
+            prop_assert!(super::decode_attributes(&keys, &values[..values.len() - 1]).is_err());
+            let mut more = values.clone();
+            more.push(0);
+            prop_assert!(super::decode_attributes(&keys, &more).is_err());
+        }
+    }
+
+    #[test]
     fn logs_round_trip(items in proptest::collection::vec((origin(), log()), 1..6)) {
         let request = ExportLogsServiceRequest {
             resource_logs: items.iter().map(|(o, l)| ResourceLogs {

@@ -81,7 +81,7 @@ fn distinct_columns(table: Table) -> &'static [(&'static str, Encoding)] {
         Table::Spans => &[
             (spans::SPAN_ID, Encoding::PLAIN),
             (spans::END, Encoding::BYTE_STREAM_SPLIT),
-            (spans::ATTRIBUTES, Encoding::PLAIN),
+            (spans::ATTRIBUTE_VALUES, Encoding::PLAIN),
         ],
         Table::Logs => &[
             (logs::SPAN_ID, Encoding::PLAIN),
@@ -533,8 +533,15 @@ impl PartReader {
     ) -> Result<impl Iterator<Item = Result<RecordBatch, ArrowError>>, StorageError> {
         let builder = self.builder()?;
         let arrow_schema = builder.schema().clone();
+        // A part of an older layout may hold a column of today's under another name.
+        let legacy_name = |name: &&str| match (self.legacy, *name) {
+            (Some(Table::Spans), spans::ATTRIBUTE_KEYS | spans::ATTRIBUTE_VALUES) => Some(spans::ATTRIBUTES),
+            _ => None,
+        };
         let roots = columns
             .iter()
+            .flat_map(|name| [Some(*name), legacy_name(name)])
+            .flatten()
             .filter_map(|name| arrow_schema.index_of(name).ok())
             .collect::<Vec<_>>();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
@@ -562,7 +569,7 @@ pub(crate) fn equal_mask(column: &dyn Array, value: &[u8]) -> Result<BooleanArra
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{ArrayRef, UInt64Array};
+    use arrow_array::{ArrayRef, BinaryArray, UInt64Array};
     use arrow_schema::{DataType, Field, Schema};
     use sift_proto::json::fragment;
     use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -629,9 +636,10 @@ mod tests {
         builder.finish()
     }
 
-    /// `batch` in the span layout of earlier versions: attributes, events and links as OTLP/JSON
-    /// text, and a `duration_ns` column after the end time.
-    fn legacy(batch: &RecordBatch) -> RecordBatch {
+    /// `batch` in a span layout of earlier versions: attributes in one column, as protobuf or (the
+    /// first layout) as OTLP/JSON text with events and links and a `duration_ns` column after
+    /// the end time.
+    fn legacy(batch: &RecordBatch, first: bool) -> RecordBatch {
         let rows = spans::rows(batch).unwrap();
         let json = |write: &dyn Fn(&Span, &mut String)| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(rows.iter().map(|row| {
@@ -644,22 +652,37 @@ mod tests {
         for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
             let name = field.name().as_str();
             let replaced = match name {
-                spans::ATTRIBUTES => Some(json(&|s, out| fragment::write_attributes(&s.attributes, out))),
-                spans::EVENTS => Some(json(&|s, out| fragment::write_events(&s.events, out))),
-                spans::LINKS => Some(json(&|s, out| fragment::write_links(&s.links, out))),
+                spans::ATTRIBUTE_VALUES => continue,
+                spans::ATTRIBUTE_KEYS if first => Some((
+                    spans::ATTRIBUTES,
+                    json(&|s, out| fragment::write_attributes(&s.attributes, out)),
+                )),
+                spans::ATTRIBUTE_KEYS => {
+                    let protobuf = rows.iter().map(|row| {
+                        let mut bytes = Vec::new();
+                        crate::columnar::encode_list(&row.span.attributes, &mut bytes);
+                        bytes
+                    });
+                    Some((
+                        spans::ATTRIBUTES,
+                        Arc::new(BinaryArray::from_iter_values(protobuf)) as ArrayRef,
+                    ))
+                }
+                spans::EVENTS if first => Some((name, json(&|s, out| fragment::write_events(&s.events, out)))),
+                spans::LINKS if first => Some((name, json(&|s, out| fragment::write_links(&s.links, out)))),
                 _ => None,
             };
             match replaced {
-                Some(text) => {
-                    fields.push(Field::new(name, DataType::Utf8, false));
-                    columns.push(text);
+                Some((name, column)) => {
+                    fields.push(Field::new(name, column.data_type().clone(), false));
+                    columns.push(column);
                 }
                 None => {
                     fields.push(field.as_ref().clone());
                     columns.push(column.clone());
                 }
             }
-            if name == spans::END {
+            if name == spans::END && first {
                 let durations = rows
                     .iter()
                     .map(|r| r.span.end_time_unix_nano - r.span.start_time_unix_nano);
@@ -681,13 +704,22 @@ mod tests {
 
     #[test]
     fn span_parts_of_the_json_layout_read_look_up_and_merge_as_todays() {
+        span_parts_of_an_earlier_layout_read_look_up_and_merge_as_todays(true);
+    }
+
+    #[test]
+    fn span_parts_with_attributes_in_one_protobuf_column_read_look_up_and_merge_as_todays() {
+        span_parts_of_an_earlier_layout_read_look_up_and_merge_as_todays(false);
+    }
+
+    fn span_parts_of_an_earlier_layout_read_look_up_and_merge_as_todays(first: bool) {
         let dir = tempfile::tempdir().unwrap();
         let batch = span_batch();
         let mut expected = spans::rows(&batch).unwrap();
         expected.sort_by(|a, b| a.span.span_id.cmp(&b.span.span_id));
 
         let old = dir.path().join("old.parquet");
-        let old_batch = legacy(&batch);
+        let old_batch = legacy(&batch, first);
         let mut writer = ArrowWriter::try_new(File::create(&old).unwrap(), old_batch.schema(), None).unwrap();
         writer.write(&old_batch).unwrap();
         writer.close().unwrap();
@@ -705,6 +737,30 @@ mod tests {
             .map(|b| spans::rows(b).unwrap().len())
             .sum();
         assert_eq!(found, expected.iter().filter(|r| r.span.trace_id == [3; 16]).count());
+
+        // A projection names today's columns; the old part answers with them.
+        let projected: Vec<RecordBatch> = PartReader::open(&old, Table::Spans, None)
+            .unwrap()
+            .scan(&[spans::TRACE_ID, spans::ATTRIBUTE_KEYS, spans::ATTRIBUTE_VALUES])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let attributes: Vec<_> = projected
+            .iter()
+            .flat_map(|b| {
+                let keys: &BinaryArray = crate::columnar::column(b, spans::ATTRIBUTE_KEYS).unwrap();
+                let values: &BinaryArray = crate::columnar::column(b, spans::ATTRIBUTE_VALUES).unwrap();
+                (0..b.num_rows())
+                    .map(|r| crate::columnar::decode_attributes(keys.value(r), values.value(r)).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let stored: Vec<_> = spans::rows(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.span.attributes)
+            .collect();
+        assert_eq!(attributes, stored);
 
         // Old and new parts merge (the old one is decoded, not copied) into one of today's layout.
         let merged = dir.path().join("merged.parquet");

@@ -290,7 +290,8 @@ impl Store for LocalStore {
             spans::START,
             spans::NAME,
             spans::STATUS_CODE,
-            spans::ATTRIBUTES,
+            spans::ATTRIBUTE_KEYS,
+            spans::ATTRIBUTE_VALUES,
             columnar::origin_col::SERVICE_NAME,
             columnar::origin_col::RESOURCE_ATTRIBUTES,
         ];
@@ -596,7 +597,8 @@ fn match_spans(
     let start: &UInt64Array = columnar::column(batch, spans::START)?;
     let name: &StringArray = columnar::column(batch, spans::NAME)?;
     let status: &Int32Array = columnar::column(batch, spans::STATUS_CODE)?;
-    let attributes: &BinaryArray = columnar::column(batch, spans::ATTRIBUTES)?;
+    let keys: &BinaryArray = columnar::column(batch, spans::ATTRIBUTE_KEYS)?;
+    let values: &BinaryArray = columnar::column(batch, spans::ATTRIBUTE_VALUES)?;
     let service: &StringArray = columnar::column(batch, columnar::origin_col::SERVICE_NAME)?;
     let resource: &StringArray = columnar::column(batch, columnar::origin_col::RESOURCE_ATTRIBUTES)?;
     for row in 0..batch.num_rows() {
@@ -614,8 +616,12 @@ fn match_spans(
         for (key, value) in &filter.attributes {
             let mentioned = |text: &[u8]| text.windows(key.len()).any(|w| w == key.as_bytes());
             // Cheap test first: most rows do not mention the key at all.
-            let in_span = mentioned(attributes.value(row))
-                && has_attribute(&columnar::decode_list(attributes.value(row))?, key, value);
+            let in_span = mentioned(keys.value(row))
+                && has_attribute(
+                    &columnar::decode_attributes(keys.value(row), values.value(row))?,
+                    key,
+                    value,
+                );
             let found = in_span
                 || (mentioned(resource.value(row).as_bytes())
                     && has_attribute(&columnar::read_attributes(resource.value(row))?, key, value));
