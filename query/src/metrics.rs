@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use sift_proto::otlp::common::v1::KeyValue;
 use sift_proto::otlp::metrics::v1::{metric::Data, number_data_point};
 use sift_storage::{point_time, MetricRow};
 
@@ -148,7 +149,7 @@ fn labels(row: &MetricRow) -> BTreeMap<String, String> {
     labels
 }
 
-fn point_attributes(row: &MetricRow) -> &[sift_proto::otlp::common::v1::KeyValue] {
+fn point_attributes(row: &MetricRow) -> &[KeyValue] {
     match row.metric.data.as_ref() {
         Some(Data::Gauge(g)) => g.data_points.first().map_or(&[], |p| &p.attributes),
         Some(Data::Sum(s)) => s.data_points.first().map_or(&[], |p| &p.attributes),
@@ -479,6 +480,9 @@ pub struct SeriesBuilder<'m> {
     agg: Agg,
     by_series: BTreeMap<BTreeMap<String, String>, BTreeMap<u64, Bucket>>,
     gauge: bool,
+    /// The last point's attributes and service, and the labels made of them (a series' points
+    /// come one after another).
+    last: Option<(Vec<KeyValue>, String, BTreeMap<String, String>)>,
 }
 
 impl<'m> SeriesBuilder<'m> {
@@ -493,12 +497,23 @@ impl<'m> SeriesBuilder<'m> {
             agg,
             by_series: BTreeMap::new(),
             gauge: false,
+            last: None,
         }
     }
 
     /// Adds a point (of the metric the builder is for).
     pub fn add(&mut self, row: &MetricRow) {
-        let labels = labels(row);
+        let (attributes, service) = (point_attributes(row), row.origin.service_name());
+        let repeated = self
+            .last
+            .as_ref()
+            .is_some_and(|(a, s, _)| a.as_slice() == attributes && s == service);
+        if !repeated {
+            self.last = Some((attributes.to_vec(), service.to_owned(), labels(row)));
+        }
+        let Some((_, _, labels)) = self.last.as_ref() else {
+            return;
+        };
         if !self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return;
         }
@@ -508,12 +523,11 @@ impl<'m> SeriesBuilder<'m> {
             return;
         }
         let bucket = (sample.time - self.start) / self.step;
-        self.by_series
-            .entry(labels)
-            .or_default()
-            .entry(bucket)
-            .or_default()
-            .add(sample, self.agg);
+        let series = match self.by_series.get_mut(labels) {
+            Some(series) => series,
+            None => self.by_series.entry(labels.clone()).or_default(),
+        };
+        series.entry(bucket).or_default().add(sample, self.agg);
     }
 
     /// The series, as the API shows them.

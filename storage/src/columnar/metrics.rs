@@ -23,7 +23,7 @@ use sift_proto::otlp::metrics::v1::{
 
 use super::{
     attributes_json, column, json_error, read_attributes, schema_with_origin, EncodedOrigin, Origin, OriginBuilder,
-    OriginReader,
+    OriginReader, Repeated,
 };
 
 pub(crate) const NAME: &str = "metric_name";
@@ -533,10 +533,14 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<MetricRow>, ArrowError> {
     let quantile_values: &ListArray = column(batch, QUANTILE_VALUES)?;
     let exemplars: &StringArray = column(batch, EXEMPLARS)?;
     let origin = OriginReader::new(batch)?;
+    // A series' points sit together: their attributes (and mostly empty exemplars) repeat.
+    let (series, examples, metadatas) = (Repeated::new(), Repeated::new(), Repeated::new());
     (0..batch.num_rows())
         .map(|row| {
-            let attributes = read_attributes(attributes.value(row))?;
-            let exemplars = fragment::read_exemplars(exemplars.value(row)).map_err(json_error)?;
+            let attributes = series.get(attributes.value(row), read_attributes)?;
+            let exemplars = examples.get(exemplars.value(row), |text| {
+                fragment::read_exemplars(text).map_err(json_error)
+            })?;
             let (start, time, flags) = (start.value(row), time.value(row), flags.value(row));
             let temporality = temporality.value(row);
             let number = || NumberDataPoint {
@@ -624,7 +628,7 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<MetricRow>, ArrowError> {
                     name: name.value(row).to_owned(),
                     description: description.value(row).to_owned(),
                     unit: unit.value(row).to_owned(),
-                    metadata: read_attributes(metadata.value(row))?,
+                    metadata: metadatas.get(metadata.value(row), read_attributes)?,
                     data: Some(data),
                 },
             })

@@ -218,6 +218,38 @@ impl OriginBuilder {
     }
 }
 
+/// The value parsed from a text, kept while the same text comes again: rows of one resource,
+/// scope or metric series sit together in a batch, so most rows repeat the row before, and a
+/// clone costs a fraction of parsing JSON again.
+pub(crate) struct Repeated<'a, T> {
+    last: std::cell::RefCell<Option<(&'a str, T)>>,
+}
+
+impl<'a, T: Clone> Repeated<'a, T> {
+    pub(crate) fn new() -> Self {
+        Repeated {
+            last: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// `parse(text)`, or a copy of the last value when `text` is the last text.
+    pub(crate) fn get(
+        &self,
+        text: &'a str,
+        parse: impl FnOnce(&'a str) -> Result<T, ArrowError>,
+    ) -> Result<T, ArrowError> {
+        let mut last = self.last.borrow_mut();
+        if let Some((seen, value)) = last.as_ref() {
+            if *seen == text {
+                return Ok(value.clone());
+            }
+        }
+        let value = parse(text)?;
+        *last = Some((text, value.clone()));
+        Ok(value)
+    }
+}
+
 /// Reads the origin columns of a batch back into [`Origin`]s.
 pub(crate) struct OriginReader<'b> {
     resource_attributes: &'b StringArray,
@@ -228,6 +260,8 @@ pub(crate) struct OriginReader<'b> {
     scope_attributes: &'b StringArray,
     scope_dropped: &'b UInt32Array,
     scope_schema_url: &'b StringArray,
+    resources: Repeated<'b, Vec<KeyValue>>,
+    scopes: Repeated<'b, Vec<KeyValue>>,
 }
 
 impl<'b> OriginReader<'b> {
@@ -242,13 +276,17 @@ impl<'b> OriginReader<'b> {
             scope_attributes: column(batch, SCOPE_ATTRIBUTES)?,
             scope_dropped: column(batch, SCOPE_DROPPED)?,
             scope_schema_url: column(batch, SCOPE_SCHEMA_URL)?,
+            resources: Repeated::new(),
+            scopes: Repeated::new(),
         })
     }
 
     pub(crate) fn get(&self, row: usize) -> Result<Origin, ArrowError> {
         Ok(Origin {
             resource: Resource {
-                attributes: read_attributes(self.resource_attributes.value(row))?,
+                attributes: self
+                    .resources
+                    .get(self.resource_attributes.value(row), read_attributes)?,
                 dropped_attributes_count: self.resource_dropped.value(row),
                 entity_refs: Vec::new(),
             },
@@ -256,7 +294,7 @@ impl<'b> OriginReader<'b> {
             scope: InstrumentationScope {
                 name: self.scope_name.value(row).to_owned(),
                 version: self.scope_version.value(row).to_owned(),
-                attributes: read_attributes(self.scope_attributes.value(row))?,
+                attributes: self.scopes.get(self.scope_attributes.value(row), read_attributes)?,
                 dropped_attributes_count: self.scope_dropped.value(row),
             },
             scope_schema_url: self.scope_schema_url.value(row).to_owned(),

@@ -57,9 +57,21 @@ pub fn spans(traces: std::ops::Range<u64>) -> WalEntry {
 
 /// A WAL entry with `spans`, of the test service.
 pub fn span_entry(spans: Vec<Span>) -> WalEntry {
+    span_entry_of("shop", spans)
+}
+
+/// A WAL entry with `spans`, of service `service`.
+pub fn span_entry_of(service: &str, spans: Vec<Span>) -> WalEntry {
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: resource(),
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: text(service),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
             scope_spans: vec![ScopeSpans {
                 spans,
                 ..Default::default()
