@@ -3,7 +3,8 @@
 //! in and in whatever order their times arrived (a segment's newest record decides whether it is
 //! read at all, so late records and out-of-order batches are what this exercises). Full-text
 //! trace search applies its other filters before the limit. Trace search by service, status and
-//! name (answered from the span index) returns what a scan of every span returns.
+//! name returns what a brute-force pass over every span returns, with spans in heads, in parts,
+//! traces split across parts, and after a restart.
 
 mod common;
 

@@ -412,10 +412,7 @@ pub(crate) struct TraceText {
     /// 1 unset, 2 ok, 4 error.
     statuses: u8,
     services: BTreeSet<String>,
-    /// The latest span start: the document's time. A span's start is never after it, so a
-    /// search reading documents newest first knows no unread trace has a span newer than the
-    /// last document read.
-    newest: u64,
+    first: u64,
 }
 
 impl TraceText {
@@ -457,7 +454,11 @@ impl TraceText {
         if !self.services.contains(service) {
             self.services.insert(service.to_owned());
         }
-        self.newest = self.newest.max(span.start_time_unix_nano);
+        self.first = if self.first == 0 {
+            span.start_time_unix_nano
+        } else {
+            self.first.min(span.start_time_unix_nano)
+        };
     }
 }
 
@@ -803,7 +804,7 @@ impl TextIndexes {
             doc.add_text(f.service, service);
         }
         doc.add_text(f.trace_id, hex::encode(trace_id));
-        doc.add_u64(f.time, text.newest);
+        doc.add_u64(f.time, text.first);
         doc
     }
 
@@ -942,54 +943,6 @@ impl TextIndexes {
         Ok(Box::new(BooleanQuery::new(clauses)))
     }
 
-    /// A query for the span documents that may hold a span passing `filter`'s service, status and
-    /// name: a document holds every service, status and name word of its trace's spans in one
-    /// part, so it matches whenever one of them passes (and sometimes when none does: the caller
-    /// checks the spans). Only documents whose newest span starts at or after the range's start
-    /// can hold a span in the range. `None` when the filter has none of the three.
-    pub(crate) fn trace_filter_query(&self, filter: &crate::TraceFilter) -> Option<Box<dyn Query>> {
-        let f = &self.fields;
-        let term = |term: Term| -> (Occur, Box<dyn Query>) {
-            (Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
-        };
-        let mut clauses = Vec::new();
-        if let Some(service) = &filter.service {
-            clauses.push(term(Term::from_field_text(f.service, service)));
-        }
-        if let Some(status) = filter.status {
-            // As `TraceText::add` names them: any code but ok and error is unset.
-            let word = match status {
-                1 => "ok",
-                2 => "error",
-                _ => "unset",
-            };
-            clauses.push(term(Term::from_field_text(f.severity, word)));
-        }
-        if let Some(name) = &filter.name {
-            // Every word of the name, each anywhere in the document (a name's words may sit
-            // apart from one another where the tokenizer dropped a long one).
-            use tantivy::tokenizer::TokenStream as _;
-            let mut analyzer = tantivy::tokenizer::TokenizerManager::default().get("default")?;
-            let mut words = analyzer.token_stream(name);
-            while words.advance() {
-                clauses.push(term(Term::from_field_text(f.body, &words.token().text)));
-            }
-        }
-        if clauses.is_empty() {
-            return None;
-        }
-        if let Some(start) = filter.range.start {
-            clauses.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    Bound::Included(Term::from_field_u64(f.time, start)),
-                    Bound::Unbounded,
-                )),
-            ));
-        }
-        Some(Box::new(BooleanQuery::new(clauses)))
-    }
-
     /// Checks a query's syntax without running it.
     pub(crate) fn validate(&self, search: &LogSearch) -> Result<(), StorageError> {
         self.query(search).map(|_| ())
@@ -1002,20 +955,9 @@ impl TextIndexes {
         &self,
         search: &LogSearch,
         hours: &[u64],
-        accept: impl FnMut(&Hit) -> bool,
-    ) -> Result<(Vec<Hit>, bool), StorageError> {
-        let query = self.query(search)?;
-        self.search_query(&*query, search.limit, hours, accept)
-    }
-
-    /// [`Self::search`] with a query already built.
-    pub(crate) fn search_query(
-        &self,
-        query: &dyn Query,
-        limit: usize,
-        hours: &[u64],
         mut accept: impl FnMut(&Hit) -> bool,
     ) -> Result<(Vec<Hit>, bool), StorageError> {
+        let query = self.query(search)?;
         let mut partial = false;
         let mut readers: Vec<(u64, IndexReader)> = Vec::new();
         for &hour in hours {
@@ -1027,7 +969,7 @@ impl TextIndexes {
         }
         let mut hits = Vec::new();
         for (hour, reader) in readers {
-            match self.search_partition(hour, &reader, query, limit, &mut accept, &mut hits) {
+            match self.search_partition(hour, &reader, &*query, search.limit, &mut accept, &mut hits) {
                 Ok(true) => return Ok((hits, partial)),
                 Ok(false) => {}
                 Err(e) => {

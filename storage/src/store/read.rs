@@ -187,136 +187,6 @@ impl LocalStore {
         }
     }
 
-    /// Trace search by service, status or name through the span index, exact (the same traces
-    /// and times as the scan of every span, [`Store::search_traces`]); `None` when the index
-    /// cannot answer (the filter has none of the three, or a partition's index is stale).
-    ///
-    /// A trace's documents (one per part holding its spans) match whenever one of its spans
-    /// passes, and a document's time is its newest span start. So, reading documents newest
-    /// first down to time `floor`, every trace not read has no passing span newer than `floor`.
-    /// The traces read are checked against their spans (the newest passing one in the range
-    /// gives the trace's time), newest document first, until `limit` of them are at or above the
-    /// next document's time; if fewer than `limit` are at or above `floor`, four times as many
-    /// documents are read. Spans still in heads (the index takes them at its next commit) are
-    /// scanned: a trace found there is at least as new as its newest passing head span.
-    pub(super) fn search_traces_indexed(&self, filter: &TraceFilter) -> Result<Option<TraceHits>, StorageError> {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
-        let limit = filter.limit;
-        let Some(query) = self.spans.trace_filter_query(filter).filter(|_| limit > 0) else {
-            return Ok(None);
-        };
-        let snapshot = self.snapshot();
-        let mut in_heads: HashMap<[u8; 16], u64> = HashMap::new();
-        for head in snapshot.heads(Table::Spans, &filter.range) {
-            for batch in &head.batches {
-                match_spans(batch, filter, &mut in_heads)?;
-            }
-        }
-        let (hours, live) = span_index_scope(&snapshot, &filter.range);
-        // The exact time of each trace checked (`None`: no span passes).
-        let mut checked: HashMap<[u8; 16], Option<u64>> = HashMap::new();
-        let mut want = limit.saturating_mul(4).clamp(16, MAX_TEXT_HITS);
-        let mut checks = 0usize;
-        loop {
-            let (hits, partial) = self.spans.search_query(&*query, want, &hours, |hit: &Hit| {
-                live.contains(&snapshot.resolve(Table::Spans, hit, |p| live.contains(&p)).0)
-            })?;
-            if partial {
-                return Ok(None);
-            }
-            let exhausted = hits.len() < want;
-            // Traces by their newest document, newest first.
-            let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
-            for hit in &hits {
-                if let Some(id) = hit.trace_id {
-                    let t = newest.entry(id).or_insert(hit.time);
-                    *t = (*t).max(hit.time);
-                }
-            }
-            let mut candidates: Vec<([u8; 16], u64)> = newest.into_iter().collect();
-            candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut floor = if exhausted {
-                0
-            } else {
-                hits.iter().map(|h| h.time).min().unwrap_or(0)
-            };
-            // The `limit` newest times known exact so far (a head time is a lower bound of its
-            // trace's: counting it at most once per trace keeps the count a lower bound).
-            let mut top: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(limit + 1);
-            let mut counted: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
-            let mut count = |top: &mut BinaryHeap<Reverse<u64>>, id: [u8; 16], t: u64| {
-                if counted.insert(id) {
-                    top.push(Reverse(t));
-                    if top.len() > limit {
-                        top.pop();
-                    }
-                }
-            };
-            for (&id, &t) in &in_heads {
-                count(&mut top, id, t);
-            }
-            for (&id, t) in &checked {
-                if let Some(t) = t {
-                    count(&mut top, id, *t);
-                }
-            }
-            let enough =
-                |top: &BinaryHeap<Reverse<u64>>, at: u64| top.len() >= limit && top.peek().is_some_and(|r| r.0 >= at);
-            for &(id, time) in &candidates {
-                if enough(&top, time) {
-                    // No trace below here can pass one already found.
-                    floor = floor.max(time);
-                    break;
-                }
-                if let std::collections::hash_map::Entry::Vacant(e) = checked.entry(id) {
-                    if checks >= MAX_CHECKED_TRACES {
-                        // The index names too many traces that do not pass: the scan is faster.
-                        return Ok(None);
-                    }
-                    checks += 1;
-                    let t = self.newest_passing_span(&id, filter)?;
-                    e.insert(t);
-                    if let Some(t) = t {
-                        count(&mut top, id, t);
-                    }
-                }
-            }
-            // Every trace not checked has no passing span outside heads newer than `floor`: the
-            // traces known at or above it are exact and ahead of every other.
-            let mut known: Vec<([u8; 16], u64)> = checked.iter().filter_map(|(id, t)| t.map(|t| (*id, t))).collect();
-            known.extend(
-                in_heads
-                    .iter()
-                    .filter(|(id, t)| !checked.contains_key(*id) && **t >= floor)
-                    .map(|(id, t)| (*id, *t)),
-            );
-            known.retain(|(_, t)| *t >= floor);
-            known.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let done = known.len() >= limit || exhausted;
-            if done || want >= MAX_TEXT_HITS {
-                known.truncate(limit);
-                return Ok(Some(TraceHits {
-                    traces: known,
-                    partial: !done,
-                }));
-            }
-            want = want.saturating_mul(4).min(MAX_TEXT_HITS);
-        }
-    }
-
-    /// The start of trace `id`'s newest span that passes `filter` (its span-level filters and
-    /// range).
-    fn newest_passing_span(&self, id: &[u8; 16], filter: &TraceFilter) -> Result<Option<u64>, StorageError> {
-        // Only the parts over the range can hold a span in it.
-        Ok(self
-            .trace(id, &filter.range)?
-            .iter()
-            .filter(|row| filter.range.contains(row.span.start_time_unix_nano) && span_matches(row, filter))
-            .map(|row| row.span.start_time_unix_nano)
-            .max())
-    }
-
     /// The traces of the newest `search.limit` span documents matching `search`.
     fn text_candidates(&self, search: &LogSearch) -> Result<TextCandidates, StorageError> {
         let snapshot = self.snapshot();
@@ -355,10 +225,6 @@ fn span_index_scope(snapshot: &Snapshot, range: &TimeRange) -> (Vec<u64>, BTreeS
         .collect();
     (hours.into_iter().rev().collect(), live)
 }
-
-/// The most traces an indexed trace search checks against their spans (a few milliseconds each)
-/// before it leaves the search to the scan.
-const MAX_CHECKED_TRACES: usize = 2_000;
 
 /// The most span documents one full-text trace search reads from the index.
 const MAX_TEXT_HITS: usize = 100_000;
@@ -404,9 +270,6 @@ impl Store for LocalStore {
     fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
         if let Some(query) = filter.query.as_deref().filter(|q| !q.trim().is_empty()) {
             return self.search_traces_by_text(query, filter);
-        }
-        if let Some(hits) = self.search_traces_indexed(filter)? {
-            return Ok(hits);
         }
         let snapshot = self.snapshot();
         // Newest sources first, so a search stops as soon as no unread span can be newer than
