@@ -348,13 +348,27 @@ pub(crate) fn encode_attributes(attributes: &[KeyValue], keys: &mut Vec<u8>, val
     use prost::Message as _;
     keys.clear();
     values.clear();
+    use prost::encoding::{encode_varint, int32, string};
     for kv in attributes {
-        let key = KeyValue {
-            value: None,
-            ..kv.clone()
+        // The `KeyValue` without its value, length-delimited, as prost writes it (empty fields
+        // left out), without cloning it: this runs for every attribute of every span.
+        let key_len = if kv.key.is_empty() {
+            0
+        } else {
+            string::encoded_len(1, &kv.key)
         };
-        key.encode_length_delimited(keys)
-            .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+        let index_len = if kv.key_strindex == 0 {
+            0
+        } else {
+            int32::encoded_len(3, &kv.key_strindex)
+        };
+        encode_varint((key_len + index_len) as u64, keys);
+        if !kv.key.is_empty() {
+            string::encode(1, &kv.key, keys);
+        }
+        if kv.key_strindex != 0 {
+            int32::encode(3, &kv.key_strindex, keys);
+        }
         match &kv.value {
             None => values.push(0),
             Some(AnyValue { value: None }) => values.push(1),

@@ -422,6 +422,11 @@ proptest! {
             .collect();
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         super::encode_attributes(&attributes, &mut keys, &mut values);
+        // The keys are exactly the `KeyValue`s without their values, as prost writes them.
+        let without_values: Vec<KeyValue> = attributes.iter().map(|kv| KeyValue { value: None, ..kv.clone() }).collect();
+        let mut expected_keys = Vec::new();
+        super::encode_list(&without_values, &mut expected_keys);
+        prop_assert_eq!(&keys, &expected_keys);
         prop_assert_eq!(super::decode_attributes(&keys, &values).unwrap(), attributes.clone());
         if !attributes.is_empty() {
             // A value lost or added is an error, not a silent shift.
