@@ -61,6 +61,11 @@ pub struct StorageConfig {
     pub wal: WalConfig,
     /// When the in-memory head is written out as Parquet parts.
     pub flush: FlushConfig,
+    /// The store's memory, in MiB (default 768): the head (flushed at a sixth of this, and
+    /// holding at most a third while a failed flush is retried: writes then wait in the WAL),
+    /// the full-text index writers (a quarter) and the rest for one index merge, one compaction
+    /// and reads. Receivers refuse once the WAL backs up, so memory never grows past it.
+    pub memory_limit_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -70,27 +75,25 @@ impl Default for StorageConfig {
             retention: Retention::default(),
             wal: WalConfig::default(),
             flush: FlushConfig::default(),
+            memory_limit_mib: 768,
         }
     }
 }
 
-/// `storage.flush`: the head is written as parts when either bound is reached.
+/// `storage.flush`: the head is written as parts when its oldest row is this old, or when it
+/// holds its share of `storage.memory_limit_mib`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlushConfig {
     /// Age of the oldest unflushed row (default 10s: the WAL holds everything after it, so this
-    /// bounds how much of the WAL the storage exporter keeps, and the head's memory).
+    /// bounds how much of the WAL the storage exporter keeps).
     pub interval: Duration,
-    /// Size of the head in memory (default 128 MiB: a flush writes a frozen head while the next
-    /// fills, so the store holds up to twice this).
-    pub max_size_mib: u64,
 }
 
 impl Default for FlushConfig {
     fn default() -> Self {
         FlushConfig {
             interval: Duration::from_secs(10),
-            max_size_mib: 128,
         }
     }
 }
@@ -478,10 +481,13 @@ impl Config {
                 "segment_size_mib must be at least 1 and at most max_size_mib",
             ));
         }
-        if self.storage.flush.max_size_mib == 0 || self.storage.flush.interval.0.is_zero() {
+        if self.storage.flush.interval.0.is_zero() {
+            errors.push(ConfigError::new("storage.flush.interval", "must be greater than zero"));
+        }
+        if self.storage.memory_limit_mib < 64 {
             errors.push(ConfigError::new(
-                "storage.flush",
-                "interval and max_size_mib must be greater than zero",
+                "storage.memory_limit_mib",
+                "must be at least 64 (the head and one full-text index writer per table need it)",
             ));
         }
         let stores: Vec<String> = self

@@ -13,7 +13,9 @@ pub use columnar::spans::SpanRow;
 pub use columnar::{Origin, Table};
 pub use store::fulltext::{json_object, json_value, LogSearch, MergeStats};
 pub use store::manifest::ServiceRows;
-pub use store::{point_time, LocalStore, RetentionReport, StoreLayout, StoreOptions, TickReport};
+pub use store::{
+    point_time, LocalStore, MemoryBudget, MemoryUse, RetentionReport, StoreLayout, StoreOptions, TickReport,
+};
 
 #[cfg(test)]
 mod tests {
@@ -82,6 +84,10 @@ pub enum StorageError {
     /// Stored data is not what Sift wrote.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The store takes no more rows until a flush succeeds: its head holds its share of the
+    /// memory limit. Retryable; the rows wait in the WAL.
+    #[error("store behind: {0}")]
+    Behind(String),
 }
 
 impl StorageError {
@@ -95,7 +101,7 @@ impl StorageError {
                 source.kind(),
                 std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound
             ),
-            StorageError::Index(_) | StorageError::BadQuery(_) => false,
+            StorageError::Index(_) | StorageError::BadQuery(_) | StorageError::Behind(_) => false,
         }
     }
 

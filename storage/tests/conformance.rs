@@ -753,3 +753,64 @@ fn index_merges_stay_within_a_tiny_budget_under_a_long_append_stream() {
         assert_eq!(traces_matching(&store, "\"payment declined\""), total / 5);
     }
 }
+
+#[test]
+fn index_writers_and_the_head_stay_within_a_tiny_memory_limit_across_many_partitions() {
+    // Local-disk specific: the store's memory budget. A 64 MiB limit allows one index writer per
+    // table; rows arrive for four hours in turn, so every append to another hour must close the
+    // writer of the last one (committing its documents) before it opens its own.
+    const ROUNDS: usize = 40;
+    const PER_ROUND: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        memory_limit: 64 << 20,
+        flush_interval: Duration::from_secs(3600),
+        ..options()
+    };
+    let budget = options.memory();
+    assert_eq!(budget.index_writers, 1, "{budget:?}");
+    let store = LocalStore::open(dir.path(), options.clone()).unwrap();
+    let base = base_time();
+    let mut position = 0;
+    for round in 0..ROUNDS {
+        let traces = round * PER_ROUND..(round + 1) * PER_ROUND;
+        for h in 0..HOURS {
+            position += 1;
+            let data = hour_of_data(h, base + h as u64 * HOUR, traces.clone());
+            let records = entries(&data)[..2].iter().map(|e| (position, e.clone())).collect();
+            store.write(position, records).unwrap();
+            let used = store.memory_use();
+            assert!(
+                used.index_writers <= budget.index_writers,
+                "round {round}, hour {h}: {used:?}"
+            );
+            assert!(used.index_writer_bytes <= 2 * budget.index_writer_bytes, "{used:?}");
+            assert!(used.head_bytes < budget.head_bytes, "{used:?}");
+        }
+        if round % 10 == 9 {
+            store.refresh().unwrap();
+        }
+        if round % 20 == 19 {
+            store.flush().unwrap();
+        }
+    }
+    // Every document written went into its hour's index once, whatever writer closing it took,
+    // and is found before and after a restart.
+    let total = ROUNDS * PER_ROUND * HOURS;
+    for store in [store, LocalStore::open(dir.path(), options).unwrap()] {
+        store.refresh().unwrap();
+        let all = |query: &str| {
+            store
+                .search_logs(&LogSearch {
+                    query: query.into(),
+                    limit: 100_000,
+                    ..LogSearch::default()
+                })
+                .unwrap()
+                .len()
+        };
+        assert_eq!(all("order"), total);
+        assert_eq!(traces_matching(&store, "orders"), total);
+        assert!(store.memory_use().index_writers <= budget.index_writers);
+    }
+}

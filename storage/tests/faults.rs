@@ -14,7 +14,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{logs, points, spans, trace_id};
-use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange};
+use sift_storage::{LocalStore, LogSearch, StorageError, Store, StoreOptions, Table, TimeRange};
 use sift_wal::{AppendError, Wal, WalOptions};
 
 /// A tmpfs mounted for one test, with a filler to take its space (or inodes) away and give it back.
@@ -371,6 +371,79 @@ fn a_flush_that_fails_on_a_full_disk_keeps_its_rows_until_one_succeeds() {
 }
 
 #[test]
+fn while_flushes_fail_the_head_stops_at_its_share_of_the_memory_limit_and_nothing_is_lost() {
+    let Some(fs) = SmallFs::mount("32m", None) else { return };
+    let options = StoreOptions {
+        // Flush at ~170 KiB of Arrow data, hold at most ~340 KiB.
+        memory_limit: 1 << 20,
+        ..options()
+    };
+    let budget = options.memory();
+    let store = LocalStore::open(&fs.data(), options.clone()).unwrap();
+    let record = |n: u64| {
+        let traces = n * 100..(n + 1) * 100;
+        vec![(n + 1, spans(traces.clone())), (n + 1, logs(traces))]
+    };
+    fs.fill();
+    // Writes flush when the head is due; every flush fails, and their heads are kept.
+    let (mut written, mut largest, mut step) = (0, 0, 0);
+    let behind = loop {
+        assert!(written < 200, "the store never said it was behind");
+        let before = store.memory_use().head_bytes;
+        match store.write(written + 1, record(written)) {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        let after = store.memory_use().head_bytes;
+        largest = largest.max(after);
+        step = step.max(after - before);
+    };
+    assert!(matches!(behind, StorageError::Behind(_)), "{behind}");
+    assert!(written >= 2, "the head took rows before it was full: {written}");
+    let head = store.memory_use().head_bytes;
+    assert!(head >= budget.head_bytes, "{head} < {}", budget.head_bytes);
+    assert!(
+        largest < budget.head_bytes + step,
+        "{largest}: more than one write ({step} bytes) past the cap"
+    );
+    // It stays behind, taking nothing, while the disk is full.
+    std::thread::sleep(RETRY);
+    assert!(matches!(
+        store.write(written + 1, record(written)),
+        Err(StorageError::Behind(_))
+    ));
+    assert_eq!(store.memory_use().head_bytes, head, "a refused write adds nothing");
+    assert_eq!(store.durable_position(), 0);
+
+    fs.free();
+    std::thread::sleep(RETRY);
+    // The same records offered again: the retried flush makes room and they are taken.
+    store.write(written + 1, record(written)).unwrap();
+    written += 1;
+    assert!(store.memory_use().head_bytes < budget.head_bytes);
+    store.flush().unwrap();
+    assert_eq!(store.durable_position(), written);
+    drop(store);
+    let store = LocalStore::open(&fs.data(), options).unwrap();
+    assert_traces(&store, 0..written * 100);
+    store.refresh().unwrap();
+    eprintln!("helper: {}", search(&store, "shipped"));
+    let logs = store
+        .search_logs(&LogSearch {
+            query: "shipped".into(),
+            limit: 100_000,
+            ..LogSearch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        logs.len(),
+        written as usize * 100,
+        "every log record once (partial: {})",
+        store.partial(Table::Logs, &TimeRange::ALL, true)
+    );
+}
+
+#[test]
 fn an_index_commit_that_fails_leaves_the_rows_and_the_index_is_rebuilt() {
     let Some(fs) = SmallFs::mount("32m", None) else { return };
     let store = LocalStore::open(&fs.data(), options()).unwrap();
@@ -404,6 +477,39 @@ fn an_index_commit_that_fails_leaves_the_rows_and_the_index_is_rebuilt() {
     let store = LocalStore::open(&fs.data(), options()).unwrap();
     assert_eq!(search(&store, "shipped"), 600);
     assert_eq!(search(&store, "word599"), 1);
+}
+
+#[test]
+fn an_index_that_missed_documents_is_rebuilt_after_a_restart_too() {
+    let Some(fs) = SmallFs::mount("32m", None) else { return };
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    store.append(1, &[logs(0..300)]).unwrap();
+    store.refresh().unwrap();
+    store.append(2, &[logs(300..600)]).unwrap();
+    fs.fill();
+    let _ = store.refresh();
+    assert!(store.partial(Table::Logs, &TimeRange::ALL, true));
+    fs.free();
+    // The parts are published before any refresh rebuilds the index, then the process stops:
+    // the index on disk misses the documents of 300..600.
+    assert_eq!(store.flush().unwrap(), 2);
+    drop(store);
+
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    assert!(
+        store.partial(Table::Logs, &TimeRange::ALL, true),
+        "the manifest says the index is stale"
+    );
+    store.refresh().unwrap();
+    assert!(!store.partial(Table::Logs, &TimeRange::ALL, true));
+    assert_eq!(search(&store, "shipped"), 600);
+    assert_eq!(search(&store, "word450"), 1);
+    drop(store);
+    // Rebuilt: the next start trusts the index again.
+    let store = LocalStore::open(&fs.data(), options()).unwrap();
+    assert!(!store.partial(Table::Logs, &TimeRange::ALL, true));
+    assert_eq!(store.damaged_files(), 0);
+    assert_eq!(search(&store, "shipped"), 600);
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sift_config::ComponentId;
 use sift_storage::{LocalStore, StorageError, Table, TickReport};
@@ -171,29 +171,54 @@ impl StorageStage {
         }
     }
 
-    async fn on_records(&mut self, records: Vec<WalRecord>) -> Option<u64> {
-        let (name, store, telemetry) = (&self.name, &self.store, &self.telemetry);
-        let end = records.last().map(|r| r.end)?;
-        let batch = positioned_entries(name, &records, &self.feeds);
+    /// Stores a batch of records. While the store is behind (its head full until a failed flush
+    /// succeeds) the same records are offered again every tick, with the store's timed work
+    /// (which retries the flush) in between; they wait in the WAL, so its limit makes the
+    /// receivers refuse instead of memory growing.
+    async fn on_records(&mut self, records: Vec<WalRecord>, stop: &mut watch::Receiver<bool>) -> Flow {
+        let Some(end) = records.last().map(|r| r.end) else {
+            return Flow::Handled(None);
+        };
+        let batch = positioned_entries(&self.name, &records, &self.feeds);
         let counted: Vec<WalEntry> = batch.iter().map(|(_, entry)| entry.clone()).collect();
-        match blocking(store, move |s| s.write(end, batch)).await {
-            Ok(rows) => {
-                count(&telemetry.exporter_sent, name, &counted, &Default::default());
-                for (table, n) in rows {
-                    if table != Table::Exemplars {
-                        telemetry
-                            .storage_rows
-                            .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
-                            .inc_by(n);
+        let mut behind_since = None;
+        loop {
+            let (name, store, telemetry) = (&self.name, &self.store, &self.telemetry);
+            let attempt = batch.clone();
+            match blocking(store, move |s| s.write(end, attempt)).await {
+                Ok(rows) => {
+                    if let Some(since) = behind_since {
+                        tracing::info!(exporter = %name, waited = ?Instant::elapsed(&since), "store caught up");
                     }
+                    count(&telemetry.exporter_sent, name, &counted, &Default::default());
+                    for (table, n) in rows {
+                        if table != Table::Exemplars {
+                            telemetry
+                                .storage_rows
+                                .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))
+                                .inc_by(n);
+                        }
+                    }
+                    return Flow::Handled(Some(end));
+                }
+                Err(StoreCallError::Store(StorageError::Behind(why))) => {
+                    if behind_since.is_none() {
+                        tracing::warn!(exporter = %name, reason = %why, "store behind; records wait in the WAL");
+                        behind_since = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(TICK) => {}
+                        () = crate::after_wal::stopped(stop) => return Flow::Stopped,
+                    }
+                    self.on_tick().await;
+                }
+                Err(e) => {
+                    tracing::error!(exporter = %name, error = %e, "cannot store batch");
+                    count(&telemetry.exporter_failed, name, &counted, &Default::default());
+                    return Flow::Handled(Some(end));
                 }
             }
-            Err(e) => {
-                tracing::error!(exporter = %name, error = %e, "cannot store batch");
-                count(&telemetry.exporter_failed, name, &counted, &Default::default());
-            }
         }
-        Some(end)
     }
 }
 
@@ -215,11 +240,11 @@ impl Stage for StorageStage {
         &'a mut self,
         event: Event,
         _consumer: &'a mut WalConsumer,
-        _stop: &'a mut watch::Receiver<bool>,
+        stop: &'a mut watch::Receiver<bool>,
     ) -> StageFuture<'a, Flow> {
         Box::pin(async move {
             match event {
-                Event::Records(records) => Flow::Handled(self.on_records(records).await),
+                Event::Records(records) => self.on_records(records, stop).await,
                 Event::Tick => {
                     self.on_tick().await;
                     Flow::Handled(None)

@@ -32,7 +32,9 @@ pub const TRACES: usize = 10;
 
 /// The default pipeline's shape (redaction; tail sampling on traces, keeping every trace so that
 /// every acknowledged span must be stored), with small WAL segments and frequent flushes so that
-/// parts, indexes and checkpoints are all written while the disk fills.
+/// parts, indexes and checkpoints are all written while the disk fills, and the smallest memory
+/// limit, so that the store's head fills while its flushes fail (the storage exporter then waits,
+/// its records in the WAL: "store behind" in the log).
 fn disk_full_config() -> String {
     "receivers:\n  otlp:\n    protocols:\n      grpc: { endpoint: 127.0.0.1:0 }\n      http: { endpoint: 127.0.0.1:0 }\n\
      processors:\n  redaction: {}\n  tail_sampling:\n    decision_wait: 1s\n    policies:\n      - { name: all, type: always_sample }\n\
@@ -40,7 +42,7 @@ fn disk_full_config() -> String {
      service:\n  pipelines:\n\
      \x20   traces: { receivers: [otlp], processors: [redaction, tail_sampling], exporters: [storage] }\n\
      \x20   logs: { receivers: [otlp], processors: [redaction], exporters: [storage] }\n\
-     storage:\n  flush: { interval: 2s }\n  wal: { segment_size_mib: 4 }\n\
+     storage:\n  flush: { interval: 2s }\n  memory_limit_mib: 64\n  wal: { segment_size_mib: 4 }\n\
      query:\n  endpoint: 127.0.0.1:0\n"
         .to_owned()
 }

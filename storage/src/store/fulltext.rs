@@ -51,9 +51,6 @@ use tantivy::{
 use super::StorageError;
 use crate::columnar::Table;
 
-/// Heap given to each partition's index writer.
-const WRITER_MEMORY: usize = 48 << 20;
-
 /// Segments one merge takes at most.
 const MERGE_FAN_IN: usize = 8;
 /// Small segments an index must have before they are merged.
@@ -311,6 +308,10 @@ struct PartitionIndex {
     index: Index,
     reader: IndexReader,
     writer: Option<IndexWriter>,
+    /// The heap a writer gets (its share of the store's memory).
+    writer_bytes: usize,
+    /// When documents were last added (the least recently written writer is closed first).
+    written: Option<Instant>,
     dirty: bool,
     merge: Option<Merge>,
 }
@@ -323,7 +324,7 @@ impl PartitionIndex {
             let options = IndexWriterOptions::builder()
                 .num_worker_threads(1)
                 .num_merge_threads(1)
-                .memory_budget_per_thread(WRITER_MEMORY)
+                .memory_budget_per_thread(self.writer_bytes)
                 .build();
             let writer: IndexWriter = self.index.writer_with_options(options)?;
             writer.set_merge_policy(Box::new(NoMergePolicy));
@@ -350,6 +351,22 @@ impl PartitionIndex {
             writer.add_document(doc)?;
         }
         self.dirty = true;
+        self.written = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Commits and closes the writer, giving its memory back; `wait`: after the merge it runs,
+    /// if any (else a writer with a merge running stays open).
+    fn close_writer(&mut self, wait: bool) -> Result<(), StorageError> {
+        self.poll_merge()?;
+        while wait && self.merge.is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            self.poll_merge()?;
+        }
+        if self.writer.is_some() && self.merge.is_none() {
+            self.commit()?;
+            self.writer = None;
+        }
         Ok(())
     }
 
@@ -506,10 +523,19 @@ pub(crate) struct TextIndexes {
     fields: Fields,
     partitions: Mutex<Partitions>,
     merges: Arc<MergeBudget>,
+    /// The heap of each writer.
+    writer_bytes: usize,
+    /// Writers open at once.
+    max_writers: usize,
 }
 
 impl TextIndexes {
-    pub(crate) fn new(root: &Path, table: Table, merges: Arc<MergeBudget>) -> TextIndexes {
+    pub(crate) fn new(
+        root: &Path,
+        table: Table,
+        merges: Arc<MergeBudget>,
+        memory: &super::MemoryBudget,
+    ) -> TextIndexes {
         let (schema, fields) = schema(table);
         TextIndexes {
             table,
@@ -518,6 +544,36 @@ impl TextIndexes {
             fields,
             partitions: Mutex::new(Partitions::default()),
             merges,
+            writer_bytes: memory.index_writer_bytes,
+            max_writers: memory.index_writers.max(1),
+        }
+    }
+
+    /// Writers open now.
+    pub(crate) fn writers(&self) -> usize {
+        self.lock().open.values().filter(|p| p.writer.is_some()).count()
+    }
+
+    /// Before partition `hour` opens a writer: closes the least recently written others, so that
+    /// no more than the budget's writers are open with it.
+    fn make_room_for_writer(&self, hour: u64) {
+        let victims: Vec<u64> = {
+            let partitions = self.lock();
+            if partitions.open.get(&hour).is_some_and(|p| p.writer.is_some()) {
+                return;
+            }
+            let mut open: Vec<(Option<Instant>, u64)> = partitions
+                .open
+                .iter()
+                .filter(|(_, p)| p.writer.is_some())
+                .map(|(hour, p)| (p.written, *hour))
+                .collect();
+            open.sort();
+            let excess = (open.len() + 1).saturating_sub(self.max_writers);
+            open.into_iter().take(excess).map(|(_, hour)| hour).collect()
+        };
+        for victim in victims {
+            self.with_partition(victim, |_, partition| partition.close_writer(true));
         }
     }
 
@@ -600,6 +656,8 @@ impl TextIndexes {
                 index,
                 reader,
                 writer: None,
+                writer_bytes: self.writer_bytes,
+                written: None,
                 dirty: false,
                 merge: None,
             });
@@ -660,6 +718,7 @@ impl TextIndexes {
     /// Rebuilds a stale partition's index from scratch with the documents of every part (and head)
     /// of the hour: `(part id, documents in row order)`. A failure leaves it stale, retried later.
     pub(crate) fn rebuild(&self, hour: u64, sources: Vec<(u64, Vec<TantivyDocument>)>) -> Result<(), StorageError> {
+        self.make_room_for_writer(hour);
         let mut partitions = self.lock();
         partitions.open.remove(&hour);
         let dir = self.dir(hour);
@@ -671,7 +730,7 @@ impl TextIndexes {
             for (part, docs) in sources {
                 partition.add(&self.fields, part, 0, docs)?;
             }
-            partition.commit()
+            partition.close_writer(true)
         })();
         match result {
             Ok(()) => {
@@ -688,12 +747,30 @@ impl TextIndexes {
     }
 
     /// Opens the indexes that exist on disk (checking every file's checksum; a damaged index is
-    /// marked stale) and deletes the documents of parts not in `live`.
-    pub(crate) fn recover(&self, live: &BTreeSet<u64>) -> Result<(), StorageError> {
+    /// marked stale) and deletes the documents of parts not in `live`. Partitions the manifest
+    /// says are stale (`stale`), and those with parts (`hours`) but no index, are marked stale:
+    /// rebuilt from their rows by the next refresh.
+    pub(crate) fn recover(
+        &self,
+        live: &BTreeSet<u64>,
+        hours: &BTreeSet<u64>,
+        stale: &BTreeSet<u64>,
+    ) -> Result<(), StorageError> {
+        let mut partitions = self.lock();
+        for &hour in hours.iter().chain(stale) {
+            let missing = !self.dir(hour).join("meta.json").exists();
+            if stale.contains(&hour) || missing {
+                let why = if missing {
+                    "it is missing"
+                } else {
+                    "a commit failed before the restart"
+                };
+                self.mark_stale(&mut partitions, hour, &why);
+            }
+        }
         let Ok(entries) = std::fs::read_dir(self.root.join(self.table.as_str())) else {
             return Ok(());
         };
-        let mut partitions = self.lock();
         for entry in entries.flatten() {
             let index_dir = entry.path().join("index");
             let Some(hour) = parse_hour(&entry.file_name().to_string_lossy()) else {
@@ -707,6 +784,11 @@ impl TextIndexes {
             }
         }
         Ok(())
+    }
+
+    /// Partitions whose index is stale.
+    pub(crate) fn stale_hours(&self) -> BTreeSet<u64> {
+        self.lock().stale.keys().copied().collect()
     }
 
     /// Opens one partition's index, verifies it and deletes the documents of parts not in `live`.
@@ -746,7 +828,7 @@ impl TextIndexes {
             }
         }
         partition.dirty = true;
-        partition.commit()
+        partition.close_writer(true)
     }
 
     /// The document of a log record (its part and row are set by [`Self::add_documents`]).
@@ -817,6 +899,7 @@ impl TextIndexes {
         first_row: u64,
         docs: impl IntoIterator<Item = TantivyDocument>,
     ) {
+        self.make_room_for_writer(hour);
         self.with_partition(hour, |f, partition| partition.add(f, part, first_row, docs));
     }
 
@@ -863,14 +946,7 @@ impl TextIndexes {
     pub(crate) fn close_writers_except(&self, keep: &BTreeSet<u64>) {
         let hours: Vec<u64> = self.lock().open.keys().copied().filter(|h| !keep.contains(h)).collect();
         for hour in hours {
-            self.with_partition(hour, |_, partition| {
-                partition.poll_merge()?;
-                if partition.writer.is_some() && partition.merge.is_none() {
-                    partition.commit()?;
-                    partition.writer = None;
-                }
-                Ok(())
-            });
+            self.with_partition(hour, |_, partition| partition.close_writer(false));
         }
     }
 

@@ -12,7 +12,7 @@
 //! `wal_position` would otherwise still parse. A manifest that fails its checksum stops the store
 //! from opening, naming the file, and nothing is deleted (which parts are published is unknown).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -117,6 +117,10 @@ pub(crate) struct Manifest {
     /// Parts found damaged: no longer read, kept so answers over their range say they are partial.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<PartMeta>,
+    /// Partitions whose full-text index misses documents of the parts above (a commit failed):
+    /// rebuilt from their rows after a restart too.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub stale_indexes: BTreeSet<(Table, u64)>,
 }
 
 impl Manifest {

@@ -53,8 +53,8 @@ use sift_wal::WalEntry;
 pub struct StoreOptions {
     /// Flush the head once its oldest row has waited this long.
     pub flush_interval: Duration,
-    /// Flush the head once it holds this many bytes of Arrow data.
-    pub flush_bytes: usize,
+    /// The store's memory, divided as [`StoreOptions::memory`] says.
+    pub memory_limit: usize,
     /// Compaction's fan-in: parts of one size tier merged at once (and the ratio between tiers).
     pub compact_parts: usize,
     /// Rows of a merged part at most; parts of half of this or more are never merged again. A
@@ -94,7 +94,7 @@ impl StoreOptions {
         }
         StoreOptions {
             flush_interval: storage.flush.interval.0,
-            flush_bytes: usize::try_from(storage.flush.max_size_mib << 20).unwrap_or(usize::MAX),
+            memory_limit: usize::try_from(storage.memory_limit_mib << 20).unwrap_or(usize::MAX),
             compact_parts: 8,
             compact_max_rows: 20_000_000,
             compact_rewrite_rows: 16 * 1024,
@@ -106,6 +106,57 @@ impl StoreOptions {
             index_segment_docs: 2_000_000,
             maintenance_interval: Duration::from_secs(10),
             index_commit_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a store divides its memory limit: the one budget of its memory. The head and the index
+/// writers are held to their shares (appends wait when the head is full; the least recently
+/// written index writer is closed before another opens); the rest is for what runs one at a
+/// time — an index merge, a compaction (row groups copied one column chunk at a time) — and
+/// reads (scans stop at a row budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// The head is flushed once it holds this many bytes of Arrow data (a sixth of the limit).
+    pub flush_bytes: usize,
+    /// Live heads plus those a failed flush keeps for its retry (a third of the limit):
+    /// [`LocalStore::write`] takes no more rows beyond this, so they wait in the WAL.
+    pub head_bytes: usize,
+    /// The memory of each full-text index writer (tantivy's indexing heap).
+    pub index_writer_bytes: usize,
+    /// Index writers open at once per indexed table (logs, spans): together a quarter of the
+    /// limit.
+    pub index_writers: usize,
+}
+
+/// The memory a store holds in the counted parts of its [`MemoryBudget`] (see
+/// [`LocalStore::memory_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// Arrow data of the head, live and kept by failed flushes.
+    pub head_bytes: usize,
+    /// Index writers open in the indexed table that has the most.
+    pub index_writers: usize,
+    /// The heaps of every open index writer.
+    pub index_writer_bytes: usize,
+}
+
+/// tantivy refuses an indexing heap smaller than 15 MB.
+const MIN_WRITER_BYTES: usize = 16 << 20;
+/// A larger heap makes fewer, larger segments per commit; more than this buys little.
+const MAX_WRITER_BYTES: usize = 48 << 20;
+
+impl StoreOptions {
+    /// How [`StoreOptions::memory_limit`] is divided.
+    pub fn memory(&self) -> MemoryBudget {
+        let limit = self.memory_limit;
+        let per_table = limit / 8;
+        let index_writer_bytes = (limit / 16).clamp(MIN_WRITER_BYTES, MAX_WRITER_BYTES);
+        MemoryBudget {
+            flush_bytes: limit / 6,
+            head_bytes: limit / 3,
+            index_writer_bytes,
+            index_writers: (per_table / index_writer_bytes).max(1),
         }
     }
 }
@@ -248,10 +299,20 @@ impl LocalStore {
             .chain(live_ids.last().copied())
             .max();
         let merges = MergeBudget::new(options.index_merges, options.index_segment_docs);
-        let logs = TextIndexes::new(root, Table::Logs, merges.clone());
-        logs.recover(&indexed)?;
-        let spans = TextIndexes::new(root, Table::Spans, merges.clone());
-        spans.recover(&indexed)?;
+        let recovered = |table: Table| -> Result<TextIndexes, StorageError> {
+            let index = TextIndexes::new(root, table, merges.clone(), &options.memory());
+            let of_table = |(t, hour): (Table, u64)| (t == table).then_some(hour);
+            let hours = manifest
+                .parts
+                .iter()
+                .filter_map(|p| of_table((p.table, p.hour)))
+                .collect();
+            let stale = manifest.stale_indexes.iter().copied().filter_map(of_table).collect();
+            index.recover(&indexed, &hours, &stale)?;
+            Ok(index)
+        };
+        let logs = recovered(Table::Logs)?;
+        let spans = recovered(Table::Spans)?;
         let next_part_id = manifest.next_part_id.max(highest.map_or(0, |id| id + 1));
         Ok(LocalStore {
             root: root.to_path_buf(),
@@ -307,11 +368,37 @@ impl LocalStore {
     /// Whether the head is due for a flush (by size or age, or a failed flush to retry).
     pub fn flush_due(&self) -> bool {
         let state = self.state();
-        state.head_bytes >= self.options.flush_bytes
+        state.head_bytes >= self.options.memory().flush_bytes
             || state
                 .head_since
                 .is_some_and(|since| since.elapsed() >= self.options.flush_interval)
             || (!state.frozen.is_empty() && state.flush_failed.is_none_or(|at| at.elapsed() >= RETRY))
+    }
+
+    /// Writes `manifest` as the published state, with the partitions whose index is stale now
+    /// (so a restart rebuilds them rather than trusting an index that misses documents).
+    fn store_manifest(&self, manifest: &mut Manifest) -> Result<(), StorageError> {
+        manifest.stale_indexes = [(Table::Logs, &self.logs), (Table::Spans, &self.spans)]
+            .into_iter()
+            .flat_map(|(table, index)| index.stale_hours().into_iter().map(move |hour| (table, hour)))
+            .collect();
+        manifest.store(&self.root)
+    }
+
+    /// Bytes of Arrow data in the head: rows not flushed yet, and those of flushes that failed.
+    fn head_bytes(&self) -> usize {
+        let state = self.state();
+        state.head_bytes + state.frozen.iter().map(|h| h.bytes).sum::<usize>()
+    }
+
+    /// The memory the store holds now in the parts of its budget it keeps count of.
+    pub fn memory_use(&self) -> MemoryUse {
+        let index_writers = self.logs.writers().max(self.spans.writers());
+        MemoryUse {
+            head_bytes: self.head_bytes(),
+            index_writers,
+            index_writer_bytes: (self.logs.writers() + self.spans.writers()) * self.options.memory().index_writer_bytes,
+        }
     }
 
     /// What the full-text merge budget has seen.

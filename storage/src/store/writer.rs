@@ -39,7 +39,25 @@ impl LocalStore {
     /// order; `end` is the end of the whole batch read (records of other pipelines included).
     /// Records at or before the published position are already stored and skipped. Flushes when
     /// the head is due. Returns the rows added per table.
+    ///
+    /// While the head holds its share of the memory limit ([`MemoryBudget::head_bytes`]: flushes
+    /// have failed and kept their heads) nothing is appended and [`StorageError::Behind`] says so:
+    /// the caller tries the same records again later, and meanwhile they wait in the WAL.
     pub fn write(&self, end: u64, records: Vec<(u64, WalEntry)>) -> Result<BTreeMap<Table, u64>, StorageError> {
+        let limit = self.options.memory().head_bytes;
+        if self.head_bytes() >= limit {
+            if self.flush_due() {
+                self.flush_logged();
+            }
+            let held = self.head_bytes();
+            if held >= limit {
+                return Err(StorageError::Behind(format!(
+                    "the head holds {} MiB of its {} MiB until a flush succeeds",
+                    held >> 20,
+                    limit >> 20
+                )));
+            }
+        }
         let published = self.published_position();
         let fresh: Vec<WalEntry> = records
             .into_iter()
@@ -139,7 +157,19 @@ impl LocalStore {
         fulltext::merge(&[&self.logs, &self.spans]);
         let quarantined = self.quarantine_damaged();
         let rebuilt = self.rebuild_stale_indexes();
-        quarantined.and(rebuilt)
+        quarantined.and(rebuilt)?;
+        // A manifest that still names rebuilt indexes stale would have a restart rebuild them again.
+        let manifest = self.state().manifest.clone();
+        if manifest
+            .stale_indexes
+            .iter()
+            .any(|(table, hour)| self.index(*table).is_some_and(|index| !index.is_stale(*hour)))
+        {
+            let mut next = Manifest::clone(&manifest);
+            self.store_manifest(&mut next)?;
+            self.state().manifest = Arc::new(next);
+        }
+        Ok(())
     }
 
     /// Rebuilds the stale full-text indexes that are due, from their parts and head rows.
@@ -286,7 +316,7 @@ impl LocalStore {
         fulltext::merge(&[&self.logs, &self.spans]);
         manifest.wal_position = position;
         manifest.next_part_id = next_part_id;
-        manifest.store(&self.root)?;
+        self.store_manifest(&mut manifest)?;
         Ok(manifest)
     }
 
@@ -422,7 +452,7 @@ impl LocalStore {
                 }
                 let mut next = Manifest::clone(&manifest);
                 next.replace_merged(group, meta.clone());
-                next.store(&self.root)?;
+                self.store_manifest(&mut next)?;
                 let mut state = self.state();
                 state.manifest = Arc::new(next);
                 if let Some(moves) = moves {
@@ -473,7 +503,7 @@ impl LocalStore {
                 let _ = std::fs::remove_file(part.quarantine_path(&self.root));
             }
             next.quarantined.retain(|p| !expired(p));
-            next.store(&self.root)?;
+            self.store_manifest(&mut next)?;
             state.manifest = Arc::new(next);
             let remaining: BTreeSet<(Table, u64)> = state
                 .manifest
@@ -543,7 +573,7 @@ impl LocalStore {
             tracing::warn!(file = %to.display(), "damaged part moved to the quarantine");
         }
         next.quarantined.extend(bad);
-        next.store(&self.root)?;
+        self.store_manifest(&mut next)?;
         let mut state = self.state();
         state.manifest = Arc::new(next);
         state.damaged.retain(|id, _| !damaged.contains_key(id));
