@@ -11,11 +11,14 @@ use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_schema::ArrowError;
 use arrow_select::interleave::interleave_record_batch;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+    RowSelection, RowSelector,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{ColumnChunkMask, PageIndexPolicy};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{ReaderProperties, WriterProperties};
 use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
@@ -346,6 +349,15 @@ fn merge_into(out: Checksummed, sources: &[(PathBuf, Option<u32>)]) -> Result<(u
             .build();
         let reader = SerializedFileReader::new_with_options(file, options).map_err(|e| at_source(e.into()))?;
         let metadata = reader.metadata();
+        // The page indexes go along with the pages they describe (their offsets are moved by
+        // `append_column`), so lookups in a merged part skip pages as in a flushed one. A part
+        // written before they were kept has none: its chunks are copied without.
+        let indexed = ArrowReaderMetadata::load(
+            &data,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(|e| at_source(e.into()))?;
+        let page_index = indexed.metadata().page_index();
         let schema = metadata.file_metadata().schema_descr();
         let writer = match &mut writer {
             Some(writer) => {
@@ -378,8 +390,8 @@ fn merge_into(out: Checksummed, sources: &[(PathBuf, Option<u32>)]) -> Result<(u
                     rows_written: group.num_rows() as u64,
                     metadata: column.clone(),
                     bloom_filter: group_reader.get_column_bloom_filter(c).cloned(),
-                    column_index: None,
-                    offset_index: None,
+                    column_index: page_index.and_then(|index| index.column_index(g, c)).cloned(),
+                    offset_index: page_index.and_then(|index| index.offset_index(g, c)).cloned(),
                 };
                 group_writer
                     .append_column(&data, close)
@@ -440,7 +452,19 @@ impl PartReader {
             }
         }
         let file = File::open(path).map_err(StorageError::io(format!("opening {}", path.display())))?;
-        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        // Page locations of every column (a read of a few rows fetches only their pages) and
+        // page statistics of the key column (a lookup skips the pages that cannot hold its key):
+        // the footer is read once to find that column, then with both.
+        let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        let schema = footer.metadata().file_metadata().schema_descr();
+        let key = key_column(table);
+        let key_leaf = (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == key);
+        let metadata = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new()
+                .with_page_index_policy(PageIndexPolicy::Optional)
+                .with_column_index_mask(ColumnChunkMask::columns(key_leaf)),
+        )?;
         let shape = |fields: &arrow_schema::Fields| -> Vec<(String, arrow_schema::DataType)> {
             fields
                 .iter()
@@ -503,21 +527,91 @@ impl PartReader {
         if groups.is_empty() {
             return Ok(Box::new(std::iter::empty()));
         }
+        let selection = self.pages_admitting(leaf, &groups, value);
+        if selection.as_ref().is_some_and(|s| !s.selects_any()) {
+            return Ok(Box::new(std::iter::empty()));
+        }
         let wanted = value.to_vec();
         let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
         let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| equal_mask(batch.column(0), &wanted));
-        let reader = builder
+        let mut builder = builder
             .with_row_groups(groups)
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
-            .build()?;
-        Ok(Box::new(upgraded(self.legacy, reader)))
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
+        }
+        Ok(Box::new(upgraded(self.legacy, builder.build()?)))
     }
 
-    /// The rows at the given (sorted, distinct) row numbers.
+    /// The rows of `groups` (in order) on the pages whose statistics of column `leaf` admit
+    /// `value`; `None` if a group's pages are not indexed (older merged parts). Parts sorted by
+    /// their key (spans, exemplars, metrics) so read a page or two of each column per lookup
+    /// instead of the whole row group.
+    fn pages_admitting(&self, leaf: usize, groups: &[usize], value: &[u8]) -> Option<RowSelection> {
+        let metadata = self.metadata.metadata();
+        let index = metadata.page_index()?;
+        let mut selectors = Vec::new();
+        for &g in groups {
+            let rows = usize::try_from(metadata.row_group(g).num_rows()).ok()?;
+            let pages = match index.column_index(g, leaf)? {
+                ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(pages) | ColumnIndexMetaData::BYTE_ARRAY(pages) => pages,
+                _ => return None,
+            };
+            let locations = index.offset_index(g, leaf)?.page_locations();
+            if pages.num_pages() != locations.len() as u64 {
+                return None;
+            }
+            for (p, location) in locations.iter().enumerate() {
+                let start = usize::try_from(location.first_row_index).ok()?;
+                let end = match locations.get(p + 1) {
+                    Some(next) => usize::try_from(next.first_row_index).ok()?,
+                    None => rows,
+                };
+                // A page of nulls only (no min and max) holds no key.
+                let admits = matches!(
+                    (pages.min_value(p), pages.max_value(p)),
+                    (Some(min), Some(max)) if min <= value && value <= max
+                );
+                selectors.push(if admits {
+                    RowSelector::select(end - start)
+                } else {
+                    RowSelector::skip(end - start)
+                });
+            }
+        }
+        Some(RowSelection::from(selectors))
+    }
+
+    /// The rows at the given (sorted, distinct) row numbers: only the row groups holding them
+    /// are read, and of those only the pages holding them (where the part has page locations).
     pub(crate) fn rows_at(&self, rows: &[usize]) -> Result<Vec<RecordBatch>, StorageError> {
-        let total = self.metadata.metadata().file_metadata().num_rows() as usize;
-        let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), total);
-        let reader = self.builder()?.with_row_selection(selection).build()?;
+        let (mut groups, mut ranges) = (Vec::new(), Vec::new());
+        // The part's first row of group `g`, and the rows of the groups read so far.
+        let (mut first, mut read) = (0usize, 0usize);
+        let mut rest = rows;
+        for (g, group) in self.metadata.metadata().row_groups().iter().enumerate() {
+            let len = usize::try_from(group.num_rows()).unwrap_or(0);
+            let inside = rest.partition_point(|&r| r < first + len);
+            if inside > 0 {
+                groups.push(g);
+                ranges.extend(rest[..inside].iter().map(|&r| {
+                    let at = read + r - first;
+                    at..at + 1
+                }));
+                rest = &rest[inside..];
+                read += len;
+            }
+            first += len;
+        }
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), read);
+        let reader = self
+            .builder()?
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .build()?;
         Ok(upgraded(self.legacy, reader).collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -700,6 +794,123 @@ mod tests {
         }
         rows.sort_by(|a, b| a.span.span_id.cmp(&b.span.span_id));
         rows
+    }
+
+    /// `traces` traces of `per_trace` spans each, trace ids from `first` on.
+    fn many_spans(first: u32, traces: u32, per_trace: u32) -> RecordBatch {
+        let spans = (first..first + traces)
+            .flat_map(|t| {
+                (0..per_trace).map(move |i| {
+                    let mut trace_id = vec![0; 16];
+                    trace_id[12..].copy_from_slice(&t.to_be_bytes());
+                    Span {
+                        trace_id,
+                        span_id: [t.to_be_bytes(), i.to_be_bytes()].concat(),
+                        name: format!("op {i}"),
+                        start_time_unix_nano: 1_000 + u64::from(i),
+                        end_time_unix_nano: 5_000 + u64::from(i),
+                        ..Default::default()
+                    }
+                })
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut builder = spans::SpanBuilder::default();
+        spans::for_each(&request, |origin, span| builder.append(origin, span));
+        builder.finish()
+    }
+
+    fn trace_key(t: u32) -> Vec<u8> {
+        let mut key = vec![0; 16];
+        key[12..].copy_from_slice(&t.to_be_bytes());
+        key
+    }
+
+    #[test]
+    fn lookups_read_only_the_pages_that_can_hold_the_key_in_flushed_and_merged_parts() {
+        // Parts of 4,000 traces of 40 spans: 160k rows, three row groups of pages of ~20k rows.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        write(&a, Table::Spans, &[many_spans(0, 4_000, 40)]).unwrap();
+        write(&b, Table::Spans, &[many_spans(4_000, 4_000, 40)]).unwrap();
+        let merged = dir.path().join("merged.parquet");
+        merge(&merged, Table::Spans, &[(a.clone(), None), (b.clone(), None)], false).unwrap();
+        for path in [&a, &merged] {
+            let reader = PartReader::open(path, Table::Spans, None).unwrap();
+            let leaf = reader.leaf_index(spans::TRACE_ID).unwrap();
+            let groups: Vec<usize> = (0..reader.metadata.metadata().num_row_groups()).collect();
+            let total: usize = groups
+                .iter()
+                .map(|&g| reader.metadata.metadata().row_group(g).num_rows() as usize)
+                .sum();
+            for t in [0, 1_777, 3_999] {
+                let selection = reader
+                    .pages_admitting(leaf, &groups, &trace_key(t))
+                    .unwrap_or_else(|| panic!("{}: no page index", path.display()));
+                let selected = selection.row_count();
+                // The page holding the trace, or the two it straddles.
+                assert!(
+                    (40..=2 * 20_480 + 1_024).contains(&selected) && selected * 3 < total,
+                    "{}: {selected} of {total}",
+                    path.display()
+                );
+                let found: usize = reader
+                    .rows_equal(spans::TRACE_ID, &trace_key(t))
+                    .unwrap()
+                    .iter()
+                    .map(|b| spans::rows(b).unwrap().len())
+                    .sum();
+                assert_eq!(found, 40, "{}: trace {t}", path.display());
+            }
+            // A key between two pages' ranges, or outside all of them, selects nothing.
+            let absent = reader.pages_admitting(leaf, &groups, &[0xff; 16]).unwrap();
+            assert!(!absent.selects_any());
+            assert!(reader.rows_equal(spans::TRACE_ID, &[0xff; 16]).unwrap().is_empty());
+        }
+        // The merged part still has every trace of both sources.
+        let reader = PartReader::open(&merged, Table::Spans, None).unwrap();
+        for t in [0, 4_000, 7_999] {
+            let rows: usize = reader
+                .rows_equal(spans::TRACE_ID, &trace_key(t))
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            assert_eq!(rows, 40, "trace {t}");
+        }
+    }
+
+    #[test]
+    fn rows_at_reads_the_rows_named_across_row_groups_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.parquet");
+        write(&path, Table::Spans, &[many_spans(0, 4_000, 40)]).unwrap();
+        let reader = PartReader::open(&path, Table::Spans, None).unwrap();
+        let all: Vec<spans::SpanRow> = reader
+            .scan_all()
+            .unwrap()
+            .flat_map(|b| spans::rows(&b.unwrap()).unwrap())
+            .collect();
+        let wanted = [0usize, 1, 65_535, 65_536, 70_000, 131_072, 159_999];
+        let got: Vec<spans::SpanRow> = reader
+            .rows_at(&wanted)
+            .unwrap()
+            .iter()
+            .flat_map(|b| spans::rows(b).unwrap())
+            .collect();
+        let expected: Vec<spans::SpanRow> = wanted.iter().map(|&r| all[r].clone()).collect();
+        assert_eq!(got, expected);
+        // Rows past the end are not there to read.
+        assert_eq!(reader.rows_at(&[160_000]).unwrap().len(), 0);
+        assert!(reader.rows_at(&[]).unwrap().is_empty());
     }
 
     #[test]

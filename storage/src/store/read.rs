@@ -5,6 +5,10 @@ use super::*;
 use arrow_array::BinaryArray;
 use sift_proto::otlp::common::v1::KeyValue;
 
+/// Parts whose footer (and page locations) are kept open at once: a few hundred KiB each for
+/// the largest parts, so at most some tens of MiB.
+const OPEN_READERS: usize = 256;
+
 impl LocalStore {
     /// Runs `read` on a part. If it fails because the part's contents are bad while it is still
     /// published, the part is damaged: it is reported, no read uses it again, and `Ok(None)` is
@@ -67,52 +71,61 @@ impl LocalStore {
             return Ok(reader.clone());
         }
         let reader = PartReader::open(&part.path(&self.root), part.table, part.crc32)?;
-        self.readers().insert(part.id, reader.clone());
+        let mut readers = self.readers();
+        if readers.len() >= OPEN_READERS {
+            // Bounded: one opened again later costs its footer and page index reads.
+            if let Some(id) = readers.keys().next().copied() {
+                readers.remove(&id);
+            }
+        }
+        readers.insert(part.id, reader.clone());
         Ok(reader)
     }
 
     /// The batches (parts and head) of `table` whose key column (the trace id) equals `key`.
     /// Tables with a full-text index read only the parts whose index documents name the trace
     /// (partitions whose index cannot answer are read whole); the others read every part of the
-    /// range, skipping row groups by their bloom filters.
+    /// range, skipping row groups by their bloom filters and pages by their statistics. A log
+    /// record's document names its row, so a log lookup reads just those rows (and the pages
+    /// that hold them).
     pub(super) fn lookup(&self, table: Table, key: &[u8], range: &TimeRange) -> Result<Vec<RecordBatch>, StorageError> {
         let snapshot = self.snapshot();
         let column = part::key_column(table);
         let holders = self.parts_holding(&snapshot, table, key, range);
         let mut out = Vec::new();
         for part in snapshot.parts(table, range) {
-            if holders
-                .get(&part.hour)
-                .is_some_and(|ids| ids.as_ref().is_some_and(|ids| !ids.contains(&part.id)))
-            {
-                continue;
-            }
-            if let Some(batches) = self.read_part(part, |reader| reader.rows_equal(column, key))? {
-                out.extend(batches);
-            }
+            let batches = match holders.get(&part.hour) {
+                Some(Some(held)) => match held.get(&part.id) {
+                    None => continue,
+                    Some(rows) if table == Table::Logs => {
+                        let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                        self.read_part(part, |reader| reader.rows_at(&rows))?
+                            .map(|batches| equal_rows(batches, column, key))
+                            .transpose()?
+                    }
+                    Some(_) => self.read_part(part, |reader| reader.rows_equal(column, key))?,
+                },
+                _ => self.read_part(part, |reader| reader.rows_equal(column, key))?,
+            };
+            out.extend(batches.into_iter().flatten());
         }
         for head in snapshot.heads(table, range) {
-            for batch in &head.batches {
-                let index = batch.schema().index_of(column)?;
-                let mask = equal_mask(batch.column(index), key)?;
-                if mask.true_count() > 0 {
-                    out.push(filter_record_batch(batch, &mask)?);
-                }
-            }
+            out.extend(equal_rows(head.batches.iter().cloned(), column, key)?);
         }
         Ok(out)
     }
 
-    /// Per partition of `table` in `range`, the ids of the parts of `snapshot` holding trace
-    /// `key`, from the table's full-text index; `None` where the index cannot say, and no entry
-    /// for tables without an index.
+    /// Per partition of `table` in `range`, the parts of `snapshot` holding trace `key` with the
+    /// rows its documents name (meaningful for logs only: a span document is a trace's spans in
+    /// one part), from the table's full-text index; `None` where the index cannot say, and no
+    /// entry for tables without an index.
     fn parts_holding(
         &self,
         snapshot: &Snapshot,
         table: Table,
         key: &[u8],
         range: &TimeRange,
-    ) -> BTreeMap<u64, Option<BTreeSet<u64>>> {
+    ) -> BTreeMap<u64, Option<BTreeMap<u64, BTreeSet<u64>>>> {
         let (Some(index), Ok(trace_id)) = (self.index(table), <[u8; 16]>::try_from(key)) else {
             return BTreeMap::new();
         };
@@ -127,12 +140,15 @@ impl LocalStore {
             .trace_documents(&trace_id, &hours)
             .into_iter()
             .map(|(hour, hits)| {
-                let ids = hits.map(|hits| {
-                    hits.iter()
-                        .map(|hit| snapshot.resolve(table, hit, |p| listed.contains(&p)).0)
-                        .collect()
+                let held = hits.map(|hits| {
+                    let mut held: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+                    for hit in &hits {
+                        let (part, row) = snapshot.resolve(table, hit, |p| listed.contains(&p));
+                        held.entry(part).or_default().insert(row);
+                    }
+                    held
                 });
-                (hour, ids)
+                (hour, held)
             })
             .collect()
     }
@@ -210,6 +226,25 @@ impl LocalStore {
             exhausted,
         })
     }
+}
+
+/// The rows of `batches` whose `column` equals `key`.
+fn equal_rows(
+    batches: impl IntoIterator<Item = RecordBatch>,
+    column: &str,
+    key: &[u8],
+) -> Result<Vec<RecordBatch>, StorageError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let index = batch.schema().index_of(column)?;
+        let mask = equal_mask(batch.column(index), key)?;
+        if mask.true_count() == batch.num_rows() {
+            out.push(batch);
+        } else if mask.true_count() > 0 {
+            out.push(filter_record_batch(&batch, &mask)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The span partitions a search over `range` reads (newest first), and the parts and heads whose
