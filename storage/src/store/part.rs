@@ -712,12 +712,18 @@ mod tests {
                 ..Default::default()
             })
             .collect();
+        let resource = Resource {
+            attributes: vec![attribute("service.name", any_value::Value::StringValue("cart".into()))],
+            ..Default::default()
+        };
+        batch_of(spans, Some(resource))
+    }
+
+    /// The head batch of `spans` under `resource`.
+    fn batch_of(spans: Vec<Span>, resource: Option<Resource>) -> RecordBatch {
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![attribute("service.name", any_value::Value::StringValue("cart".into()))],
-                    ..Default::default()
-                }),
+                resource,
                 scope_spans: vec![ScopeSpans {
                     spans,
                     ..Default::default()
@@ -814,18 +820,7 @@ mod tests {
                 })
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let mut builder = spans::SpanBuilder::default();
-        spans::for_each(&request, |origin, span| builder.append(origin, span));
-        builder.finish()
+        batch_of(spans, None)
     }
 
     fn trace_key(t: u32) -> Vec<u8> {
