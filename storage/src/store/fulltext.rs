@@ -554,23 +554,25 @@ impl TextIndexes {
         self.lock().open.values().filter(|p| p.writer.is_some()).count()
     }
 
-    /// Before partition `hour` opens a writer: closes the least recently written others, so that
-    /// no more than the budget's writers are open with it.
+    /// Before partition `hour` opens a writer: closes others (idle ones first, then the least
+    /// recently written), so that no more than the budget's writers are open with it.
     fn make_room_for_writer(&self, hour: u64) {
         let victims: Vec<u64> = {
             let partitions = self.lock();
             if partitions.open.get(&hour).is_some_and(|p| p.writer.is_some()) {
                 return;
             }
-            let mut open: Vec<(Option<Instant>, u64)> = partitions
+            // Writers without a merge running first (closing one that runs a merge waits for it),
+            // then the least recently written.
+            let mut open: Vec<(bool, Option<Instant>, u64)> = partitions
                 .open
                 .iter()
                 .filter(|(_, p)| p.writer.is_some())
-                .map(|(hour, p)| (p.written, *hour))
+                .map(|(hour, p)| (p.merge.is_some(), p.written, *hour))
                 .collect();
             open.sort();
             let excess = (open.len() + 1).saturating_sub(self.max_writers);
-            open.into_iter().take(excess).map(|(_, hour)| hour).collect()
+            open.into_iter().take(excess).map(|(_, _, hour)| hour).collect()
         };
         for victim in victims {
             self.with_partition(victim, |_, partition| partition.close_writer(true));
