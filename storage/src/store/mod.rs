@@ -393,11 +393,11 @@ impl LocalStore {
 
     /// The memory the store holds now in the parts of its budget it keeps count of.
     pub fn memory_use(&self) -> MemoryUse {
-        let index_writers = self.logs.writers().max(self.spans.writers());
+        let (logs, spans) = (self.logs.writers(), self.spans.writers());
         MemoryUse {
             head_bytes: self.head_bytes(),
-            index_writers,
-            index_writer_bytes: (self.logs.writers() + self.spans.writers()) * self.options.memory().index_writer_bytes,
+            index_writers: logs.max(spans),
+            index_writer_bytes: (logs + spans) * self.options.memory().index_writer_bytes,
         }
     }
 
