@@ -68,8 +68,6 @@ pub struct Backends {
 
 /// How long a query may run before it is answered with `unavailable`.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Spans a trace search scans at most before answering with what it found (`partial: true`).
-const SPAN_SCAN_BUDGET: usize = 5_000_000;
 /// Metric points a series query reads at most.
 const POINT_BUDGET: usize = 2_000_000;
 
@@ -212,7 +210,7 @@ async fn trace(
         )));
     }
     let sampling = api.sampling.as_ref().and_then(|s| s.decision(&trace_id));
-    let mut summary = render::summary(&trace_id, &spans);
+    let mut summary = render::summary(&render::summary_of(&trace_id, &spans));
     summary.remove("trace_id");
     let mut body = json!({
         "trace_id": hex::encode(trace_id),
@@ -272,6 +270,7 @@ async fn search_traces(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
         .map(|d| params::duration("max_duration", d))
         .transpose()?;
     let limit = params::limit(params.one("limit")?, 20, 1000)?;
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let filter = TraceFilter {
         query: params.one("q")?.map(str::to_owned),
         service: params.one("service")?.map(str::to_owned),
@@ -281,61 +280,19 @@ async fn search_traces(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
             .all("attr")
             .map(|a| params::key_value("attr", a))
             .collect::<Result<_, _>>()?,
+        min_duration: min.map(nanos),
+        max_duration: max.map(nanos),
         range: params.search_range()?,
-        // Duration filters drop candidates after the fact: look further from the start.
-        limit: if min.is_some() || max.is_some() {
-            limit * 20
-        } else {
-            limit
-        },
-        row_budget: SPAN_SCAN_BUDGET,
+        limit,
+        // Past this the answer is partial rather than the request timing out.
+        time_budget: Some(QUERY_TIMEOUT / 2),
     };
-    let durations = min.is_some() || max.is_some();
     let store = store(&api)?;
     let (traces, partial) = run(&api, store, move |s| {
-        let mut filter = filter;
-        let deadline = std::time::Instant::now() + QUERY_TIMEOUT / 2;
-        let mut partial = s.partial(Table::Spans, &filter.range, filter.query.is_some());
-        let mut checked = std::collections::HashSet::new();
-        let mut found: Vec<(u64, Value)> = Vec::new();
-        // Filters before the limit: while too few candidates pass the duration filters and the
-        // search had more to give, it is asked for four times as many (each trace is read once),
-        // until the deadline, after which the answer is partial.
-        loop {
-            let hits = s.search_traces(&filter)?;
-            partial |= hits.partial;
-            let more = hits.traces.len() >= filter.limit;
-            for (trace_id, time) in hits.traces {
-                if found.len() >= limit {
-                    break;
-                }
-                if !checked.insert(trace_id) {
-                    continue;
-                }
-                if std::time::Instant::now() >= deadline {
-                    partial = true;
-                    break;
-                }
-                let spans = s.trace(&trace_id, &TimeRange::ALL)?;
-                let duration = Duration::from_nanos(render::duration_ns(&spans));
-                if spans.is_empty() || min.is_some_and(|m| duration < m) || max.is_some_and(|m| duration > m) {
-                    continue;
-                }
-                found.push((time, Value::Object(render::summary(&trace_id, &spans))));
-            }
-            let timed_out = std::time::Instant::now() >= deadline;
-            if found.len() >= limit || !durations || !more || timed_out {
-                if durations && more && found.len() < limit {
-                    partial = true;
-                }
-                break;
-            }
-            filter.limit = filter.limit.saturating_mul(4);
-        }
-        // Later rounds may find traces newer than the last of an earlier one.
-        found.sort_by_key(|(time, _)| std::cmp::Reverse(*time));
-        found.truncate(limit);
-        Ok((found.into_iter().map(|(_, trace)| trace).collect::<Vec<_>>(), partial))
+        let hits = s.search_traces(&filter)?;
+        let partial = hits.partial || s.partial(Table::Spans, &filter.range, true);
+        let traces: Vec<Value> = hits.traces.iter().map(|t| Value::Object(render::summary(t))).collect();
+        Ok((traces, partial))
     })
     .await?;
     let mut body = Map::new();

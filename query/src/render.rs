@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 use sift_proto::otlp::common::v1::{any_value, AnyValue};
-use sift_storage::{json_object, json_value, ExemplarRow, LogRow, SpanRow};
+use sift_storage::{json_object, json_value, ExemplarRow, LogRow, SpanRow, TraceSummary};
 
 fn id(bytes: &[u8]) -> String {
     hex::encode(bytes)
@@ -97,7 +97,6 @@ pub fn log(row: &LogRow) -> Value {
         "resource": json_object(&row.origin.resource.attributes),
     })
 }
-
 /// One exemplar.
 pub fn exemplar(row: &ExemplarRow) -> Value {
     json!({
@@ -112,8 +111,9 @@ pub fn exemplar(row: &ExemplarRow) -> Value {
     })
 }
 
-/// The summary of a trace (its spans in any order, at least one).
-pub fn summary(trace_id: &[u8; 16], spans: &[SpanRow]) -> Map<String, Value> {
+/// A trace's summary computed from its spans (the trace response's; searches read the same
+/// summary from the index).
+pub fn summary_of(trace_id: &[u8; 16], spans: &[SpanRow]) -> TraceSummary {
     let ids: BTreeSet<&[u8]> = spans.iter().map(|r| r.span.span_id.as_slice()).collect();
     // The root: a span without a parent, else one whose parent is missing; the earliest if several.
     let root = spans
@@ -129,36 +129,36 @@ pub fn summary(trace_id: &[u8; 16], spans: &[SpanRow]) -> Map<String, Value> {
     let start = spans.iter().map(|r| r.span.start_time_unix_nano).min().unwrap_or(0);
     let end = spans.iter().map(|r| r.span.end_time_unix_nano).max().unwrap_or(0);
     let services: BTreeSet<&str> = spans.iter().map(|r| r.origin.service_name()).collect();
-    let errors = spans
-        .iter()
-        .filter(|r| r.span.status.as_ref().is_some_and(|s| s.code == 2))
-        .count();
-    let mut out = Map::new();
-    out.insert("trace_id".into(), Value::String(id(trace_id)));
-    out.insert(
-        "root_service".into(),
-        Value::String(root.map_or("", |r| r.origin.service_name()).to_owned()),
-    );
-    out.insert(
-        "root_name".into(),
-        Value::String(root.map_or(String::new(), |r| r.span.name.clone())),
-    );
-    out.insert("start_time_unix_nano".into(), nanos(start));
-    out.insert("duration_ns".into(), Value::from(end.saturating_sub(start)));
-    out.insert("span_count".into(), Value::from(spans.len()));
-    out.insert("error_count".into(), Value::from(errors));
-    out.insert(
-        "services".into(),
-        Value::Array(services.into_iter().map(|s| Value::String(s.to_owned())).collect()),
-    );
-    out
+    TraceSummary {
+        trace_id: *trace_id,
+        root_service: root.map_or("", |r| r.origin.service_name()).to_owned(),
+        root_name: root.map_or(String::new(), |r| r.span.name.clone()),
+        start,
+        duration: end.saturating_sub(start),
+        span_count: spans.len() as u64,
+        error_count: spans
+            .iter()
+            .filter(|r| r.span.status.as_ref().is_some_and(|s| s.code == 2))
+            .count() as u64,
+        services: services.into_iter().map(str::to_owned).collect(),
+    }
 }
 
-/// The duration of a trace: its latest end minus its earliest start.
-pub fn duration_ns(spans: &[SpanRow]) -> u64 {
-    let start = spans.iter().map(|r| r.span.start_time_unix_nano).min().unwrap_or(0);
-    let end = spans.iter().map(|r| r.span.end_time_unix_nano).max().unwrap_or(0);
-    end.saturating_sub(start)
+/// A trace summary as SPEC §4 shows it (with its `trace_id`).
+pub fn summary(trace: &TraceSummary) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("trace_id".into(), Value::String(id(&trace.trace_id)));
+    out.insert("root_service".into(), Value::String(trace.root_service.clone()));
+    out.insert("root_name".into(), Value::String(trace.root_name.clone()));
+    out.insert("start_time_unix_nano".into(), nanos(trace.start));
+    out.insert("duration_ns".into(), Value::from(trace.duration));
+    out.insert("span_count".into(), Value::from(trace.span_count));
+    out.insert("error_count".into(), Value::from(trace.error_count));
+    out.insert(
+        "services".into(),
+        Value::Array(trace.services.iter().map(|s| Value::String(s.clone())).collect()),
+    );
+    out
 }
 
 /// The body text with the query's plain words wrapped in `<em>` (case-insensitive), if any matched.

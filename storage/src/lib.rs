@@ -111,8 +111,10 @@ impl StorageError {
     }
 }
 
-/// A trace search: span-level filters (one span must match all of them) over a time range.
-#[derive(Debug, Clone)]
+/// A trace search (SPEC §4): span-level filters (one span must match all of them), whole-trace
+/// duration filters and a time range for the trace's start, answered from the span index's
+/// per-trace summaries.
+#[derive(Debug, Clone, Default)]
 pub struct TraceFilter {
     /// Full-text query over spans (names, status messages, event names, span and event attribute
     /// values; `status:error`, `service:x`), evaluated per trace: its spans together must match.
@@ -125,21 +127,46 @@ pub struct TraceFilter {
     pub status: Option<i32>,
     /// `key = value` on the span's or its resource's attributes (values compared as text).
     pub attributes: Vec<(String, String)>,
-    /// Span start times.
+    /// The trace lasts at least this long (ns): its latest span end minus its earliest start.
+    pub min_duration: Option<u64>,
+    /// The trace lasts at most this long (ns).
+    pub max_duration: Option<u64>,
+    /// The trace's start (its earliest span's).
     pub range: TimeRange,
-    /// Traces wanted: the search reads parts newest first and stops once this many were found
-    /// and no unread span can be newer than the last of them.
+    /// Traces wanted: the `limit` newest (by start) that pass every filter.
     pub limit: usize,
-    /// Stop after scanning this many spans (the result is then partial).
-    pub row_budget: usize,
+    /// Give up after this long (the answer is then partial); `None`: never.
+    pub time_budget: Option<std::time::Duration>,
 }
 
-/// Traces found by a search, newest first, with the latest matching span start.
+/// A trace as a search finds it (SPEC §4's summary).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TraceSummary {
+    /// The trace id.
+    pub trace_id: [u8; 16],
+    /// Service of the root span (the earliest span without a parent; else the earliest span).
+    pub root_service: String,
+    /// Name of the root span.
+    pub root_name: String,
+    /// Earliest span start (ns).
+    pub start: u64,
+    /// Latest span end minus earliest start (ns).
+    pub duration: u64,
+    /// Stored spans.
+    pub span_count: u64,
+    /// Stored spans with status error.
+    pub error_count: u64,
+    /// Services of its spans, sorted.
+    pub services: Vec<String>,
+}
+
+/// Traces found by a search, newest first (by start).
 #[derive(Debug, Clone, Default)]
 pub struct TraceHits {
-    /// Trace id and the start of its newest matching span.
-    pub traces: Vec<([u8; 16], u64)>,
-    /// The row budget ran out before the whole range was scanned.
+    /// The traces.
+    pub traces: Vec<TraceSummary>,
+    /// Not every stored trace could be considered (an index is being rebuilt, or the time budget
+    /// ran out).
     pub partial: bool,
 }
 
@@ -167,7 +194,7 @@ pub trait Store: Send + Sync {
     fn logs_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<LogRow>, StorageError>;
     /// Every stored exemplar pointing at a trace, by time.
     fn exemplars_by_trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<ExemplarRow>, StorageError>;
-    /// Traces with a span matching `filter`, newest first.
+    /// The newest traces passing `filter` (SPEC §4 semantics).
     fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError>;
     /// Log records matching a full-text search and filters, newest first.
     fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError>;

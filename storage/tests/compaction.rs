@@ -91,7 +91,7 @@ fn assert_exact(store: &LocalStore) {
             attributes: Vec::new(),
             range: TimeRange::ALL,
             limit: 5,
-            row_budget: usize::MAX,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(hits.traces.len(), 1, "span full-text search");

@@ -427,11 +427,11 @@ fn check_exact<B: Backend>(store: &B, data: &[Hour], hours: std::ops::Range<usiz
             attributes: vec![("http.status_code".into(), "500".into())],
             range: TimeRange::ALL,
             limit: 10_000,
-            row_budget: usize::MAX,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(hits.traces.len(), hours.len() * TRACES / 5);
-    assert!(hits.traces.windows(2).all(|w| w[0].1 >= w[1].1), "newest first");
+    assert!(hits.traces.windows(2).all(|w| w[0].start >= w[1].start), "newest first");
 
     // Full-text over spans: name, status message, attributes; combined with span filters.
     let text = |q: &str, status: Option<i32>| {
@@ -444,7 +444,7 @@ fn check_exact<B: Backend>(store: &B, data: &[Hour], hours: std::ops::Range<usiz
                 attributes: vec![],
                 range: TimeRange::ALL,
                 limit: 10_000,
-                row_budget: usize::MAX,
+                ..Default::default()
             })
             .unwrap()
             .traces
@@ -474,7 +474,7 @@ fn check_exact<B: Backend>(store: &B, data: &[Hour], hours: std::ops::Range<usiz
             attributes: vec![],
             range: TimeRange::ALL,
             limit: 1,
-            row_budget: 1
+            ..Default::default()
         }),
         Err(StorageError::BadQuery(_))
     ));
@@ -684,7 +684,7 @@ fn traces_matching(store: &LocalStore, query: &str) -> usize {
             attributes: vec![],
             range: TimeRange::ALL,
             limit: 1_000_000,
-            row_budget: usize::MAX,
+            ..Default::default()
         })
         .unwrap()
         .traces

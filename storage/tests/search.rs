@@ -2,9 +2,10 @@
 //! newest matches in the range, newest first, whatever index segments the records were committed
 //! in and in whatever order their times arrived (a segment's newest record decides whether it is
 //! read at all, so late records and out-of-order batches are what this exercises). Full-text
-//! trace search applies its other filters before the limit. Trace search by service, status and
-//! name returns what a brute-force pass over every span returns, with spans in heads, in parts,
-//! traces split across parts, and after a restart.
+//! trace search applies its other filters before the limit. Trace search by service, status,
+//! name, attribute, duration and time range returns what a brute-force pass over every span
+//! returns (the traces and their summaries), with spans in heads, in parts, traces split across
+//! parts and index documents, after a restart and after the index is rebuilt.
 
 mod common;
 
@@ -12,9 +13,10 @@ use std::time::Duration;
 
 use common::{log_entry, span_entry, span_entry_of, text, trace_id, BASE};
 use proptest::prelude::*;
+use sift_proto::otlp::common::v1::KeyValue;
 use sift_proto::otlp::logs::v1::LogRecord;
 use sift_proto::otlp::trace::v1::{status, Span, Status};
-use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange, TraceFilter};
+use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, TimeRange, TraceFilter, TraceSummary};
 use sift_wal::WalEntry;
 
 const WORDS: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -73,10 +75,10 @@ fn full_text_trace_search_filters_before_the_limit() {
         attributes: Vec::new(),
         range: TimeRange::ALL,
         limit: 5,
-        row_budget: usize::MAX,
+        ..Default::default()
     };
     let hits = store.search_traces(&filter).unwrap();
-    let found: Vec<[u8; 16]> = hits.traces.iter().map(|(id, _)| *id).collect();
+    let found: Vec<[u8; 16]> = hits.traces.iter().map(|t| t.trace_id).collect();
     let expected: Vec<[u8; 16]> = [350, 300, 250, 200, 150].map(trace_id).to_vec();
     assert_eq!(found, expected);
     assert!(!hits.partial, "every match was within reach");
@@ -86,72 +88,131 @@ const SERVICES: [&str; 2] = ["cart", "pay"];
 /// Names whose words overlap: the index matches "GET /cart" in a trace that has only
 /// "GET /cart/items", and the spans must decide.
 const NAMES: [&str; 3] = ["GET /cart", "GET /cart/items", "SELECT orders"];
+/// Values of a span's `tier` attribute (`None`: the span has none).
+const TIERS: [Option<&str>; 3] = [None, Some("gold"), Some("silver")];
 
-/// A span of a generated batch: (trace, service, name, status code, offset in the hour in ms).
-type SpanSpec = (u64, usize, usize, i32, u64);
+/// A span of a generated batch: (trace, service, name, status code, offset in the hour in ms,
+/// duration in ms, tier).
+type SpanSpec = (u64, usize, usize, i32, u64, u64, usize);
 
-/// The `limit` traces with the newest span passing `filter`, newest first, by brute force.
-fn scan(all: &[(SpanSpec, u64)], filter: &TraceFilter) -> Vec<([u8; 16], u64)> {
-    let mut newest: std::collections::HashMap<[u8; 16], u64> = std::collections::HashMap::new();
-    for &((trace, service, name, status, _), time) in all {
-        let passes = filter.range.contains(time)
-            && filter.service.as_deref().is_none_or(|s| s == SERVICES[service])
-            && filter.name.as_deref().is_none_or(|n| n == NAMES[name])
-            && filter.status.is_none_or(|s| s == status);
-        if passes {
-            let t = newest.entry(trace_id(trace)).or_insert(time);
-            *t = (*t).max(time);
-        }
+/// What a search over `all` (spans with their start times) must answer, by brute force: the
+/// traces that start in the range, last as long as the duration filters say and have one span
+/// meeting every span-level filter, newest (by start) first, at most `limit`.
+fn scan(all: &[(SpanSpec, u64)], filter: &TraceFilter) -> Vec<TraceSummary> {
+    let mut traces: std::collections::BTreeMap<u64, Vec<&(SpanSpec, u64)>> = Default::default();
+    for span in all {
+        traces.entry(span.0 .0).or_default().push(span);
     }
-    let mut traces: Vec<([u8; 16], u64)> = newest.into_iter().collect();
-    traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    traces.truncate(filter.limit);
-    traces
+    let mut out: Vec<TraceSummary> = traces
+        .iter()
+        .filter_map(|(&trace, spans)| {
+            let start = spans.iter().map(|(_, t)| *t).min()?;
+            let end = spans.iter().map(|((.., ms, _), t)| t + ms * 1_000_000).max()?;
+            let one_span = spans.iter().any(|&&((_, service, name, status, _, _, tier), _)| {
+                filter.service.as_deref().is_none_or(|s| s == SERVICES[service])
+                    && filter.name.as_deref().is_none_or(|n| n == NAMES[name])
+                    && filter.status.is_none_or(|s| s == status)
+                    && filter
+                        .attributes
+                        .iter()
+                        .all(|(k, v)| k == "tier" && TIERS[tier] == Some(v.as_str()))
+            });
+            let duration = end - start;
+            let passes = one_span
+                && filter.range.contains(start)
+                && filter.min_duration.is_none_or(|m| duration >= m)
+                && filter.max_duration.is_none_or(|m| duration <= m);
+            let root = spans.iter().min_by_key(|(_, t)| *t)?;
+            let services: std::collections::BTreeSet<String> =
+                spans.iter().map(|((_, s, ..), _)| SERVICES[*s].to_owned()).collect();
+            passes.then(|| TraceSummary {
+                trace_id: trace_id(trace),
+                root_service: SERVICES[root.0 .1].into(),
+                root_name: NAMES[root.0 .2].into(),
+                start,
+                duration,
+                span_count: spans.len() as u64,
+                error_count: spans.iter().filter(|((_, _, _, status, ..), _)| *status == 2).count() as u64,
+                services: services.into_iter().collect(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| std::cmp::Reverse(t.start));
+    out.truncate(filter.limit);
+    out
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(ProptestConfig::with_cases(24))]
 
     #[test]
-    fn trace_search_by_service_status_and_name_returns_what_a_scan_finds(
+    fn trace_search_returns_what_a_scan_of_every_span_finds(
         // Batches of spans; a trace's spans may fall in several batches (late spans, a trace
-        // split across parts). After a batch the head is flushed to a part, or the index
-        // committed, or neither (the spans stay in the head, unindexed).
+        // split across parts and index documents). After a batch the head is flushed to a part,
+        // or the index committed, or neither.
         batches in proptest::collection::vec(
             (
-                proptest::collection::vec((0u64..12, 0usize..2, 0usize..3, 0i32..3, 0u64..3_000_000), 1..25),
+                proptest::collection::vec(
+                    (0u64..12, 0usize..2, 0usize..3, 0i32..3, 0u64..3_000_000, 0u64..2_000, 0usize..3),
+                    1..25,
+                ),
                 0u8..3,
             ),
             1..6,
         ),
         filters in proptest::collection::vec(
             (
-                proptest::option::of(0usize..2),
-                proptest::option::of(0i32..3),
-                proptest::option::of(0usize..3),
+                (
+                    proptest::option::of(0usize..2),
+                    proptest::option::of(0i32..3),
+                    proptest::option::of(0usize..3),
+                    proptest::option::of(1usize..3),
+                ),
                 proptest::option::of((0u64..3_000_000, 0u64..3_000_000)),
+                (proptest::option::of(0u64..2_500), proptest::option::of(0u64..2_500)),
                 1usize..8,
             ),
-            1..6,
+            1..8,
         ),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = store(dir.path());
-        let mut all: Vec<(SpanSpec, u64)> = Vec::new();
+        // Distinct times: ties at the limit would make more than one answer right.
+        let all: Vec<(SpanSpec, u64)> = batches
+            .iter()
+            .flat_map(|(batch, _)| batch)
+            .enumerate()
+            .map(|(n, &spec)| (spec, BASE + spec.4 * 1_000_000 + n as u64))
+            .collect();
+        // A trace's root is its earliest span, whichever batch brings it; the others are its
+        // children.
+        let mut roots: std::collections::HashMap<u64, (u64, usize)> = Default::default();
+        for (n, ((trace, ..), time)) in all.iter().enumerate() {
+            let root = roots.entry(*trace).or_insert((*time, n));
+            if *time < root.0 {
+                *root = (*time, n);
+            }
+        }
+        let mut n = 0;
         for (i, (batch, after)) in batches.iter().enumerate() {
             let mut by_service: [Vec<Span>; 2] = [Vec::new(), Vec::new()];
             for &spec in batch {
-                let (trace, service, name, status, ms) = spec;
-                // Distinct times: ties at the limit would make more than one answer right.
-                let time = BASE + ms * 1_000_000 + all.len() as u64;
-                all.push((spec, time));
+                let (trace, service, name, status, _, duration_ms, tier) = spec;
+                let time = all[n].1;
+                n += 1;
+                let root = roots[&trace].1 + 1;
                 by_service[service].push(Span {
                     trace_id: trace_id(trace).to_vec(),
-                    span_id: (all.len() as u64).to_be_bytes().to_vec(),
+                    span_id: (n as u64).to_be_bytes().to_vec(),
+                    parent_span_id: if root == n { Vec::new() } else { (root as u64).to_be_bytes().to_vec() },
                     name: NAMES[name].into(),
                     start_time_unix_nano: time,
-                    end_time_unix_nano: time + 1_000,
+                    end_time_unix_nano: time + duration_ms * 1_000_000,
                     status: Some(Status { code: status, ..Default::default() }),
+                    attributes: TIERS[tier]
+                        .map(|t| KeyValue { key: "tier".into(), value: text(t), ..Default::default() })
+                        .into_iter()
+                        .collect(),
                     ..Default::default()
                 });
             }
@@ -174,12 +235,13 @@ proptest! {
         }
         let filters: Vec<TraceFilter> = filters
             .iter()
-            .map(|&(service, status, name, window, limit)| TraceFilter {
-                query: None,
+            .map(|&((service, status, name, tier), window, (min, max), limit)| TraceFilter {
                 service: service.map(|s| SERVICES[s].to_owned()),
                 name: name.map(|n| NAMES[n].to_owned()),
                 status,
-                attributes: Vec::new(),
+                attributes: tier.and_then(|t| TIERS[t]).map(|t| ("tier".to_owned(), t.to_owned())).into_iter().collect(),
+                min_duration: min.map(|ms| ms * 1_000_000),
+                max_duration: max.map(|ms| ms * 1_000_000),
                 range: match window {
                     Some((a, b)) => TimeRange {
                         start: Some(BASE + a.min(b) * 1_000_000),
@@ -188,26 +250,38 @@ proptest! {
                     None => TimeRange::ALL,
                 },
                 limit,
-                row_budget: usize::MAX,
+                ..TraceFilter::default()
             })
             .collect();
         let check = |store: &LocalStore| -> Result<(), TestCaseError> {
             for filter in &filters {
                 let hits = store.search_traces(filter).unwrap();
-                let mut found = hits.traces.clone();
-                found.truncate(filter.limit);
-                prop_assert_eq!(found, scan(&all, filter), "{:?}", filter);
+                prop_assert_eq!(&hits.traces, &scan(&all, filter), "{:?}", filter);
                 prop_assert!(!hits.partial);
             }
             Ok(())
         };
+        // Spans are searchable once their index documents are committed.
+        store.refresh().unwrap();
         check(&store)?;
-        // The same after everything is in parts, and after a restart.
+        // The same after everything is in parts, after a restart (the documents as written), and
+        // after the index is rebuilt from the parts.
         store.flush().unwrap();
         store.refresh().unwrap();
         check(&store)?;
         drop(store);
         store = self::store(dir.path());
+        check(&store)?;
+        drop(store);
+        for partition in dir.path().join("spans").read_dir().unwrap() {
+            // Without its meta.json an index is missing: rebuilt from the parts.
+            let meta = partition.unwrap().path().join("index").join("meta.json");
+            if meta.exists() {
+                std::fs::remove_file(meta).unwrap();
+            }
+        }
+        store = self::store(dir.path());
+        store.refresh().unwrap();
         check(&store)?;
     }
 

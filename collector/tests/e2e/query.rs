@@ -136,18 +136,31 @@ fn every_endpoint_returns_what_the_python_sdk_sent_across_a_restart() {
     }
     assert!(exemplars >= 2, "one exemplar per route at least: {exemplars}");
 
-    // Trace search: by service, newest first; errors only; by attribute; by duration.
-    let (status, found) = sift.query("/api/v1/traces?service=billing&limit=100");
-    assert_eq!(status, 200);
-    let found: Vec<&str> = found["traces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["trace_id"].as_str().unwrap())
-        .collect();
+    // Trace search (from the span index: spans are searchable once it commits, within seconds):
+    // by service, newest first; errors only; by attribute; by duration.
     let mut newest_first = billing.clone();
     newest_first.reverse();
-    assert_eq!(found, newest_first);
+    let by_service = || -> Vec<String> {
+        let (status, found) = sift.query("/api/v1/traces?service=billing&limit=100");
+        assert_eq!(status, 200);
+        found["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(eventually(Duration::from_secs(20), || !by_service().is_empty()));
+    assert_eq!(by_service(), newest_first);
+    // A search's summary (read from the index) is the trace's (computed from its spans).
+    let (_, found) = sift.query("/api/v1/traces?service=checkout&limit=100");
+    assert_eq!(found["traces"].as_array().unwrap().len(), 10);
+    for summary in found["traces"].as_array().unwrap() {
+        let id = summary["trace_id"].as_str().unwrap();
+        let mut expected = sift.query(&format!("/api/v1/traces/{id}")).1["summary"].clone();
+        expected["trace_id"] = id.into();
+        assert_eq!(summary, &expected);
+    }
     let (_, errors) = sift.query("/api/v1/traces?status=error&limit=100");
     assert_eq!(
         errors["traces"].as_array().unwrap().len(),

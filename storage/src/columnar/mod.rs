@@ -144,6 +144,10 @@ impl<'a> EncodedOrigin<'a> {
     pub(crate) fn service(&self) -> &str {
         self.service
     }
+
+    pub(crate) fn resource_attributes(&self) -> &[sift_proto::otlp::common::v1::KeyValue] {
+        self.resource.map_or(&[], |r| &r.attributes)
+    }
 }
 
 /// The columns every table shares: the service and the item's resource and scope.

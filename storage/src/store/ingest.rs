@@ -30,7 +30,10 @@ impl Pending {
                     builder.append(origin, span);
                     stats.add(origin.service(), time);
                     let id: [u8; 16] = span.trace_id.as_slice().try_into().unwrap_or_default();
-                    records.entry(id).or_default().add(origin.service(), span);
+                    records
+                        .entry(id)
+                        .or_default()
+                        .add(origin.service(), origin.resource_attributes(), span);
                 });
             }
             SignalKind::Logs => {
@@ -131,8 +134,9 @@ impl LocalStore {
         for (hour, part, first_row, docs) in index_jobs {
             self.logs.add_documents(hour, part, first_row, docs);
         }
-        for (hour, part, texts) in span_jobs {
-            let docs = texts.iter().map(|(id, text)| self.spans.trace_document(id, text));
+        let mut recent = self.spans.recent();
+        for (hour, part, mut texts) in span_jobs {
+            let docs = self.spans.trace_documents_of(&mut texts, &mut recent);
             self.spans.add_documents(hour, part, 0, docs);
         }
         Ok(added)

@@ -18,6 +18,7 @@ mod ingest;
 pub(crate) mod manifest;
 mod part;
 mod read;
+mod trace_search;
 mod writer;
 
 pub use read::point_time;
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow_array::{FixedSizeBinaryArray, Int32Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{RecordBatch, UInt64Array};
 use arrow_select::filter::filter_record_batch;
 use prost::Message as _;
 use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
@@ -566,9 +567,4 @@ fn remove_unpublished(root: &Path, manifest: &Manifest) -> Result<(), StorageErr
         }
     }
     Ok(())
-}
-
-enum Source<'a> {
-    Part(&'a PartMeta),
-    Head(&'a HeadPartition),
 }

@@ -621,6 +621,7 @@ impl PartReader {
     }
 
     /// Every row, with only the named columns.
+    #[cfg(test)]
     pub(crate) fn scan(
         &self,
         columns: &[&str],

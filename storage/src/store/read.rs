@@ -2,8 +2,6 @@
 //! damage found while reading.
 
 use super::*;
-use arrow_array::BinaryArray;
-use sift_proto::otlp::common::v1::KeyValue;
 
 /// Parts whose footer (and page locations) are kept open at once: a few hundred KiB each for
 /// the largest parts, so at most some tens of MiB.
@@ -152,80 +150,6 @@ impl LocalStore {
             })
             .collect()
     }
-
-    /// Trace search with a full-text query over spans: the span index names candidate traces
-    /// (newest first), whose spans are then checked against the other filters. Filters come
-    /// before the limit: while fewer than `limit` traces pass and the index has more matches, it
-    /// is asked again for four times as many (each trace is checked once), up to
-    /// [`MAX_TEXT_HITS`] documents; stopping there with too few traces makes the answer partial.
-    pub(super) fn search_traces_by_text(&self, query: &str, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
-        let mut search = LogSearch {
-            query: query.to_owned(),
-            service: filter.service.clone(),
-            range: filter.range,
-            // Hits are (trace, part) documents: a trace may have several.
-            limit: filter.limit.saturating_mul(4).clamp(1, MAX_TEXT_HITS),
-            ..LogSearch::default()
-        };
-        self.spans.validate(&search)?;
-        let other_filters = filter.name.is_some() || filter.status.is_some() || !filter.attributes.is_empty();
-        let mut passes: HashMap<[u8; 16], bool> = HashMap::new();
-        loop {
-            let candidates = self.text_candidates(&search)?;
-            let (index_partial, exhausted) = (candidates.partial, candidates.exhausted);
-            let mut traces = Vec::new();
-            for (id, time) in candidates.traces {
-                if traces.len() >= filter.limit {
-                    break;
-                }
-                let pass = match passes.get(&id) {
-                    Some(pass) => *pass,
-                    None if !other_filters => true,
-                    None => {
-                        let spans = self.trace(&id, &TimeRange::ALL)?;
-                        let pass = spans.iter().any(|row| span_matches(row, filter));
-                        passes.insert(id, pass);
-                        pass
-                    }
-                };
-                if pass {
-                    traces.push((id, time));
-                }
-            }
-            let enough = traces.len() >= filter.limit;
-            if enough || exhausted || search.limit >= MAX_TEXT_HITS {
-                return Ok(TraceHits {
-                    traces,
-                    partial: index_partial || !(enough || exhausted),
-                });
-            }
-            search.limit = search.limit.saturating_mul(4).min(MAX_TEXT_HITS);
-        }
-    }
-
-    /// The traces of the newest `search.limit` span documents matching `search`.
-    fn text_candidates(&self, search: &LogSearch) -> Result<TextCandidates, StorageError> {
-        let snapshot = self.snapshot();
-        let (hours, live) = span_index_scope(&snapshot, &search.range);
-        let (hits, index_partial) = self.spans.search(search, &hours, |hit: &Hit| {
-            live.contains(&snapshot.resolve(Table::Spans, hit, |p| live.contains(&p)).0)
-        })?;
-        let exhausted = hits.len() < search.limit;
-        let mut newest: HashMap<[u8; 16], u64> = HashMap::new();
-        for hit in &hits {
-            if let Some(id) = hit.trace_id {
-                let t = newest.entry(id).or_insert(hit.time);
-                *t = (*t).max(hit.time);
-            }
-        }
-        let mut traces: Vec<([u8; 16], u64)> = newest.into_iter().collect();
-        traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(TextCandidates {
-            traces,
-            partial: index_partial,
-            exhausted,
-        })
-    }
 }
 
 /// The rows of `batches` whose `column` equals `key`.
@@ -245,33 +169,6 @@ fn equal_rows(
         }
     }
     Ok(out)
-}
-
-/// The span partitions a search over `range` reads (newest first), and the parts and heads whose
-/// index documents count (others are not published, or no longer).
-fn span_index_scope(snapshot: &Snapshot, range: &TimeRange) -> (Vec<u64>, BTreeSet<u64>) {
-    let mut hours: BTreeSet<u64> = snapshot.parts(Table::Spans, range).map(|p| p.hour).collect();
-    hours.extend(snapshot.heads(Table::Spans, range).map(|h| h.hour));
-    let live = snapshot
-        .parts_of_all_tables()
-        .filter(|p| p.table == Table::Spans)
-        .map(|p| p.id)
-        .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
-        .collect();
-    (hours.into_iter().rev().collect(), live)
-}
-
-/// The most span documents one full-text trace search reads from the index.
-const MAX_TEXT_HITS: usize = 100_000;
-
-/// Traces a full-text search names, before the other filters.
-struct TextCandidates {
-    /// Trace id and its newest matching document's time, newest first.
-    traces: Vec<([u8; 16], u64)>,
-    /// An index could not be read.
-    partial: bool,
-    /// The index holds no more matches than these.
-    exhausted: bool,
 }
 
 impl Store for LocalStore {
@@ -303,74 +200,7 @@ impl Store for LocalStore {
     }
 
     fn search_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
-        if let Some(query) = filter.query.as_deref().filter(|q| !q.trim().is_empty()) {
-            return self.search_traces_by_text(query, filter);
-        }
-        let snapshot = self.snapshot();
-        // Newest sources first, so a search stops as soon as no unread span can be newer than
-        // the `limit`-th trace found; sources without the service asked for are not read.
-        let has_service =
-            |services: &BTreeMap<String, ServiceRows>| filter.service.as_ref().is_none_or(|s| services.contains_key(s));
-        let mut sources: Vec<(u64, Source<'_>)> = snapshot
-            .parts(Table::Spans, &filter.range)
-            .filter(|p| has_service(&p.services))
-            .map(|p| (p.max_time, Source::Part(p)))
-            .chain(
-                snapshot
-                    .heads(Table::Spans, &filter.range)
-                    .filter(|h| has_service(&h.services))
-                    .map(|h| (h.max_time, Source::Head(h))),
-            )
-            .collect();
-        sources.sort_by_key(|s| std::cmp::Reverse(s.0));
-        let mut found: HashMap<[u8; 16], u64> = HashMap::new();
-        let mut scanned = 0usize;
-        let mut partial = false;
-        let columns = [
-            spans::TRACE_ID,
-            spans::START,
-            spans::NAME,
-            spans::STATUS_CODE,
-            spans::ATTRIBUTE_KEYS,
-            spans::ATTRIBUTE_VALUES,
-            columnar::origin_col::SERVICE_NAME,
-            columnar::origin_col::RESOURCE_ATTRIBUTES,
-        ];
-        for (max_time, source) in &sources {
-            if limit_reached(&found, filter.limit).is_some_and(|newest_kept| *max_time < newest_kept) {
-                break;
-            }
-            if scanned >= filter.row_budget {
-                partial = true;
-                break;
-            }
-            let batches: Box<dyn Iterator<Item = Result<RecordBatch, StorageError>>> = match source {
-                Source::Part(part) => match self.read_part(part, |r| r.scan(&columns))? {
-                    Some(scan) => Box::new(scan.map(|b| b.map_err(StorageError::from))),
-                    None => {
-                        partial = true;
-                        continue;
-                    }
-                },
-                Source::Head(head) => Box::new(head.batches.clone().into_iter().map(Ok)),
-            };
-            for batch in batches {
-                let batch = match (batch, source) {
-                    (Ok(batch), _) => batch,
-                    (Err(e), Source::Part(part)) => {
-                        self.part_failed(part, e)?;
-                        partial = true;
-                        break;
-                    }
-                    (Err(e), Source::Head(_)) => return Err(e),
-                };
-                scanned += batch.num_rows();
-                match_spans(&batch, filter, &mut found)?;
-            }
-        }
-        let mut traces: Vec<([u8; 16], u64)> = found.into_iter().collect();
-        traces.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(TraceHits { traces, partial })
+        self.find_traces(filter)
     }
 
     fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError> {
@@ -558,17 +388,6 @@ impl Store for LocalStore {
     }
 }
 
-/// Once `found` holds `limit` traces: the time of the `limit`-th newest (a span older than it
-/// cannot change the answer).
-fn limit_reached(found: &HashMap<[u8; 16], u64>, limit: usize) -> Option<u64> {
-    if limit == 0 || found.len() < limit {
-        return None;
-    }
-    let mut times: Vec<u64> = found.values().copied().collect();
-    let (_, kth, _) = times.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
-    Some(*kth)
-}
-
 fn sort_by<T>(rows: &mut [T], key: impl Fn(&T) -> u64) {
     rows.sort_by_key(|r| key(r));
 }
@@ -587,7 +406,7 @@ pub fn point_time(row: &MetricRow) -> u64 {
 }
 
 /// Whether a stored span passes the span-level filters (name, status, service, attributes).
-fn span_matches(row: &SpanRow, filter: &TraceFilter) -> bool {
+pub(super) fn span_matches(row: &SpanRow, filter: &TraceFilter) -> bool {
     let status = row.span.status.as_ref().map_or(0, |s| s.code);
     filter.name.as_deref().is_none_or(|n| n == row.span.name)
         && filter.status.is_none_or(|s| s == status)
@@ -626,66 +445,6 @@ fn take_rows(batches: &[RecordBatch], rows: &[usize]) -> Result<Vec<RecordBatch>
         first = end;
     }
     Ok(out)
-}
-
-/// Adds the traces of the spans in `batch` that match `filter` (newest start per trace).
-fn match_spans(
-    batch: &RecordBatch,
-    filter: &TraceFilter,
-    found: &mut HashMap<[u8; 16], u64>,
-) -> Result<(), StorageError> {
-    let trace_id: &FixedSizeBinaryArray = columnar::column(batch, spans::TRACE_ID)?;
-    let start: &UInt64Array = columnar::column(batch, spans::START)?;
-    let name: &StringArray = columnar::column(batch, spans::NAME)?;
-    let status: &Int32Array = columnar::column(batch, spans::STATUS_CODE)?;
-    let keys: &BinaryArray = columnar::column(batch, spans::ATTRIBUTE_KEYS)?;
-    let values: &BinaryArray = columnar::column(batch, spans::ATTRIBUTE_VALUES)?;
-    let service: &StringArray = columnar::column(batch, columnar::origin_col::SERVICE_NAME)?;
-    let resource: &StringArray = columnar::column(batch, columnar::origin_col::RESOURCE_ATTRIBUTES)?;
-    for row in 0..batch.num_rows() {
-        let time = start.value(row);
-        if !filter.range.contains(time) {
-            continue;
-        }
-        if filter.service.as_deref().is_some_and(|s| s != service.value(row))
-            || filter.name.as_deref().is_some_and(|n| n != name.value(row))
-            || filter.status.is_some_and(|s| s != status.value(row))
-        {
-            continue;
-        }
-        let mut attrs_ok = true;
-        for (key, value) in &filter.attributes {
-            let mentioned = |text: &[u8]| text.windows(key.len()).any(|w| w == key.as_bytes());
-            // Cheap test first: most rows do not mention the key at all.
-            let in_span = mentioned(keys.value(row))
-                && has_attribute(
-                    &columnar::decode_attributes(keys.value(row), values.value(row))?,
-                    key,
-                    value,
-                );
-            let found = in_span
-                || (mentioned(resource.value(row).as_bytes())
-                    && has_attribute(&columnar::read_attributes(resource.value(row))?, key, value));
-            if !found {
-                attrs_ok = false;
-                break;
-            }
-        }
-        if !attrs_ok {
-            continue;
-        }
-        let id: [u8; 16] = trace_id.value(row).try_into().unwrap_or_default();
-        let newest = found.entry(id).or_insert(time);
-        *newest = (*newest).max(time);
-    }
-    Ok(())
-}
-
-/// Whether `attributes` hold `key` with a value whose text is `value`.
-fn has_attribute(attributes: &[KeyValue], key: &str, value: &str) -> bool {
-    attributes
-        .iter()
-        .any(|kv| kv.key == key && kv.value.as_ref().is_some_and(|v| fulltext::any_text(v) == value))
 }
 
 #[cfg(test)]

@@ -198,14 +198,17 @@ impl LocalStore {
     ) -> Result<Vec<(u64, Vec<tantivy::TantivyDocument>)>, StorageError> {
         let snapshot = self.snapshot();
         let mut sources = Vec::new();
+        // Span documents of a trace split across parts cover its earlier ones, as when indexed
+        // as they arrived.
+        let mut recent = fulltext::RecentTraces::new();
         for part in snapshot.parts(table, &TimeRange::ALL).filter(|p| p.hour == hour) {
             let Some(batches) = self.read_whole_part(part)? else {
                 continue;
             };
-            sources.push((part.id, self.documents(table, &batches)?));
+            sources.push((part.id, self.documents(table, &batches, &mut recent)?));
         }
         for head in snapshot.head.iter().filter(|h| h.table == table && h.hour == hour) {
-            sources.push((head.id, self.documents(table, &head.batches)?));
+            sources.push((head.id, self.documents(table, &head.batches, &mut recent)?));
         }
         Ok(sources)
     }
@@ -216,6 +219,7 @@ impl LocalStore {
         &self,
         table: Table,
         batches: &[RecordBatch],
+        recent: &mut fulltext::RecentTraces,
     ) -> Result<Vec<tantivy::TantivyDocument>, StorageError> {
         Ok(match table {
             Table::Logs => decode_all(batches, logs::rows)?
@@ -226,15 +230,13 @@ impl LocalStore {
                 let mut texts = TraceTexts::new();
                 for row in decode_all(batches, spans::rows)? {
                     let trace_id = row.span.trace_id.as_slice().try_into().unwrap_or_default();
-                    texts
-                        .entry(trace_id)
-                        .or_default()
-                        .add(row.origin.service_name(), &row.span);
+                    texts.entry(trace_id).or_default().add(
+                        row.origin.service_name(),
+                        &row.origin.resource.attributes,
+                        &row.span,
+                    );
                 }
-                texts
-                    .iter()
-                    .map(|(id, text)| self.spans.trace_document(id, text))
-                    .collect()
+                self.spans.trace_documents_of(&mut texts, recent)
             }
             Table::Metrics | Table::Exemplars => Vec::new(),
         })

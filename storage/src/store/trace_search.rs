@@ -1,0 +1,195 @@
+//! Trace search from the span index's per-trace summaries (SPEC §4), never a scan of spans.
+//!
+//! Each span document is one trace's spans of one append (or one part, when an index is rebuilt)
+//! and says, beyond its words, what it knows of the trace: its start and end (covering the
+//! trace's earlier documents within [`fulltext::RecentTraces`]' window), span and error counts,
+//! root and services, and exact span-level terms. A search:
+//!
+//! 1. asks each partition's index for its newest documents matching the span-level filters (a
+//!    query of terms) whose start and duration can belong to a passing trace ([`DocBounds`]);
+//! 2. reads, for each trace they name (newest first), every document of the trace — a term
+//!    lookup, no span read — and adds them up into the trace's summary, which decides the range
+//!    (the trace's start) and the duration filters exactly;
+//! 3. reads the trace's spans only when the index cannot tell that one span meets every
+//!    span-level filter (two or more filters that are not a service with a name or a status;
+//!    an attribute value too long to be a term);
+//! 4. stops once `limit` traces passed and no unread document can start later than the last of
+//!    them (a document never starts before its trace), else asks for four times as many.
+//!
+//! With no span-level filter, a minimum duration is looked up from the documents that cover
+//! their trace's duration (and those flagged as possibly not covering earlier ones); with
+//! span-level filters, from the traces those match. Documents are searchable once their index is
+//! committed (every `index_commit_interval`).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+use super::fulltext::{DocBounds, DocSummary, TraceDoc};
+use super::read::span_matches;
+use super::*;
+use crate::TraceSummary;
+
+impl LocalStore {
+    pub(super) fn find_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
+        let (query, exact) = self.spans.trace_query(filter)?;
+        let span_filters = filter.service.is_some()
+            || filter.name.is_some()
+            || filter.status.is_some()
+            || !filter.attributes.is_empty()
+            || filter.query.as_deref().is_some_and(|q| !q.trim().is_empty());
+        let bounds = DocBounds {
+            start: filter.range.start,
+            end: filter.range.end,
+            min_duration: filter.min_duration.filter(|_| !span_filters),
+            max_duration: filter.max_duration,
+        };
+        let deadline = filter.time_budget.map(|budget| Instant::now() + budget);
+        let snapshot = self.snapshot();
+        let all_hours = span_hours(&snapshot);
+        // A trace's documents sit in the partitions of its spans' starts: from its start's hour
+        // on, and (for traces crossing the hour) the next.
+        let first = filter.range.start.map_or(0, hour_of);
+        let last = filter
+            .range
+            .end
+            .map_or(u64::MAX, |e| hour_of(e.saturating_sub(1)).saturating_add(1));
+        let hours: Vec<u64> = all_hours
+            .iter()
+            .rev()
+            .copied()
+            .filter(|h| (first..=last).contains(h))
+            .collect();
+        let live = live_span_sources(&snapshot);
+        let accept = |hit: &Hit| live.contains(&snapshot.resolve(Table::Spans, hit, |p| live.contains(&p)).0);
+
+        let limit = filter.limit.max(1);
+        let mut want = limit.saturating_mul(2).max(16);
+        let mut checked: HashSet<[u8; 16]> = HashSet::new();
+        let mut found: Vec<TraceSummary> = Vec::new();
+        // The starts of the `limit` newest traces found, oldest on top.
+        let mut newest: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
+        let mut partial = false;
+        loop {
+            let (docs, index_partial, exhausted) =
+                self.spans.newest_trace_docs(&*query, &hours, want, &bounds, accept)?;
+            partial |= index_partial;
+            let mut settled = false;
+            for doc in &docs {
+                if newest.len() >= limit && newest.peek().is_some_and(|Reverse(kth)| *kth >= doc.hit.time) {
+                    settled = true;
+                    break;
+                }
+                let Some(trace_id) = doc.hit.trace_id else { continue };
+                if !checked.insert(trace_id) {
+                    continue;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    partial = true;
+                    settled = true;
+                    break;
+                }
+                let (summary, summary_partial) = self.trace_summary(&trace_id, doc, &all_hours, &accept)?;
+                partial |= summary_partial;
+                let Some(summary) = summary else { continue };
+                let passes = filter.range.contains(summary.start)
+                    && filter.min_duration.is_none_or(|m| summary.duration >= m)
+                    && filter.max_duration.is_none_or(|m| summary.duration <= m)
+                    && (exact || self.one_span_matches(&trace_id, filter)?);
+                if passes {
+                    newest.push(Reverse(summary.start));
+                    if newest.len() > limit {
+                        newest.pop();
+                    }
+                    found.push(summary);
+                }
+            }
+            if settled || exhausted {
+                break;
+            }
+            want = want.saturating_mul(4);
+        }
+        found.sort_by(|a, b| b.start.cmp(&a.start).then(a.trace_id.cmp(&b.trace_id)));
+        found.truncate(limit);
+        Ok(TraceHits { traces: found, partial })
+    }
+
+    /// A trace's summary from all of its documents near `doc` (the partitions from an hour
+    /// before its start to an hour after its end), and whether a partition could not say.
+    fn trace_summary(
+        &self,
+        trace_id: &[u8; 16],
+        doc: &TraceDoc,
+        all_hours: &BTreeSet<u64>,
+        accept: &dyn Fn(&Hit) -> bool,
+    ) -> Result<(Option<TraceSummary>, bool), StorageError> {
+        let from = hour_of(doc.hit.time).saturating_sub(1);
+        let to = hour_of(doc.end.max(doc.hit.time)).saturating_add(1);
+        let hours: Vec<u64> = all_hours.range(from..=to).copied().collect();
+        let (docs, partial) = self.spans.trace_summary_docs(trace_id, &hours)?;
+        Ok((
+            summarize(trace_id, docs.iter().filter(|(d, _)| accept(&d.hit))),
+            partial,
+        ))
+    }
+
+    /// Whether one stored span of the trace meets every span-level filter.
+    fn one_span_matches(&self, trace_id: &[u8; 16], filter: &TraceFilter) -> Result<bool, StorageError> {
+        Ok(self
+            .trace(trace_id, &TimeRange::ALL)?
+            .iter()
+            .any(|row| span_matches(row, filter)))
+    }
+}
+
+/// Adds up what a trace's documents say of it; `None` without documents.
+fn summarize<'a>(trace_id: &[u8; 16], docs: impl Iterator<Item = &'a (TraceDoc, DocSummary)>) -> Option<TraceSummary> {
+    let mut out: Option<TraceSummary> = None;
+    let mut end = 0u64;
+    let mut root: Option<&(u64, String, String, bool)> = None;
+    let mut services = BTreeSet::new();
+    for (doc, summary) in docs {
+        let trace = out.get_or_insert_with(|| TraceSummary {
+            trace_id: *trace_id,
+            start: doc.hit.time,
+            ..TraceSummary::default()
+        });
+        trace.start = trace.start.min(doc.hit.time);
+        end = end.max(doc.end);
+        trace.span_count += summary.spans;
+        trace.error_count += summary.errors;
+        services.extend(summary.services.iter().map(String::as_str));
+        if let Some(candidate) = &summary.root {
+            let better = root.is_none_or(|r| (candidate.3 && !r.3) || (candidate.3 == r.3 && candidate.0 < r.0));
+            if better {
+                root = Some(candidate);
+            }
+        }
+    }
+    let mut trace = out?;
+    trace.duration = end.saturating_sub(trace.start);
+    if let Some((_, service, name, _)) = root {
+        trace.root_service = service.clone();
+        trace.root_name = name.clone();
+    }
+    trace.services = services.into_iter().map(str::to_owned).collect();
+    Some(trace)
+}
+
+/// Every hour partition of the span table (parts and heads).
+fn span_hours(snapshot: &Snapshot) -> BTreeSet<u64> {
+    snapshot
+        .parts(Table::Spans, &TimeRange::ALL)
+        .map(|p| p.hour)
+        .chain(snapshot.heads(Table::Spans, &TimeRange::ALL).map(|h| h.hour))
+        .collect()
+}
+
+/// The span parts and heads whose documents count (others are not published, or no longer).
+fn live_span_sources(snapshot: &Snapshot) -> BTreeSet<u64> {
+    snapshot
+        .parts_of_all_tables()
+        .filter(|p| p.table == Table::Spans)
+        .map(|p| p.id)
+        .chain(snapshot.head.iter().filter(|h| h.table == Table::Spans).map(|h| h.id))
+        .collect()
+}
