@@ -432,6 +432,23 @@ fn check_exact<B: Backend>(store: &B, data: &[Hour], hours: std::ops::Range<usiz
         .unwrap();
     assert_eq!(hits.traces.len(), hours.len() * TRACES / 5);
     assert!(hits.traces.windows(2).all(|w| w[0].start >= w[1].start), "newest first");
+    // One attribute alone: an int and a string span attribute, a resource attribute.
+    let by_attribute = |key: &str, value: &str| {
+        store
+            .search_traces(&TraceFilter {
+                attributes: vec![(key.into(), value.into())],
+                limit: 10_000,
+                ..Default::default()
+            })
+            .unwrap()
+            .traces
+            .len()
+    };
+    assert_eq!(by_attribute("http.status_code", "500"), hours.len() * TRACES / 5);
+    assert_eq!(by_attribute("http.status_code", "50"), 0);
+    assert_eq!(by_attribute("user.id", "u7"), hours.len());
+    assert_eq!(by_attribute("service.name", "frontend"), hours.len() * TRACES);
+    assert_eq!(by_attribute("service.name", "front"), 0);
 
     // Full-text over spans: name, status message, attributes; combined with span filters.
     let text = |q: &str, status: Option<i32>| {

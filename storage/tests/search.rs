@@ -88,8 +88,15 @@ const SERVICES: [&str; 2] = ["cart", "pay"];
 /// Names whose words overlap: the index matches "GET /cart" in a trace that has only
 /// "GET /cart/items", and the spans must decide.
 const NAMES: [&str; 3] = ["GET /cart", "GET /cart/items", "SELECT orders"];
-/// Values of a span's `tier` attribute (`None`: the span has none).
-const TIERS: [Option<&str>; 3] = [None, Some("gold"), Some("silver")];
+/// A span's attribute (`None`: it has none): a key the index keeps whole values of
+/// (`http.route`) and one whose values it keeps as words (`tier`).
+const TIERS: [Option<(&str, &str)>; 5] = [
+    None,
+    Some(("tier", "gold")),
+    Some(("tier", "gold plus")),
+    Some(("http.route", "gold")),
+    Some(("http.route", "/pay")),
+];
 
 /// A span of a generated batch: (trace, service, name, status code, offset in the hour in ms,
 /// duration in ms, tier).
@@ -115,7 +122,7 @@ fn scan(all: &[(SpanSpec, u64)], filter: &TraceFilter) -> Vec<TraceSummary> {
                     && filter
                         .attributes
                         .iter()
-                        .all(|(k, v)| k == "tier" && TIERS[tier] == Some(v.as_str()))
+                        .all(|(k, v)| TIERS[tier] == Some((k.as_str(), v.as_str())))
             });
             let duration = end - start;
             let passes = one_span
@@ -153,7 +160,7 @@ proptest! {
         batches in proptest::collection::vec(
             (
                 proptest::collection::vec(
-                    (0u64..12, 0usize..2, 0usize..3, 0i32..3, 0u64..3_000_000, 0u64..2_000, 0usize..3),
+                    (0u64..12, 0usize..2, 0usize..3, 0i32..3, 0u64..3_000_000, 0u64..2_000, 0usize..5),
                     1..25,
                 ),
                 0u8..3,
@@ -166,7 +173,7 @@ proptest! {
                     proptest::option::of(0usize..2),
                     proptest::option::of(0i32..3),
                     proptest::option::of(0usize..3),
-                    proptest::option::of(1usize..3),
+                    proptest::option::of(1usize..5),
                 ),
                 proptest::option::of((0u64..3_000_000, 0u64..3_000_000)),
                 (proptest::option::of(0u64..2_500), proptest::option::of(0u64..2_500)),
@@ -210,7 +217,7 @@ proptest! {
                     end_time_unix_nano: time + duration_ms * 1_000_000,
                     status: Some(Status { code: status, ..Default::default() }),
                     attributes: TIERS[tier]
-                        .map(|t| KeyValue { key: "tier".into(), value: text(t), ..Default::default() })
+                        .map(|(k, v)| KeyValue { key: k.into(), value: text(v), ..Default::default() })
                         .into_iter()
                         .collect(),
                     ..Default::default()
@@ -239,7 +246,11 @@ proptest! {
                 service: service.map(|s| SERVICES[s].to_owned()),
                 name: name.map(|n| NAMES[n].to_owned()),
                 status,
-                attributes: tier.and_then(|t| TIERS[t]).map(|t| ("tier".to_owned(), t.to_owned())).into_iter().collect(),
+                attributes: tier
+                    .and_then(|t| TIERS[t])
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .into_iter()
+                    .collect(),
                 min_duration: min.map(|ms| ms * 1_000_000),
                 max_duration: max.map(|ms| ms * 1_000_000),
                 range: match window {

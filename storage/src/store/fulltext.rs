@@ -457,7 +457,8 @@ pub(crate) struct TraceText {
     attributes: BTreeMap<String, Vec<Value>>,
     /// 1 unset, 2 ok, 4 error.
     statuses: u8,
-    services: BTreeSet<String>,
+    /// Per service: the names of its spans, and their statuses (bits as `statuses`).
+    services: BTreeMap<String, (BTreeSet<String>, u8)>,
     first: u64,
     end: u64,
     spans: u64,
@@ -465,7 +466,11 @@ pub(crate) struct TraceText {
     /// The earliest span without a parent (then `.3` is true), else the earliest span:
     /// (start, service, name, parentless).
     root: Option<(u64, String, String, bool)>,
+    /// Exact terms of resource attributes.
     terms: BTreeSet<String>,
+    /// The resource whose attributes were last added (address and length: the spans of one
+    /// resource group share it).
+    last_resource: (usize, usize),
     /// Scratch space for a term.
     scratch: String,
     /// Set by [`RecentTraces::place`]: the trace's start and end as known, and flags.
@@ -481,13 +486,53 @@ pub(crate) const FLAG_CONTINUED: u64 = 2;
 /// A span document holding a span without a parent.
 pub(crate) const FLAG_ROOT: u64 = 4;
 
-/// Longest attribute value (as text) indexed as an exact term; longer ones are searched through
-/// their words and then checked on the spans.
-pub(crate) const MAX_TERM_VALUE: usize = 64;
+/// Longest attribute value (as text) indexed as an exact term.
+const MAX_TERM_VALUE: usize = 128;
 
-/// The exact term of an attribute (span or resource) whose text is `value`.
-pub(crate) fn attribute_term(key: &str, value: &str) -> String {
-    format!("a\x1f{key}\x1f{value}")
+/// Span attributes indexed as exact terms (alone and with their service), as resource attributes
+/// all are: the semantic conventions' attributes of few values that trace searches filter by
+/// (Jaeger's and Tempo's tag searches). Other span attributes are found through their words and
+/// checked on the spans.
+pub(crate) const KEYS_WITH_TERMS: [&str; 22] = [
+    "http.method",
+    "http.request.method",
+    "http.route",
+    "http.status_code",
+    "http.response.status_code",
+    "http.scheme",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "rpc.grpc.status_code",
+    "db.system",
+    "db.operation",
+    "db.operation.name",
+    "db.name",
+    "db.namespace",
+    "messaging.system",
+    "messaging.operation",
+    "messaging.destination.name",
+    "peer.service",
+    "server.address",
+    "error.type",
+    "span.kind",
+];
+
+/// The exact term of an attribute whose text is `value` (with its service, if given).
+fn attribute_term(service: Option<&str>, key: &str, value: &str) -> String {
+    match service {
+        Some(service) => format!("{service}\x1fa\x1f{key}\x1f{value}"),
+        None => format!("a\x1f{key}\x1f{value}"),
+    }
+}
+
+/// A status code's bit (as [`TraceText`]'s `statuses`).
+fn status_bit(code: i32) -> u8 {
+    match code {
+        1 => 2,
+        2 => 4,
+        _ => 1,
+    }
 }
 
 impl TraceText {
@@ -509,61 +554,71 @@ impl TraceText {
         }
     }
 
-    /// Adds the exact term `scratch` holds (allocating only for a new one).
-    fn add_scratch_term(&mut self) {
+    /// Adds the exact terms of a resource's attributes (whose values are short enough): resource
+    /// attributes are few, of few values, and what a span filter on one matches exactly. Those of
+    /// [`KEYS_WITH_TERMS`] are also terms with their service.
+    fn resource_terms(&mut self, service: &str, attributes: &[KeyValue]) {
+        let id = (attributes.as_ptr() as usize, attributes.len());
+        if id == self.last_resource {
+            return;
+        }
+        self.last_resource = id;
+        for kv in attributes {
+            self.attribute_term(None, kv);
+            if KEYS_WITH_TERMS.contains(&kv.key.as_str()) {
+                self.attribute_term(Some(service), kv);
+            }
+        }
+    }
+
+    /// Adds the term of one attribute (with its service, if given) if its value is short enough.
+    fn attribute_term(&mut self, service: Option<&str>, kv: &KeyValue) {
+        use std::fmt::Write;
+        let Some(value) = &kv.value else { return };
+        let text = match &value.value {
+            Some(any_value::Value::StringValue(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+            _ => std::borrow::Cow::Owned(any_text(value)),
+        };
+        if text.len() > MAX_TERM_VALUE {
+            return;
+        }
+        self.scratch.clear();
+        if let Some(service) = service {
+            let _ = write!(self.scratch, "{service}\x1f");
+        }
+        let _ = write!(self.scratch, "a\x1f{}\x1f{text}", kv.key);
         if !self.terms.contains(self.scratch.as_str()) {
             self.terms.insert(self.scratch.clone());
         }
     }
 
-    fn attribute_terms(&mut self, attributes: &[KeyValue]) {
-        use std::fmt::Write;
-        for kv in attributes {
-            let Some(value) = &kv.value else { continue };
-            self.scratch.clear();
-            let _ = match &value.value {
-                Some(any_value::Value::StringValue(s)) if s.len() <= MAX_TERM_VALUE => {
-                    write!(self.scratch, "a\x1f{}\x1f{s}", kv.key)
-                }
-                Some(any_value::Value::IntValue(i)) => write!(self.scratch, "a\x1f{}\x1f{i}", kv.key),
-                Some(any_value::Value::BoolValue(b)) => write!(self.scratch, "a\x1f{}\x1f{b}", kv.key),
-                _ => continue,
-            };
-            self.add_scratch_term();
-        }
-    }
-
     /// Adds a span (of service `service`, whose resource has `resource` attributes).
     pub(crate) fn add(&mut self, service: &str, resource: &[KeyValue], span: &Span) {
-        use std::fmt::Write;
         self.line(&span.name);
         let status = span.status.as_ref().map_or(0, |s| s.code);
         if let Some(s) = &span.status {
             self.line(&s.message);
         }
-        self.statuses |= match status {
-            1 => 2,
-            2 => 4,
-            _ => 1,
-        };
+        self.statuses |= status_bit(status);
         self.attributes(&span.attributes);
         for event in &span.events {
             self.line(&event.name);
             self.attributes(&event.attributes);
         }
-        if !self.services.contains(service) {
-            self.services.insert(service.to_owned());
+        let (names, statuses) = match self.services.get_mut(service) {
+            Some(entry) => entry,
+            None => self.services.entry(service.to_owned()).or_default(),
+        };
+        if !names.contains(span.name.as_str()) {
+            names.insert(span.name.clone());
         }
-        self.attribute_terms(resource);
-        self.attribute_terms(&span.attributes);
-        for which in 0..3 {
-            self.scratch.clear();
-            let _ = match which {
-                0 => write!(self.scratch, "n\x1f{}", span.name),
-                1 => write!(self.scratch, "{service}\x1fn\x1f{}", span.name),
-                _ => write!(self.scratch, "{service}\x1fs\x1f{status}"),
-            };
-            self.add_scratch_term();
+        *statuses |= status_bit(status);
+        self.resource_terms(service, resource);
+        for kv in &span.attributes {
+            if KEYS_WITH_TERMS.contains(&kv.key.as_str()) {
+                self.attribute_term(None, kv);
+                self.attribute_term(Some(service), kv);
+            }
         }
         let start = span.start_time_unix_nano;
         self.first = if self.spans == 0 { start } else { self.first.min(start) };
@@ -1051,7 +1106,7 @@ impl TextIndexes {
             }
         }
         doc.add_u64(f.severity_number, u64::from(text.statuses));
-        for service in &text.services {
+        for service in text.services.keys() {
             doc.add_text(f.service, service);
         }
         doc.add_text(f.trace_id, hex::encode(trace_id));
@@ -1068,11 +1123,25 @@ impl TextIndexes {
             for term in &text.terms {
                 doc.add_text(t.terms, term);
             }
+            let mut names = BTreeSet::new();
+            for (service, (service_names, statuses)) in &text.services {
+                for name in service_names {
+                    if names.insert(name) {
+                        doc.add_text(t.terms, format!("n\x1f{name}"));
+                    }
+                    doc.add_text(t.terms, format!("{service}\x1fn\x1f{name}"));
+                }
+                for code in 0..3 {
+                    if statuses & status_bit(code) != 0 {
+                        doc.add_text(t.terms, format!("{service}\x1fs\x1f{code}"));
+                    }
+                }
+            }
             let summary = DocSummary {
                 spans: text.spans,
                 errors: text.errors,
                 root: text.root.clone(),
-                services: text.services.iter().cloned().collect(),
+                services: text.services.keys().cloned().collect(),
             };
             doc.add_text(t.summary, serde_json::to_string(&summary).unwrap_or_default());
         }
@@ -1365,11 +1434,37 @@ impl TextIndexes {
                 exact |= conditions == 2;
             }
         }
+        // An attribute of a key with terms is one (with the service, when the filters are a
+        // service and this attribute: exact). Any other is a resource's (an exact term) or a
+        // span's (its words, in the order they come, among the document's span and event
+        // attributes: the spans decide).
         for (key, value) in &filter.attributes {
-            if value.len() <= MAX_TERM_VALUE {
-                clauses.push(term(t.terms, &attribute_term(key, value)));
-            } else {
-                exact = false;
+            if value.len() <= MAX_TERM_VALUE && KEYS_WITH_TERMS.contains(&key.as_str()) {
+                match &filter.service {
+                    Some(service) if conditions == 2 => {
+                        clauses.push(term(t.terms, &attribute_term(Some(service), key, value)));
+                        exact = true;
+                    }
+                    _ => clauses.push(term(t.terms, &attribute_term(None, key, value))),
+                }
+                continue;
+            }
+            exact = false;
+            let resource = (value.len() <= MAX_TERM_VALUE).then(|| term(t.terms, &attribute_term(None, key, value)).1);
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            let words = self.parse(&format!("{key}:\"{escaped}\"")).ok();
+            let numeric = value
+                .parse::<f64>()
+                .is_ok()
+                .then(|| self.parse(&format!("{key}:{value}")).ok())
+                .flatten();
+            let either: Vec<(Occur, Box<dyn Query>)> = [resource, words, numeric]
+                .into_iter()
+                .flatten()
+                .map(|q| (Occur::Should, q))
+                .collect();
+            if either.len() == 3 || (either.len() == 2 && value.parse::<f64>().is_err()) {
+                clauses.push((Occur::Must, Box::new(BooleanQuery::new(either))));
             }
         }
         if clauses.is_empty() {
