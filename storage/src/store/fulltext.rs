@@ -206,9 +206,10 @@ struct TraceFields {
     end: Field,
     /// [`FLAG_FIRST_WITHOUT_ROOT`], [`FLAG_CONTINUED`], [`FLAG_ROOT`].
     flags: Field,
-    /// Exact span-level terms: `n\x1f<name>`, and per service `<service>\x1fn\x1f<name>` and
-    /// `<service>\x1fs\x1f<status code>` (so a service with a name or a status is one term,
-    /// held by one span).
+    /// Exact span-level terms, each with the service of its span: `<service>\x1fn\x1f<name>`,
+    /// `<service>\x1fs\x1f<status code>`, `<service>\x1fa\x1f<key>\x1f<value>` (for
+    /// [`has_terms`] keys); and resource attributes alone, `a\x1f<key>\x1f<value>`. A service
+    /// with a name, a status or such an attribute is one term, held by one span.
     terms: Field,
     /// Stored: span and error counts, root, services ([`DocSummary`] as JSON).
     summary: Field,
@@ -489,41 +490,41 @@ pub(crate) const FLAG_ROOT: u64 = 4;
 /// Longest attribute value (as text) indexed as an exact term.
 const MAX_TERM_VALUE: usize = 128;
 
-/// Span attributes indexed as exact terms (alone and with their service), as resource attributes
-/// all are: the semantic conventions' attributes of few values that trace searches filter by
-/// (Jaeger's and Tempo's tag searches). Other span attributes are found through their words and
-/// checked on the spans.
-pub(crate) const KEYS_WITH_TERMS: [&str; 22] = [
-    "http.method",
-    "http.request.method",
-    "http.route",
-    "http.status_code",
-    "http.response.status_code",
-    "http.scheme",
-    "rpc.system",
-    "rpc.service",
-    "rpc.method",
-    "rpc.grpc.status_code",
-    "db.system",
-    "db.operation",
-    "db.operation.name",
-    "db.name",
-    "db.namespace",
-    "messaging.system",
-    "messaging.operation",
-    "messaging.destination.name",
-    "peer.service",
-    "server.address",
-    "error.type",
-    "span.kind",
-];
+/// Whether a span attribute is indexed as an exact term with its service (resource attributes
+/// all are, also alone): the semantic conventions' attributes of few values that trace searches
+/// filter by (Jaeger's and Tempo's tag searches). Other span attributes are found through their
+/// words and checked on the spans.
+fn has_terms(key: &str) -> bool {
+    matches!(
+        key,
+        "http.method"
+            | "http.request.method"
+            | "http.route"
+            | "http.status_code"
+            | "http.response.status_code"
+            | "http.scheme"
+            | "rpc.system"
+            | "rpc.service"
+            | "rpc.method"
+            | "rpc.grpc.status_code"
+            | "db.system"
+            | "db.operation"
+            | "db.operation.name"
+            | "db.name"
+            | "db.namespace"
+            | "messaging.system"
+            | "messaging.operation"
+            | "messaging.destination.name"
+            | "peer.service"
+            | "server.address"
+            | "error.type"
+            | "span.kind"
+    )
+}
 
-/// The exact term of an attribute whose text is `value` (with its service, if given).
-fn attribute_term(service: Option<&str>, key: &str, value: &str) -> String {
-    match service {
-        Some(service) => format!("{service}\x1fa\x1f{key}\x1f{value}"),
-        None => format!("a\x1f{key}\x1f{value}"),
-    }
+/// The exact term of a resource attribute whose text is `value`.
+fn attribute_term(key: &str, value: &str) -> String {
+    format!("a\x1f{key}\x1f{value}")
 }
 
 /// A status code's bit (as [`TraceText`]'s `statuses`).
@@ -556,7 +557,7 @@ impl TraceText {
 
     /// Adds the exact terms of a resource's attributes (whose values are short enough): resource
     /// attributes are few, of few values, and what a span filter on one matches exactly. Those of
-    /// [`KEYS_WITH_TERMS`] are also terms with their service.
+    /// [`has_terms`] keys are also terms with their service.
     fn resource_terms(&mut self, service: &str, attributes: &[KeyValue]) {
         let id = (attributes.as_ptr() as usize, attributes.len());
         if id == self.last_resource {
@@ -565,7 +566,7 @@ impl TraceText {
         self.last_resource = id;
         for kv in attributes {
             self.attribute_term(None, kv);
-            if KEYS_WITH_TERMS.contains(&kv.key.as_str()) {
+            if has_terms(&kv.key) {
                 self.attribute_term(Some(service), kv);
             }
         }
@@ -615,8 +616,7 @@ impl TraceText {
         *statuses |= status_bit(status);
         self.resource_terms(service, resource);
         for kv in &span.attributes {
-            if KEYS_WITH_TERMS.contains(&kv.key.as_str()) {
-                self.attribute_term(None, kv);
+            if has_terms(&kv.key) {
                 self.attribute_term(Some(service), kv);
             }
         }
@@ -1123,12 +1123,8 @@ impl TextIndexes {
             for term in &text.terms {
                 doc.add_text(t.terms, term);
             }
-            let mut names = BTreeSet::new();
-            for (service, (service_names, statuses)) in &text.services {
-                for name in service_names {
-                    if names.insert(name) {
-                        doc.add_text(t.terms, format!("n\x1f{name}"));
-                    }
+            for (service, (names, statuses)) in &text.services {
+                for name in names {
                     doc.add_text(t.terms, format!("{service}\x1fn\x1f{name}"));
                 }
                 for code in 0..3 {
@@ -1386,9 +1382,15 @@ impl TextIndexes {
 
     /// The query of a trace search's full text and span-level filters over span documents, and
     /// whether a document matching it has one span meeting every span-level filter (else the
-    /// trace's spans must be checked): a single filter, or a service with a name or a status,
-    /// is one exact term; an attribute whose value is too long to be a term has no clause.
-    pub(crate) fn trace_query(&self, filter: &crate::TraceFilter) -> Result<(Box<dyn Query>, bool), StorageError> {
+    /// trace's spans must be checked): true of a single filter, and of a service with a name, a
+    /// status or an attribute that has terms. A name or such an attribute without a service is
+    /// any of `services`' terms for it; an attribute whose value is too long to be a term has no
+    /// clause.
+    pub(crate) fn trace_query(
+        &self,
+        filter: &crate::TraceFilter,
+        services: &BTreeSet<String>,
+    ) -> Result<(Box<dyn Query>, bool), StorageError> {
         let f = &self.fields;
         let Some(t) = f.trace else {
             return Err(StorageError::BadQuery("not a span index".into()));
@@ -1397,60 +1399,57 @@ impl TextIndexes {
         if let Some(query) = filter.query.as_deref().filter(|q| !q.trim().is_empty()) {
             clauses.push((Occur::Must, self.parse(query)?));
         }
-        let term = |field, text: &str| -> (Occur, Box<dyn Query>) {
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(field, text),
-                    IndexRecordOption::Basic,
+        let term = |field, text: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, text),
+                IndexRecordOption::Basic,
+            ))
+        };
+        // A span-level term of the filter's service, or of any service.
+        let of_service = |what: &str| -> Box<dyn Query> {
+            match &filter.service {
+                Some(service) => term(t.terms, &format!("{service}\x1f{what}")),
+                None => Box::new(BooleanQuery::new(
+                    services
+                        .iter()
+                        .map(|service| (Occur::Should, term(t.terms, &format!("{service}\x1f{what}"))))
+                        .collect(),
                 )),
-            )
+            }
         };
         let conditions = usize::from(filter.service.is_some())
             + usize::from(filter.name.is_some())
             + usize::from(filter.status.is_some())
             + filter.attributes.len();
-        let mut exact = conditions <= 1;
+        let mut exact = conditions <= 1 || (conditions == 2 && filter.service.is_some());
         if let Some(service) = &filter.service {
-            clauses.push(term(f.service, service));
+            clauses.push((Occur::Must, term(f.service, service)));
         }
         if let Some(name) = &filter.name {
-            clauses.push(term(t.terms, &format!("n\x1f{name}")));
+            clauses.push((Occur::Must, of_service(&format!("n\x1f{name}"))));
         }
-        if let Some(status) = filter.status {
-            let word = match status {
-                1 => "ok",
-                2 => "error",
-                _ => "unset",
-            };
-            clauses.push(term(f.severity, word));
-        }
-        if let Some(service) = &filter.service {
-            if let (Some(name), None) | (None, Some(name)) = (
-                filter.name.as_ref().map(|n| format!("{service}\x1fn\x1f{n}")),
-                filter.status.map(|s| format!("{service}\x1fs\x1f{s}")),
-            ) {
-                clauses.push(term(t.terms, &name));
-                exact |= conditions == 2;
+        match (filter.status, &filter.service) {
+            (Some(status), Some(_)) => clauses.push((Occur::Must, of_service(&format!("s\x1f{status}")))),
+            (Some(status), None) => {
+                let word = match status {
+                    1 => "ok",
+                    2 => "error",
+                    _ => "unset",
+                };
+                clauses.push((Occur::Must, term(f.severity, word)));
             }
+            (None, _) => {}
         }
-        // An attribute of a key with terms is one (with the service, when the filters are a
-        // service and this attribute: exact). Any other is a resource's (an exact term) or a
+        // An attribute with terms is one. Any other is a resource's (an exact term) or a
         // span's (its words, in the order they come, among the document's span and event
         // attributes: the spans decide).
         for (key, value) in &filter.attributes {
-            if value.len() <= MAX_TERM_VALUE && KEYS_WITH_TERMS.contains(&key.as_str()) {
-                match &filter.service {
-                    Some(service) if conditions == 2 => {
-                        clauses.push(term(t.terms, &attribute_term(Some(service), key, value)));
-                        exact = true;
-                    }
-                    _ => clauses.push(term(t.terms, &attribute_term(None, key, value))),
-                }
+            if value.len() <= MAX_TERM_VALUE && has_terms(key) {
+                clauses.push((Occur::Must, of_service(&format!("a\x1f{key}\x1f{value}"))));
                 continue;
             }
             exact = false;
-            let resource = (value.len() <= MAX_TERM_VALUE).then(|| term(t.terms, &attribute_term(None, key, value)).1);
+            let resource = (value.len() <= MAX_TERM_VALUE).then(|| term(t.terms, &attribute_term(key, value)));
             let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
             let words = self.parse(&format!("{key}:\"{escaped}\"")).ok();
             let numeric = value

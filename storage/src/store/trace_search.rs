@@ -31,7 +31,18 @@ use crate::TraceSummary;
 
 impl LocalStore {
     pub(super) fn find_traces(&self, filter: &TraceFilter) -> Result<TraceHits, StorageError> {
-        let (query, exact) = self.spans.trace_query(filter)?;
+        let snapshot = self.snapshot();
+        let services: BTreeSet<String> = snapshot
+            .parts(Table::Spans, &TimeRange::ALL)
+            .flat_map(|p| p.services.keys())
+            .chain(
+                snapshot
+                    .heads(Table::Spans, &TimeRange::ALL)
+                    .flat_map(|h| h.services.keys()),
+            )
+            .cloned()
+            .collect();
+        let (query, exact) = self.spans.trace_query(filter, &services)?;
         let span_filters = filter.service.is_some()
             || filter.name.is_some()
             || filter.status.is_some()
@@ -44,7 +55,6 @@ impl LocalStore {
             max_duration: filter.max_duration,
         };
         let deadline = filter.time_budget.map(|budget| Instant::now() + budget);
-        let snapshot = self.snapshot();
         let all_hours = span_hours(&snapshot);
         // A trace's documents sit in the partitions of its spans' starts: from its start's hour
         // on, and (for traces crossing the hour) the next.
