@@ -160,7 +160,7 @@ proptest! {
         batches in proptest::collection::vec(
             (
                 proptest::collection::vec(
-                    (0u64..12, 0usize..2, 0usize..3, 0i32..3, 0u64..3_000_000, 0u64..2_000, 0usize..5),
+                    (0u64..12, 0usize..2, 0usize..3, 0i32..3, 0u64..7_000_000, 0u64..2_000, 0usize..5),
                     1..25,
                 ),
                 0u8..3,
@@ -175,7 +175,7 @@ proptest! {
                     proptest::option::of(0usize..3),
                     proptest::option::of(1usize..5),
                 ),
-                proptest::option::of((0u64..3_000_000, 0u64..3_000_000)),
+                proptest::option::of((0u64..7_000_000, 0u64..7_000_000)),
                 (proptest::option::of(0u64..2_500), proptest::option::of(0u64..2_500)),
                 1usize..8,
             ),

@@ -1474,8 +1474,9 @@ impl TextIndexes {
 
     /// Up to `want` span documents matching `query` and admitted by `bounds` in each partition of
     /// `hours` whose hit `accept` takes, newest (by start) first across all of them; with whether
-    /// a partition could not be read (stale or failing: the answer is partial) and whether they
-    /// are all there are.
+    /// a partition could not be read (stale or failing: the answer is partial), and the time at
+    /// or before which documents may be missing (a partition had more than `want`: its oldest
+    /// one returned; `None`: these are all there are).
     pub(crate) fn newest_trace_docs(
         &self,
         query: &dyn Query,
@@ -1483,9 +1484,9 @@ impl TextIndexes {
         want: usize,
         bounds: &DocBounds,
         accept: impl Fn(&Hit) -> bool,
-    ) -> Result<(Vec<TraceDoc>, bool, bool), StorageError> {
+    ) -> Result<(Vec<TraceDoc>, bool, Option<u64>), StorageError> {
         let mut partial = false;
-        let mut exhausted = true;
+        let mut cut: Option<u64> = None;
         let mut docs = Vec::new();
         for &hour in hours {
             let reader = match self.reader(hour) {
@@ -1517,7 +1518,10 @@ impl TextIndexes {
             })();
             match found {
                 Ok(found) => {
-                    exhausted &= found.len() < want;
+                    if found.len() >= want {
+                        let oldest = found.iter().map(|d| d.hit.time).min().unwrap_or(0);
+                        cut = cut.max(Some(oldest));
+                    }
                     docs.extend(found.into_iter().filter(|d| accept(&d.hit)));
                 }
                 Err(e) => {
@@ -1527,70 +1531,17 @@ impl TextIndexes {
             }
         }
         docs.sort_by(|a, b| b.hit.time.cmp(&a.hit.time).then(a.hit.trace_id.cmp(&b.hit.trace_id)));
-        Ok((docs, partial, exhausted))
+        Ok((docs, partial, cut))
     }
 
-    /// Every span document of a trace in the partitions of `hours`, with what it says of the
-    /// trace; and whether a partition could not say (stale or failing).
-    pub(crate) fn trace_summary_docs(
-        &self,
-        trace_id: &[u8; 16],
-        hours: &[u64],
-    ) -> Result<(Vec<(TraceDoc, DocSummary)>, bool), StorageError> {
-        let Some(t) = self.fields.trace else {
-            return Ok((Vec::new(), false));
-        };
-        let term = Term::from_field_text(self.fields.trace_id, &hex::encode(trace_id));
-        let query = TermQuery::new(term, IndexRecordOption::Basic);
-        let mut partial = false;
-        let mut out = Vec::new();
-        for &hour in hours {
-            let reader = match self.reader(hour) {
-                Readable::Yes(reader) => reader,
-                Readable::Absent => continue,
-                Readable::No => {
-                    partial = true;
-                    continue;
-                }
-            };
-            let found = (|| -> Result<Vec<(TraceDoc, DocSummary)>, StorageError> {
-                let searcher = reader.searcher();
-                let mut addresses: Vec<DocAddress> = searcher
-                    .search(&query, &tantivy::collector::DocSetCollector)?
-                    .into_iter()
-                    .collect();
-                addresses.sort();
-                let mut found = Vec::with_capacity(addresses.len());
-                let mut columns: Option<(u32, DocColumns)> = None;
-                for address in addresses {
-                    if columns.as_ref().is_none_or(|(ord, _)| *ord != address.segment_ord) {
-                        let reader = searcher.segment_reader(address.segment_ord);
-                        columns = Some((address.segment_ord, DocColumns::open(reader)?));
-                    }
-                    let Some((_, columns)) = columns.as_ref() else { continue };
-                    let time = columns.time.first(address.doc_id).unwrap_or(0);
-                    let Some(doc) = columns.doc(hour, time, address.doc_id) else {
-                        continue;
-                    };
-                    let stored: TantivyDocument = searcher.doc(address)?;
-                    let summary = stored
-                        .get_first(t.summary)
-                        .and_then(|v| tantivy::schema::Value::as_str(&v))
-                        .and_then(|text| serde_json::from_str::<DocSummary>(text).ok())
-                        .ok_or_else(|| StorageError::Corrupt("a span document without its summary".into()))?;
-                    found.push((doc, summary));
-                }
-                Ok(found)
-            })();
-            match found {
-                Ok(found) => out.extend(found),
-                Err(e) => {
-                    self.mark_stale(&mut self.lock(), hour, &e);
-                    partial = true;
-                }
-            }
+    /// A reader of span documents by trace for one search (see [`SpanDocs`]).
+    pub(crate) fn span_docs(&self) -> SpanDocs<'_> {
+        SpanDocs {
+            index: self,
+            searchers: BTreeMap::new(),
+            columns: std::collections::HashMap::new(),
+            partial: false,
         }
-        Ok((out, partial))
     }
 
     /// Adds the hits of one partition to `hits`; true once `limit` are taken.
@@ -1709,6 +1660,97 @@ fn newest(
         .collect();
     top.sort_by(|a, b| b.cmp(a));
     Ok(top)
+}
+
+/// The span documents of traces, for one search: each partition's searcher and each segment's
+/// fast columns are opened once, whatever the number of traces looked up.
+pub(crate) struct SpanDocs<'a> {
+    index: &'a TextIndexes,
+    /// `None`: the partition cannot be read (stale or failing).
+    searchers: BTreeMap<u64, Option<Searcher>>,
+    columns: std::collections::HashMap<(u64, u32), DocColumns>,
+    /// A partition could not be read: answers may miss documents.
+    pub partial: bool,
+}
+
+impl SpanDocs<'_> {
+    fn searcher(&mut self, hour: u64) -> Option<Searcher> {
+        if let Some(searcher) = self.searchers.get(&hour) {
+            return searcher.clone();
+        }
+        let searcher = match self.index.reader(hour) {
+            Readable::Yes(reader) => Some(reader.searcher()),
+            Readable::Absent => None,
+            Readable::No => {
+                self.partial = true;
+                None
+            }
+        };
+        self.searchers.insert(hour, searcher.clone());
+        searcher
+    }
+
+    fn failed(&mut self, hour: u64, error: &StorageError) {
+        self.index.mark_stale(&mut self.index.lock(), hour, error);
+        self.searchers.insert(hour, None);
+        self.partial = true;
+    }
+
+    /// Every document of a trace in the partitions of `hours` (fast fields only), with where
+    /// its stored summary is.
+    pub(crate) fn of_trace(&mut self, trace_id: &[u8; 16], hours: &[u64]) -> Vec<(TraceDoc, DocAddress)> {
+        let term = Term::from_field_text(self.index.fields.trace_id, &hex::encode(trace_id));
+        let query = TermQuery::new(term, IndexRecordOption::Basic);
+        let mut out = Vec::new();
+        for &hour in hours {
+            let Some(searcher) = self.searcher(hour) else { continue };
+            let found = (|| -> Result<Vec<(TraceDoc, DocAddress)>, StorageError> {
+                let addresses = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
+                let mut found = Vec::with_capacity(addresses.len());
+                for address in addresses {
+                    let columns = match self.columns.entry((hour, address.segment_ord)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(DocColumns::open(searcher.segment_reader(address.segment_ord))?)
+                        }
+                    };
+                    let time = columns.time.first(address.doc_id).unwrap_or(0);
+                    if let Some(doc) = columns.doc(hour, time, address.doc_id) {
+                        found.push((doc, address));
+                    }
+                }
+                Ok(found)
+            })();
+            match found {
+                Ok(found) => out.extend(found),
+                Err(e) => self.failed(hour, &e),
+            }
+        }
+        out
+    }
+
+    /// What a document says of its trace (its stored summary).
+    pub(crate) fn summary(&mut self, doc: &TraceDoc, address: DocAddress) -> Option<DocSummary> {
+        let field = self.index.fields.trace?.summary;
+        let searcher = self.searcher(doc.hit.hour)?;
+        let read = searcher
+            .doc::<TantivyDocument>(address)
+            .map_err(StorageError::from)
+            .and_then(|stored| {
+                stored
+                    .get_first(field)
+                    .and_then(|v| tantivy::schema::Value::as_str(&v))
+                    .and_then(|text| serde_json::from_str::<DocSummary>(text).ok())
+                    .ok_or_else(|| StorageError::Corrupt("a span document without its summary".into()))
+            });
+        match read {
+            Ok(summary) => Some(summary),
+            Err(e) => {
+                self.failed(doc.hit.hour, &e);
+                None
+            }
+        }
+    }
 }
 
 /// Builds, for one segment, a test of its documents (by id and time) that a search keeps.

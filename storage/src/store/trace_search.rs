@@ -79,14 +79,23 @@ impl LocalStore {
         // The starts of the `limit` newest traces found, oldest on top.
         let mut newest: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
         let mut partial = false;
+        let mut by_trace = self.spans.span_docs();
         loop {
-            let (docs, index_partial, exhausted) =
-                self.spans.newest_trace_docs(&*query, &hours, want, &bounds, accept)?;
+            let (docs, index_partial, cut) = self.spans.newest_trace_docs(&*query, &hours, want, &bounds, accept)?;
             partial |= index_partial;
+            // At and before `cut`, a partition that had more documents than were asked for may
+            // hold some not listed: the listed ones are read down to it, then more are asked for
+            // (unless the `limit`-th trace found starts after it).
             let mut settled = false;
+            let mut complete = true;
             for doc in &docs {
-                if newest.len() >= limit && newest.peek().is_some_and(|Reverse(kth)| *kth >= doc.hit.time) {
+                let kth = newest.peek().map(|Reverse(kth)| *kth).filter(|_| newest.len() >= limit);
+                if kth.is_some_and(|kth| kth >= doc.hit.time) {
                     settled = true;
+                    break;
+                }
+                if cut.is_some_and(|cut| doc.hit.time <= cut) {
+                    complete = false;
                     break;
                 }
                 let Some(trace_id) = doc.hit.trace_id else { continue };
@@ -98,14 +107,39 @@ impl LocalStore {
                     settled = true;
                     break;
                 }
-                let (summary, summary_partial) = self.trace_summary(&trace_id, doc, &all_hours, &accept)?;
-                partial |= summary_partial;
-                let Some(summary) = summary else { continue };
-                let passes = filter.range.contains(summary.start)
-                    && filter.min_duration.is_none_or(|m| summary.duration >= m)
-                    && filter.max_duration.is_none_or(|m| summary.duration <= m)
+                // The trace's documents near this one (from an hour before its start to an hour
+                // after its end): their start and end decide the range and durations before any
+                // summary is read.
+                let from = hour_of(doc.hit.time).saturating_sub(1);
+                let to = hour_of(doc.end.max(doc.hit.time)).saturating_add(1);
+                let near: Vec<u64> = all_hours.range(from..=to).copied().collect();
+                let docs: Vec<_> = by_trace
+                    .of_trace(&trace_id, &near)
+                    .into_iter()
+                    .filter(|(d, _)| accept(&d.hit))
+                    .collect();
+                let (Some(start), Some(end)) = (
+                    docs.iter().map(|(d, _)| d.hit.time).min(),
+                    docs.iter().map(|(d, _)| d.end).max(),
+                ) else {
+                    continue;
+                };
+                let duration = end.saturating_sub(start);
+                let passes = filter.range.contains(start)
+                    && filter.min_duration.is_none_or(|m| duration >= m)
+                    && filter.max_duration.is_none_or(|m| duration <= m)
                     && (exact || self.one_span_matches(&trace_id, filter)?);
-                if passes {
+                if !passes {
+                    continue;
+                }
+                let mut summaries = Vec::with_capacity(docs.len());
+                for (d, address) in &docs {
+                    match by_trace.summary(d, *address) {
+                        Some(summary) => summaries.push((*d, summary)),
+                        None => partial = true,
+                    }
+                }
+                if let Some(summary) = summarize(&trace_id, summaries.iter()) {
                     newest.push(Reverse(summary.start));
                     if newest.len() > limit {
                         newest.pop();
@@ -113,33 +147,17 @@ impl LocalStore {
                     found.push(summary);
                 }
             }
-            if settled || exhausted {
+            let kth = newest.peek().map(|Reverse(kth)| *kth).filter(|_| newest.len() >= limit);
+            settled |= complete && cut.is_some_and(|cut| kth.is_some_and(|kth| kth >= cut));
+            if settled || cut.is_none() {
                 break;
             }
             want = want.saturating_mul(4);
         }
+        partial |= by_trace.partial;
         found.sort_by(|a, b| b.start.cmp(&a.start).then(a.trace_id.cmp(&b.trace_id)));
         found.truncate(limit);
         Ok(TraceHits { traces: found, partial })
-    }
-
-    /// A trace's summary from all of its documents near `doc` (the partitions from an hour
-    /// before its start to an hour after its end), and whether a partition could not say.
-    fn trace_summary(
-        &self,
-        trace_id: &[u8; 16],
-        doc: &TraceDoc,
-        all_hours: &BTreeSet<u64>,
-        accept: &dyn Fn(&Hit) -> bool,
-    ) -> Result<(Option<TraceSummary>, bool), StorageError> {
-        let from = hour_of(doc.hit.time).saturating_sub(1);
-        let to = hour_of(doc.end.max(doc.hit.time)).saturating_add(1);
-        let hours: Vec<u64> = all_hours.range(from..=to).copied().collect();
-        let (docs, partial) = self.spans.trace_summary_docs(trace_id, &hours)?;
-        Ok((
-            summarize(trace_id, docs.iter().filter(|(d, _)| accept(&d.hit))),
-            partial,
-        ))
     }
 
     /// Whether one stored span of the trace meets every span-level filter.
