@@ -565,7 +565,10 @@ impl TraceText {
         }
         self.last_resource = id;
         for kv in attributes {
-            self.attribute_term(None, kv);
+            // `service.name` is the document's `service` field already.
+            if kv.key != "service.name" {
+                self.attribute_term(None, kv);
+            }
             if has_terms(&kv.key) {
                 self.attribute_term(Some(service), kv);
             }
@@ -1105,7 +1108,8 @@ impl TextIndexes {
                 doc.add_text(f.severity, name);
             }
         }
-        doc.add_u64(f.severity_number, u64::from(text.statuses));
+        // (`status_code`, the statuses as a number, is left empty: searches use the words
+        // above and the per-service status terms.)
         for service in text.services.keys() {
             doc.add_text(f.service, service);
         }
@@ -1444,6 +1448,12 @@ impl TextIndexes {
         // span's (its words, in the order they come, among the document's span and event
         // attributes: the spans decide).
         for (key, value) in &filter.attributes {
+            if key == "service.name" {
+                // The `service` field; with other filters, the spans decide.
+                clauses.push((Occur::Must, term(f.service, value)));
+                exact &= conditions == 1;
+                continue;
+            }
             if value.len() <= MAX_TERM_VALUE && has_terms(key) {
                 clauses.push((Occur::Must, of_service(&format!("a\x1f{key}\x1f{value}"))));
                 continue;

@@ -83,18 +83,19 @@ impl LocalStore {
         loop {
             let (docs, index_partial, cut) = self.spans.newest_trace_docs(&*query, &hours, want, &bounds, accept)?;
             partial |= index_partial;
-            // At and before `cut`, a partition that had more documents than were asked for may
-            // hold some not listed: the listed ones are read down to it, then more are asked for
-            // (unless the `limit`-th trace found starts after it).
+            // Before `cut`, a partition that had more documents than were asked for may hold some
+            // not listed (at `cut` too, but those tie with the listed ones): the listed ones are
+            // read down to it, then more are asked for (unless the `limit`-th trace found starts
+            // at or after it).
             let mut settled = false;
             let mut complete = true;
             for doc in &docs {
                 let kth = newest.peek().map(|Reverse(kth)| *kth).filter(|_| newest.len() >= limit);
-                if kth.is_some_and(|kth| kth >= doc.hit.time) {
+                if kth.is_some_and(|kth| kth >= doc.hit.time && cut.is_none_or(|cut| kth >= cut)) {
                     settled = true;
                     break;
                 }
-                if cut.is_some_and(|cut| doc.hit.time <= cut) {
+                if cut.is_some_and(|cut| doc.hit.time < cut) {
                     complete = false;
                     break;
                 }
