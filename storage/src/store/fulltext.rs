@@ -655,7 +655,7 @@ pub(crate) struct RecentTraces {
 }
 
 impl RecentTraces {
-    /// Traces remembered (about 6 MiB): at 5,000 traces a second, the last 25 seconds.
+    /// Traces remembered (about 7 MiB): at 5,000 traces a second, the last 25 seconds.
     pub(crate) const CAPACITY: usize = 1 << 17;
 
     pub(crate) fn new() -> RecentTraces {
