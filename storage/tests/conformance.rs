@@ -1,6 +1,8 @@
 //! The storage conformance suite: what every [`Store`] implementation must do. Today there is one
 //! (local disk); an object-storage backend implements [`Backend`] and runs the same tests.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -708,18 +710,6 @@ fn traces_matching(store: &LocalStore, query: &str) -> usize {
         .len()
 }
 
-/// How many log records match `query` (all of them, up to 100k).
-fn logs_matching(store: &LocalStore, query: &str) -> usize {
-    store
-        .search_logs(&LogSearch {
-            query: query.into(),
-            limit: 100_000,
-            ..LogSearch::default()
-        })
-        .unwrap()
-        .len()
-}
-
 #[test]
 fn index_merges_stay_within_a_tiny_budget_under_a_long_append_stream() {
     // Local-disk specific: the store-wide merge budget of its full-text indexes.
@@ -766,7 +756,7 @@ fn index_merges_stay_within_a_tiny_budget_under_a_long_append_stream() {
     let total = ROUNDS * PER_ROUND * 2;
     for store in [store, LocalStore::open(dir.path(), options).unwrap()] {
         store.refresh().unwrap();
-        let all = |query: &str| logs_matching(&store, query);
+        let all = |query: &str| common::logs_matching(&store, query, 100_000);
         assert_eq!(all("payment declined"), total / 5);
         assert_eq!(all("order"), total);
         assert_eq!(traces_matching(&store, "orders"), total);
@@ -819,7 +809,7 @@ fn index_writers_and_the_head_stay_within_a_tiny_memory_limit_across_many_partit
     let total = ROUNDS * PER_ROUND * HOURS;
     for store in [store, LocalStore::open(dir.path(), options).unwrap()] {
         store.refresh().unwrap();
-        let all = |query: &str| logs_matching(&store, query);
+        let all = |query: &str| common::logs_matching(&store, query, 100_000);
         assert_eq!(all("order"), total);
         assert_eq!(traces_matching(&store, "orders"), total);
         assert!(store.memory_use().index_writers <= budget.index_writers);

@@ -111,14 +111,7 @@ fn assert_traces(store: &LocalStore, traces: std::ops::Range<u64>) {
 }
 
 fn search(store: &LocalStore, query: &str) -> usize {
-    store
-        .search_logs(&LogSearch {
-            query: query.into(),
-            limit: 1000,
-            ..LogSearch::default()
-        })
-        .unwrap()
-        .len()
+    common::logs_matching(store, query, 1000)
 }
 
 /// Every record in the WAL at `dir`, in order (reopening it).

@@ -629,11 +629,11 @@ impl TraceText {
         self.spans += 1;
         self.errors += u64::from(status == 2);
         let parentless = span.parent_span_id.is_empty();
-        let better = match &self.root {
-            None => true,
-            Some((earliest, _, _, root)) => (parentless && !root) || (parentless == *root && start < *earliest),
-        };
-        if better {
+        if self
+            .root
+            .as_ref()
+            .is_none_or(|r| is_better_root((start, parentless), (r.0, r.3)))
+        {
             self.root = Some((start, service.to_owned(), span.name.clone(), parentless));
         }
     }
@@ -641,6 +641,13 @@ impl TraceText {
     fn has_root(&self) -> bool {
         self.root.as_ref().is_some_and(|r| r.3)
     }
+}
+
+/// Whether a candidate root `(start, parentless)` beats the current one: a span without a parent
+/// beats one with, then the earlier start wins. (The trace response, which has every span, takes
+/// the earliest span whose parent is missing when none lacks one; a document cannot know that.)
+pub(crate) fn is_better_root(candidate: (u64, bool), current: (u64, bool)) -> bool {
+    (candidate.1 && !current.1) || (candidate.1 == current.1 && candidate.0 < current.0)
 }
 
 /// The traces whose spans were indexed last, with the start and end their documents so far

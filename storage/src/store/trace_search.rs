@@ -11,8 +11,8 @@
 //!    lookup, no span read — and adds them up into the trace's summary, which decides the range
 //!    (the trace's start) and the duration filters exactly;
 //! 3. reads the trace's spans only when the index cannot tell that one span meets every
-//!    span-level filter (two or more filters that are not a service with a name or a status;
-//!    an attribute value too long to be a term);
+//!    span-level filter (two or more filters that are not a service with one other; an attribute
+//!    without terms — see `fulltext::has_terms` — or with a value too long to be a term);
 //! 4. stops once `limit` traces passed and no unread document can start later than the last of
 //!    them (a document never starts before its trace), else asks for four times as many.
 //!
@@ -24,7 +24,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
-use super::fulltext::{DocBounds, DocSummary, TraceDoc};
+use super::fulltext::{is_better_root, DocBounds, DocSummary, TraceDoc};
 use super::read::span_matches;
 use super::*;
 use crate::TraceSummary;
@@ -188,8 +188,7 @@ fn summarize<'a>(trace_id: &[u8; 16], docs: impl Iterator<Item = &'a (TraceDoc, 
         trace.error_count += summary.errors;
         services.extend(summary.services.iter().map(String::as_str));
         if let Some(candidate) = &summary.root {
-            let better = root.is_none_or(|r| (candidate.3 && !r.3) || (candidate.3 == r.3 && candidate.0 < r.0));
-            if better {
+            if root.is_none_or(|r| is_better_root((candidate.0, candidate.3), (r.0, r.3))) {
                 root = Some(candidate);
             }
         }

@@ -140,3 +140,16 @@ pub fn points(points: std::ops::Range<u64>) -> WalEntry {
 pub fn entry(signal: SignalKind, body: Vec<u8>) -> WalEntry {
     WalEntry::decode(&WalEntry::encode(sift_wal::EntryKind::Received, signal, "p", 0, &body)).unwrap()
 }
+
+/// How many log records a full-text search for `query` finds (at most `limit`).
+pub fn logs_matching(store: &sift_storage::LocalStore, query: &str, limit: usize) -> usize {
+    use sift_storage::Store as _;
+    store
+        .search_logs(&sift_storage::LogSearch {
+            query: query.into(),
+            limit,
+            ..sift_storage::LogSearch::default()
+        })
+        .unwrap()
+        .len()
+}
