@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
-use sift_storage::{LogSearch, StorageError, Store, Table, TimeRange, TraceFilter};
+use sift_storage::{LogSearch, StorageError, Store, Table, TraceFilter};
 
 pub use error::{ApiError, InvalidPolicies, NotReady};
 use params::Params;
@@ -68,8 +68,6 @@ pub struct Backends {
 
 /// How long a query may run before it is answered with `unavailable`.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Metric points a series query reads at most.
-const POINT_BUDGET: usize = 2_000_000;
 
 /// Store queries running at once, at most.
 const QUERY_THREADS: usize = 2;
@@ -374,19 +372,17 @@ async fn metric_series(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
             step / 1_000_000_000
         )));
     }
-    let agg = metrics::Agg::parse(params.one("agg")?.unwrap_or("avg"))?;
-    let store = store(&api)?;
-    let range = TimeRange {
-        start: Some(start),
-        end: Some(end),
+    let query = metrics::Query {
+        name,
+        matchers,
+        start,
+        end,
+        step,
+        agg: metrics::parse_agg(params.one("agg")?.unwrap_or("avg"))?,
     };
-    let (series, partial) = run(&api, store, move |s| {
-        let mut builder = metrics::SeriesBuilder::new(&matchers, start, end, step, agg);
-        let cut = s.for_each_metric_point(&name, &range, POINT_BUDGET, &mut |row| builder.add(&row))?;
-        let partial = cut || s.partial(Table::Metrics, &range, false);
-        Ok((builder.finish()?, partial))
-    })
-    .await?;
+    let store = store(&api)?;
+    let answer = run(&api, store, move |s| query.run(s)).await?;
+    let (series, partial) = (answer.series, answer.partial);
     let mut body = Map::new();
     body.insert("series".into(), Value::Array(series));
     mark_partial(&mut body, partial);

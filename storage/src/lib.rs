@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod columnar;
+pub mod rollup;
 mod store;
 
 pub use columnar::exemplars::ExemplarRow;
@@ -208,6 +209,19 @@ pub trait Store: Send + Sync {
         budget: usize,
         visit: &mut dyn FnMut(MetricRow),
     ) -> Result<bool, StorageError>;
+    /// Hands each rollup of a metric ([`rollup::Rollup`], one per series and minute) whose minute
+    /// starts in `range` to `visit` with its series' labels and minute, in no particular order:
+    /// the stored ones, and those of the points still in memory, which are rolled up as they are
+    /// read (only their points in `range`). Stops after `budget` rollups and then returns
+    /// `Some(true)`; `None` if the store has no rollups yet (it was written before them and
+    /// they are being built): ask [`Self::for_each_metric_point`].
+    fn for_each_metric_rollup(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+        visit: &mut dyn FnMut(rollup::Labels, u64, rollup::Rollup),
+    ) -> Result<Option<bool>, StorageError>;
     /// The points of a metric in a time range, by time; at most `budget` (the flag says if cut).
     fn metric_points(
         &self,

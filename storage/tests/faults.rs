@@ -507,7 +507,8 @@ fn an_index_that_missed_documents_is_rebuilt_after_a_restart_too() {
 
 #[test]
 fn a_manifest_that_cannot_be_written_publishes_nothing_and_is_retried() {
-    // Inodes, not bytes, run out: the part file is created, the manifest's temporary file is not.
+    // Inodes, not bytes, run out: the part files (the points' and their rollups') are created,
+    // the manifest's temporary file is not.
     let Some(fs) = SmallFs::mount("64m", Some(256)) else {
         return;
     };
@@ -516,7 +517,7 @@ fn a_manifest_that_cannot_be_written_publishes_nothing_and_is_retried() {
     assert_eq!(store.flush().unwrap(), 1);
     store.append(2, &[points(100..250)]).unwrap();
 
-    fs.fill_inodes(1);
+    fs.fill_inodes(2);
     let error = store.flush().expect_err("the manifest cannot be written");
     assert!(error.to_string().contains("manifest"), "{error}");
     assert_eq!(store.durable_position(), 1);
@@ -534,6 +535,20 @@ fn a_manifest_that_cannot_be_written_publishes_nothing_and_is_retried() {
     values.dedup();
     assert_eq!(rows.len(), 250, "each point exactly once");
     assert_eq!(values.len(), 250);
+    // And once in the rollups: values 0..250, so their sum is 31125 and their mean 124.5.
+    let mut all = sift_storage::rollup::Rollup::default();
+    let mut rollups = 0;
+    store
+        .for_each_metric_rollup("queue.depth", &TimeRange::ALL, 10_000, &mut |_, _, rollup| {
+            rollups += 1;
+            all.merge(rollup);
+        })
+        .unwrap()
+        .expect("the store has rollups");
+    assert!(rollups >= 2, "a rollup per flush");
+    use sift_storage::rollup::Agg;
+    assert_eq!(all.clone().reduce(Agg::Sum, None, 1.0), Ok(Some(31125.0)));
+    assert_eq!(all.reduce(Agg::Avg, None, 1.0), Ok(Some(124.5)));
 }
 
 /// Flips `count` bytes in the middle of a file.

@@ -5,6 +5,12 @@
 //! client does no encoding while it measures: each round through the pre-encoded slices only
 //! rewrites their trace ids in place (so that every trace is new to the receiver, as tail sampling
 //! and storage must see it), which is a copy of the request and a few XORs.
+//!
+//! Metric requests are the exception: they are encoded as they are sent, stamped with the
+//! current time and carrying running totals per series (a counter and a histogram per service
+//! and route), as an SDK's periodic exporter sends them — the same ten points a slice, but a
+//! series' points arrive in time order and its counters only grow, so rates and rollups see
+//! real counters rather than the same few points over and over.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +21,8 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use sift_benches::{generate, Rng, Shape};
+use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use sift_proto::otlp::metrics::v1::{metric, number_data_point};
 use sift_proto::{RawCodec, Signal, SignalKind, Traces};
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
@@ -95,6 +103,82 @@ struct Payload {
     items: u64,
     /// Where the body holds a trace id (span, link, log record, exemplar).
     trace_ids: Vec<usize>,
+    /// Metrics: the slice's points, whose values are added to the running totals when sent.
+    metrics: Option<ExportMetricsServiceRequest>,
+}
+
+/// Running totals of every metric series the load generator sends, and the time of its last point.
+#[derive(Default)]
+struct LiveMetrics {
+    state: std::sync::Mutex<LiveState>,
+}
+
+#[derive(Default)]
+struct LiveState {
+    last_time: u64,
+    counters: std::collections::HashMap<String, i64>,
+    histograms: std::collections::HashMap<String, (u64, f64, Vec<u64>)>,
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl LiveMetrics {
+    /// `slice`'s points as running totals at the current time (later than any point sent
+    /// before), exemplars pointing at round `round`'s trace ids.
+    fn body(&self, slice: &ExportMetricsServiceRequest, round: u64, started: u64) -> Bytes {
+        let mut request = slice.clone();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = unix_nanos().max(state.last_time + 1);
+        state.last_time = now;
+        let renew = |id: &mut Vec<u8>| {
+            for (byte, salt) in id.iter_mut().zip(round.to_be_bytes()) {
+                *byte ^= salt;
+            }
+        };
+        for rm in &mut request.resource_metrics {
+            let service = format!("{:?}", rm.resource.as_ref().map(|r| &r.attributes));
+            for m in rm.scope_metrics.iter_mut().flat_map(|sm| &mut sm.metrics) {
+                let name = m.name.clone();
+                match &mut m.data {
+                    Some(metric::Data::Sum(sum)) => {
+                        for p in &mut sum.data_points {
+                            let key = format!("{service}/{name}/{:?}", p.attributes);
+                            let total = state.counters.entry(key).or_default();
+                            if let Some(number_data_point::Value::AsInt(v)) = p.value {
+                                *total += v;
+                            }
+                            p.value = Some(number_data_point::Value::AsInt(*total));
+                            (p.start_time_unix_nano, p.time_unix_nano) = (started, now);
+                        }
+                    }
+                    Some(metric::Data::Histogram(h)) => {
+                        for p in &mut h.data_points {
+                            let key = format!("{service}/{name}/{:?}", p.attributes);
+                            let (count, sum, buckets) = state.histograms.entry(key).or_default();
+                            *count += p.count;
+                            *sum += p.sum.unwrap_or(0.0);
+                            buckets.resize(p.bucket_counts.len().max(buckets.len()), 0);
+                            buckets.iter_mut().zip(&p.bucket_counts).for_each(|(a, b)| *a += b);
+                            (p.count, p.sum) = (*count, Some(*sum));
+                            p.bucket_counts.clone_from(buckets);
+                            (p.start_time_unix_nano, p.time_unix_nano) = (started, now);
+                            for e in &mut p.exemplars {
+                                renew(&mut e.trace_id);
+                                e.time_unix_nano = now;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(state);
+        request.encode_to_vec().into()
+    }
 }
 
 impl Payload {
@@ -156,11 +240,13 @@ enum Outcome {
 async fn connection(
     args: Arc<Args>,
     payloads: Arc<Vec<Payload>>,
+    live: Arc<LiveMetrics>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     epoch: Instant,
 ) -> anyhow::Result<Vec<u32>> {
     let mut latencies = Vec::new();
+    let started_unix = unix_nanos();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
@@ -193,7 +279,11 @@ async fn connection(
         }
         let i = n as usize;
         let payload = &payloads[i % payloads.len()];
-        let body = payload.body((i / payloads.len()) as u64);
+        let round = (i / payloads.len()) as u64;
+        let body = match &payload.metrics {
+            Some(slice) => live.body(slice, round, started_unix),
+            None => payload.body(round),
+        };
         let started = Instant::now();
         let outcome = match grpc.as_mut() {
             Some(grpc) => {
@@ -295,6 +385,7 @@ fn payloads(args: &Args) -> Vec<Payload> {
                 trace_ids: trace_id_offsets(&body, &ids),
                 body: body.into(),
                 items,
+                metrics: (signal.kind() == SignalKind::Metrics).then(|| slice.metrics.clone()),
             });
         }
     }
@@ -309,6 +400,7 @@ fn main() -> anyhow::Result<()> {
     let request_bytes = payloads.iter().map(|p| p.body.len()).sum::<usize>() / payloads.len();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let counters = Arc::new(Counters::default());
+    let live = Arc::new(LiveMetrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let progress = ProgressBar::new(args.duration);
     progress.set_style(
@@ -321,6 +413,7 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(connection(
                     args.clone(),
                     payloads.clone(),
+                    live.clone(),
                     counters.clone(),
                     stop.clone(),
                     started,
@@ -436,5 +529,62 @@ mod tests {
             .map(|l| l.trace_id.clone())
             .collect();
         assert!(!log_ids.is_empty() && log_ids.is_subset(&ids));
+    }
+
+    #[test]
+    fn metric_requests_carry_running_totals_at_increasing_times() {
+        let args = Args::parse_from(["sift-loadgen", "--signals", "traces,metrics", "--distinct", "1"]);
+        let payloads = payloads(&args);
+        let (traces, metrics) = (&payloads[0], &payloads[1]);
+        let slice = metrics.metrics.as_ref().expect("metrics are made as they are sent");
+        let live = LiveMetrics::default();
+        let sent: Vec<ExportMetricsServiceRequest> = (0..3)
+            .map(|round| ExportMetricsServiceRequest::decode(live.body(slice, round, 1)).unwrap())
+            .collect();
+        let points = |r: &ExportMetricsServiceRequest| -> Vec<(u64, i64)> {
+            r.resource_metrics[0].scope_metrics[0]
+                .metrics
+                .iter()
+                .flat_map(|m| match &m.data {
+                    Some(metric::Data::Sum(s)) => s
+                        .data_points
+                        .iter()
+                        .map(|p| match p.value {
+                            Some(number_data_point::Value::AsInt(v)) => (p.time_unix_nano, v),
+                            _ => (p.time_unix_nano, -1),
+                        })
+                        .collect(),
+                    Some(metric::Data::Histogram(h)) => h
+                        .data_points
+                        .iter()
+                        .map(|p| (p.time_unix_nano, p.count as i64))
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        };
+        let (first, second, third) = (points(&sent[0]), points(&sent[1]), points(&sent[2]));
+        assert_eq!(first.len(), 10);
+        for ((a, b), c) in first.iter().zip(&second).zip(&third) {
+            assert!(a.0 < b.0 && b.0 < c.0, "times grow: {a:?} {b:?} {c:?}");
+            // Each round adds the slice's own counts again.
+            assert_eq!(b.1 - a.1, a.1);
+            assert_eq!(c.1 - b.1, a.1);
+        }
+        // Exemplars point at the traces of the same round.
+        let round_traces = span_ids(&ExportTraceServiceRequest::decode(traces.body(2)).unwrap());
+        let exemplar_ids: HashSet<Vec<u8>> = sent[2].resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .flat_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .flat_map(|p| p.exemplars.iter().map(|e| e.trace_id.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert!(!exemplar_ids.is_empty() && exemplar_ids.is_subset(&round_traces));
     }
 }

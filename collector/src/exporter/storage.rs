@@ -57,7 +57,7 @@ fn refresh_layout(store: &LocalStore, telemetry: &Telemetry) {
     ] {
         let mut most: BTreeMap<sift_proto::SignalKind, usize> = BTreeMap::new();
         for ((table, _), n) in counts {
-            if *table != Table::Exemplars {
+            if !matches!(table, Table::Exemplars | Table::Rollups) {
                 let entry = most.entry(table.signal()).or_default();
                 *entry = (*entry).max(*n);
             }
@@ -73,12 +73,16 @@ fn refresh_layout(store: &LocalStore, telemetry: &Telemetry) {
 fn refresh_disk(store: &LocalStore, telemetry: &Telemetry) {
     let disk = store.disk_bytes();
     for (&table, &bytes) in &disk {
-        if table == Table::Exemplars {
+        if matches!(table, Table::Exemplars | Table::Rollups) {
             continue;
         }
         let mut bytes = bytes;
         if table == Table::Metrics {
-            bytes += disk.get(&Table::Exemplars).copied().unwrap_or(0);
+            // A metric's storage: its points, their exemplars and its rollups.
+            bytes += [Table::Exemplars, Table::Rollups]
+                .iter()
+                .map(|t| disk.get(t).copied().unwrap_or(0))
+                .sum::<u64>();
         }
         telemetry
             .storage_disk_bytes

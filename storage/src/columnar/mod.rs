@@ -1,4 +1,4 @@
-//! The Arrow schemas of the four tables and the conversions OTLP ⇄ Arrow.
+//! The Arrow schemas of the five tables and the conversions OTLP ⇄ Arrow.
 //!
 //! Every column is named and typed once, in the module of its table (`spans`, `logs`, `metrics`,
 //! `exemplars`); the resource and scope columns every table shares are defined here. Scalars get
@@ -14,6 +14,7 @@
 pub(crate) mod exemplars;
 pub(crate) mod logs;
 pub(crate) mod metrics;
+pub(crate) mod rollups;
 pub(crate) mod spans;
 
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use sift_proto::json::fragment;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use sift_proto::otlp::resource::v1::Resource;
 
-/// The tables of the store: one per signal, plus the exemplars of metric points (by trace id).
+/// The tables of the store: one per signal, plus the exemplars of metric points (by trace id)
+/// and the per-minute rollups of metric series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
@@ -37,11 +39,19 @@ pub enum Table {
     Metrics,
     /// Exemplars that carry a trace id, sorted by trace id.
     Exemplars,
+    /// Metric rollups per series and minute, sorted by (name, labels, minute).
+    Rollups,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 4] = [Table::Spans, Table::Logs, Table::Metrics, Table::Exemplars];
+    pub const ALL: [Table; 5] = [
+        Table::Spans,
+        Table::Logs,
+        Table::Metrics,
+        Table::Exemplars,
+        Table::Rollups,
+    ];
 
     /// The table's directory name under the data directory.
     pub fn as_str(self) -> &'static str {
@@ -50,15 +60,16 @@ impl Table {
             Table::Logs => "logs",
             Table::Metrics => "metrics",
             Table::Exemplars => "exemplars",
+            Table::Rollups => "rollups",
         }
     }
 
-    /// The signal a table's rows count as (exemplars belong to metrics).
+    /// The signal a table's rows count as (exemplars and rollups belong to metrics).
     pub fn signal(self) -> sift_proto::SignalKind {
         match self {
             Table::Spans => sift_proto::SignalKind::Traces,
             Table::Logs => sift_proto::SignalKind::Logs,
-            Table::Metrics | Table::Exemplars => sift_proto::SignalKind::Metrics,
+            Table::Metrics | Table::Exemplars | Table::Rollups => sift_proto::SignalKind::Metrics,
         }
     }
 
@@ -69,6 +80,7 @@ impl Table {
             Table::Logs => logs::schema(),
             Table::Metrics => metrics::schema(),
             Table::Exemplars => exemplars::schema(),
+            Table::Rollups => rollups::schema(),
         }
     }
 }

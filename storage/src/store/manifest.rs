@@ -121,6 +121,10 @@ pub(crate) struct Manifest {
     /// rebuilt from their rows after a restart too.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub stale_indexes: BTreeSet<(Table, u64)>,
+    /// Every metrics part listed has its rows in rollups parts too (stores written before rollups
+    /// existed lack this until their rollups are built, see `LocalStore::build_rollups`).
+    #[serde(default)]
+    pub metric_rollups: bool,
 }
 
 impl Manifest {
@@ -141,6 +145,7 @@ impl Manifest {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
                 version: VERSION,
+                metric_rollups: true,
                 ..Manifest::default()
             }),
             Err(e) => Err(StorageError::io(format!("reading {}", path.display()))(e)),

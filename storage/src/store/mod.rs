@@ -46,6 +46,7 @@ use crate::columnar::logs::{LogBuilder, LogRow};
 use crate::columnar::metrics::{MetricBuilder, MetricRow};
 use crate::columnar::spans::{SpanBuilder, SpanRow};
 use crate::columnar::{self, logs, metrics, spans, Table};
+use crate::rollup::Rollup;
 use crate::{LogSearch, ServiceInfo, StorageError, Store, TimeRange, TraceFilter, TraceHits};
 use sift_wal::WalEntry;
 
@@ -283,7 +284,9 @@ impl LocalStore {
     /// Opens (or creates) a store under `root`, deleting what a crash left unpublished.
     pub fn open(root: &Path, options: StoreOptions) -> Result<LocalStore, StorageError> {
         std::fs::create_dir_all(root).map_err(StorageError::io(format!("creating {}", root.display())))?;
-        let manifest = Manifest::load(root)?;
+        let mut manifest = Manifest::load(root)?;
+        // Without metrics parts there is nothing to roll up: the next manifest says so.
+        manifest.metric_rollups |= !manifest.parts.iter().any(|p| p.table == Table::Metrics);
         let live_ids: BTreeSet<u64> = manifest.parts.iter().map(|p| p.id).collect();
         remove_unpublished(root, &manifest)?;
         let moved = load_all_moves(root)?;
@@ -436,7 +439,7 @@ impl LocalStore {
         match table {
             Table::Logs => Some(&self.logs),
             Table::Spans => Some(&self.spans),
-            Table::Metrics | Table::Exemplars => None,
+            Table::Metrics | Table::Exemplars | Table::Rollups => None,
         }
     }
 

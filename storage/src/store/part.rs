@@ -26,7 +26,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use super::StorageError;
-use crate::columnar::{exemplars, metrics, spans, Table};
+use crate::columnar::{exemplars, metrics, rollups, spans, Table};
 
 /// Rows per row group: small enough that a trace-id lookup decodes little beyond its match.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -36,6 +36,7 @@ pub(crate) fn key_column(table: Table) -> &'static str {
     match table {
         Table::Spans | Table::Logs | Table::Exemplars => "trace_id",
         Table::Metrics => metrics::NAME,
+        Table::Rollups => rollups::NAME,
     }
 }
 
@@ -46,6 +47,7 @@ fn part_order(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<(usize
         Table::Spans => &[spans::TRACE_ID, spans::START],
         Table::Exemplars => &[exemplars::TRACE_ID, exemplars::TIME],
         Table::Metrics => &[metrics::NAME, metrics::SERIES_ID, metrics::TIME],
+        Table::Rollups => &[rollups::NAME, rollups::LABELS, rollups::TIME],
         Table::Logs => return Ok(None),
     };
     let mut rows = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
@@ -91,7 +93,7 @@ fn distinct_columns(table: Table) -> &'static [(&'static str, Encoding)] {
             (logs::TIME, Encoding::BYTE_STREAM_SPLIT),
             (logs::BODY, Encoding::PLAIN),
         ],
-        Table::Metrics | Table::Exemplars => &[],
+        Table::Metrics | Table::Exemplars | Table::Rollups => &[],
     }
 }
 
@@ -103,7 +105,7 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
         .set_column_bloom_filter_enabled(key.clone(), true)
         .set_column_bloom_filter_fpp(key.clone(), 0.01)
         .set_column_bloom_filter_max_ndv(key.clone(), rows.clamp(1, ROW_GROUP_ROWS) as u64);
-    if table != Table::Metrics {
+    if !matches!(table, Table::Metrics | Table::Rollups) {
         props = props.set_column_dictionary_enabled(key, false);
     }
     if table == Table::Logs {

@@ -272,6 +272,72 @@ impl Store for LocalStore {
         Ok(out)
     }
 
+    fn for_each_metric_rollup(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+        visit: &mut dyn FnMut(crate::rollup::Labels, u64, Rollup),
+    ) -> Result<Option<bool>, StorageError> {
+        let snapshot = self.snapshot();
+        if !snapshot.manifest.metric_rollups {
+            return Ok(None);
+        }
+        let mut seen = 0usize;
+        let key = name.as_bytes();
+        let column = part::key_column(Table::Rollups);
+        for part in snapshot.parts(Table::Rollups, range) {
+            let Some(batches) = self.read_part(part, |reader| reader.rows_equal_iter(column, key))? else {
+                continue;
+            };
+            for batch in batches {
+                let rows = batch
+                    .map_err(StorageError::from)
+                    .and_then(|b| columnar::rollups::rows(&b).map_err(|e| StorageError::Corrupt(e.to_string())));
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        self.part_failed(part, e)?;
+                        break;
+                    }
+                };
+                for (labels, minute, rollup) in rows {
+                    if !range.contains(minute) {
+                        continue;
+                    }
+                    seen += 1;
+                    if seen > budget {
+                        return Ok(Some(true));
+                    }
+                    visit(labels, minute, rollup);
+                }
+            }
+        }
+        // Points not flushed yet: rolled up here, from those in range only.
+        let mut points = Vec::new();
+        for head in snapshot.heads(Table::Metrics, range) {
+            for batch in &head.batches {
+                let index = batch.schema().index_of(metrics::NAME)?;
+                let named = equal_mask(batch.column(index), key)?;
+                let times: &UInt64Array = columnar::column(batch, metrics::TIME)?;
+                let mask = (0..times.len())
+                    .map(|i| Some(named.value(i) && range.contains(times.value(i))))
+                    .collect::<arrow_array::BooleanArray>();
+                if mask.true_count() > 0 {
+                    points.extend(metrics::rows(&filter_record_batch(batch, &mask)?)?);
+                }
+            }
+        }
+        for ((_, labels, minute), rollup) in crate::rollup::of_points(points) {
+            seen += 1;
+            if seen > budget {
+                return Ok(Some(true));
+            }
+            visit(labels, minute, rollup);
+        }
+        Ok(Some(false))
+    }
+
     fn for_each_metric_point(
         &self,
         name: &str,

@@ -157,7 +157,8 @@ impl LocalStore {
         fulltext::merge(&[&self.logs, &self.spans]);
         let quarantined = self.quarantine_damaged();
         let rebuilt = self.rebuild_stale_indexes();
-        quarantined.and(rebuilt)?;
+        let rolled_up = self.build_rollups();
+        quarantined.and(rebuilt).and(rolled_up)?;
         // A manifest that still names rebuilt indexes stale would have a restart rebuild them again.
         let manifest = self.state().manifest.clone();
         if manifest
@@ -238,7 +239,7 @@ impl LocalStore {
                 }
                 self.spans.trace_documents_of(&mut texts, recent)
             }
-            Table::Metrics | Table::Exemplars => Vec::new(),
+            Table::Metrics | Table::Exemplars | Table::Rollups => Vec::new(),
         })
     }
 
@@ -308,6 +309,13 @@ impl LocalStore {
             let meta = self.write_part(head.table, head.hour, head.id, &head.batches, head)?;
             dirs.insert(partition_dir(&self.root, head.table, head.hour));
             manifest.parts.push(meta);
+            if head.table == Table::Metrics && manifest.metric_rollups {
+                if let Some(meta) = self.write_rollups(head.hour, &head.batches)? {
+                    dirs.insert(partition_dir(&self.root, Table::Rollups, head.hour));
+                    manifest.next_part_id = manifest.next_part_id.max(meta.id + 1);
+                    manifest.parts.push(meta);
+                }
+            }
         }
         for dir in &dirs {
             sync_dir(dir)?;
@@ -317,9 +325,57 @@ impl LocalStore {
         self.spans.commit();
         fulltext::merge(&[&self.logs, &self.spans]);
         manifest.wal_position = position;
-        manifest.next_part_id = next_part_id;
+        manifest.next_part_id = manifest.next_part_id.max(next_part_id);
         self.store_manifest(&mut manifest)?;
         Ok(manifest)
+    }
+
+    /// Writes the rollups of metric points (`batches`, of partition `hour`) as a part of the
+    /// rollups table, under a new part id; `None` if the points make none.
+    fn write_rollups(&self, hour: u64, batches: &[RecordBatch]) -> Result<Option<PartMeta>, StorageError> {
+        let rollups = crate::rollup::of_points(decode_all(batches, metrics::rows)?);
+        let (Some(first), Some(last)) = (rollups.keys().map(|k| k.2).min(), rollups.keys().map(|k| k.2).max()) else {
+            return Ok(None);
+        };
+        let batch = columnar::rollups::batch(&rollups)?;
+        let id = {
+            let mut state = self.state();
+            state.next_part_id += 1;
+            state.next_part_id - 1
+        };
+        let mut stats = HeadPartition::new(Table::Rollups, hour, id);
+        (stats.min_time, stats.max_time) = (first, last);
+        self.write_part(Table::Rollups, hour, id, &[batch], &stats).map(Some)
+    }
+
+    /// Builds the rollups of every metrics part of a store written before rollups existed, and
+    /// publishes them (until then metric queries read points). Under the writer lock: no flush
+    /// runs meanwhile, and the flushes after it write rollups of their own.
+    pub(super) fn build_rollups(&self) -> Result<(), StorageError> {
+        let snapshot = self.snapshot();
+        if snapshot.manifest.metric_rollups {
+            return Ok(());
+        }
+        let mut written = Vec::new();
+        for part in snapshot.parts(Table::Metrics, &TimeRange::ALL) {
+            let Some(batches) = self.read_whole_part(part)? else {
+                continue;
+            };
+            written.extend(self.write_rollups(part.hour, &batches)?);
+        }
+        for hour in written.iter().map(|p| p.hour).collect::<BTreeSet<_>>() {
+            sync_dir(&partition_dir(&self.root, Table::Rollups, hour))?;
+        }
+        let mut next = Manifest::clone(&self.state().manifest);
+        for meta in written {
+            next.next_part_id = next.next_part_id.max(meta.id + 1);
+            next.parts.push(meta);
+        }
+        next.metric_rollups = true;
+        self.store_manifest(&mut next)?;
+        tracing::info!("metric rollups built for the metrics parts written before them");
+        self.state().manifest = Arc::new(next);
+        Ok(())
     }
 
     pub(super) fn write_part(

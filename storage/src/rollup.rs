@@ -1,0 +1,701 @@
+//! Metric rollups: what the points of one series (a metric's points with the same labels: point
+//! attributes and service) contribute to a span of time, kept so that every aggregation of the
+//! query API comes out of it as out of the points themselves.
+//!
+//! One type, [`Rollup`], serves both ends. The store writes one per series and minute with each
+//! metrics part (the `rollups` table, [`crate::Table::Rollups`]); a query adds the rollups of a
+//! step's minutes into one per series and step, or, where rollups cannot answer exactly, the raw
+//! points ([`Series`] does both). Sums, counts, extremes, histogram bucket counts and summary
+//! quantiles add up in any order. What depends on the order of the points — `rate` over
+//! cumulative values, and quantiles of histograms (the last histogram of the step, less the one
+//! before it) — is kept as *runs*: for the points of a rollup in time order, the first and last
+//! value and the increase between them (resets counted as in Prometheus). Runs join exactly when
+//! their times do not overlap; when they do (points of one series written out of order, or two
+//! points of a series at one time), [`Rollup::reduce`] says [`Inexact`] and the query reads the
+//! points. Quantiles of plain values (gauges, sums) need every value: rollups say `Inexact` for
+//! them too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sift_proto::otlp::common::v1::KeyValue;
+use sift_proto::otlp::metrics::v1::{metric::Data, number_data_point};
+
+use crate::{point_time, MetricRow};
+
+/// A series' labels: its point attributes (as text) and `service.name`.
+pub type Labels = BTreeMap<String, String>;
+
+/// The span of one stored rollup.
+pub const MINUTE: u64 = 60_000_000_000;
+
+/// The aggregations of SPEC §4.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Agg {
+    /// Sum of values (histograms: of their sums).
+    Sum,
+    /// Mean value (histograms: sum / count).
+    Avg,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Per-second increase of a counter (or histogram count).
+    Rate,
+    /// A quantile (from histogram buckets; of raw values for gauges and sums).
+    Quantile(f64),
+}
+
+impl Agg {
+    /// The aggregation named `text` (`sum`, `avg`, `min`, `max`, `rate`, `p50`, `p90`, `p95`,
+    /// `p99`).
+    pub fn parse(text: &str) -> Option<Agg> {
+        Some(match text {
+            "sum" => Agg::Sum,
+            "avg" => Agg::Avg,
+            "min" => Agg::Min,
+            "max" => Agg::Max,
+            "rate" => Agg::Rate,
+            "p50" => Agg::Quantile(0.50),
+            "p90" => Agg::Quantile(0.90),
+            "p95" => Agg::Quantile(0.95),
+            "p99" => Agg::Quantile(0.99),
+            _ => return None,
+        })
+    }
+}
+
+/// What one stored point contributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    time: u64,
+    /// Gauge or sum value.
+    value: Option<f64>,
+    /// Cumulative temporality (values are running totals).
+    cumulative: bool,
+    /// The point is a gauge's (`rate` refuses gauges).
+    gauge: bool,
+    /// Histogram: upper bounds (last is +Inf; shared by the samples of a series), counts.
+    buckets: Option<(Arc<[f64]>, Vec<u64>)>,
+    count: u64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    /// Summary quantiles.
+    quantiles: Vec<(f64, f64)>,
+}
+
+impl Sample {
+    /// A sample at `time` that contributes nothing yet.
+    fn at(time: u64) -> Sample {
+        Sample {
+            time,
+            value: None,
+            cumulative: false,
+            gauge: false,
+            buckets: None,
+            count: 0,
+            sum: 0.0,
+            min: None,
+            max: None,
+            quantiles: Vec::new(),
+        }
+    }
+
+    /// The sample of a stored point (`None` for a metric without a point).
+    pub fn of(row: &MetricRow) -> Option<Sample> {
+        let mut s = Sample::at(point_time(row));
+        let number = |v: &Option<number_data_point::Value>| match v {
+            Some(number_data_point::Value::AsDouble(d)) => Some(*d),
+            Some(number_data_point::Value::AsInt(i)) => Some(*i as f64),
+            None => None,
+        };
+        match row.metric.data.as_ref()? {
+            Data::Gauge(g) => {
+                s.value = number(&g.data_points.first()?.value);
+                s.gauge = true;
+            }
+            Data::Sum(sum) => {
+                s.value = number(&sum.data_points.first()?.value);
+                s.cumulative = sum.aggregation_temporality == 2;
+            }
+            Data::Histogram(h) => {
+                let p = h.data_points.first()?;
+                s.cumulative = h.aggregation_temporality == 2;
+                let mut bounds = p.explicit_bounds.clone();
+                bounds.push(f64::INFINITY);
+                s.buckets = Some((bounds.into(), p.bucket_counts.clone()));
+                (s.count, s.sum, s.min, s.max) = (p.count, p.sum.unwrap_or(0.0), p.min, p.max);
+            }
+            Data::ExponentialHistogram(h) => {
+                let p = h.data_points.first()?;
+                s.cumulative = h.aggregation_temporality == 2;
+                let base = 2f64.powf(2f64.powi(-p.scale));
+                let mut bounds = vec![0.0];
+                let mut counts = vec![p.zero_count];
+                if let Some(positive) = &p.positive {
+                    for (i, c) in positive.bucket_counts.iter().enumerate() {
+                        bounds.push(base.powi(positive.offset + i as i32 + 1));
+                        counts.push(*c);
+                    }
+                }
+                bounds.push(f64::INFINITY);
+                counts.push(0);
+                s.buckets = Some((bounds.into(), counts));
+                (s.count, s.sum, s.min, s.max) = (p.count, p.sum.unwrap_or(0.0), p.min, p.max);
+            }
+            Data::Summary(sm) => {
+                let p = sm.data_points.first()?;
+                s.cumulative = true;
+                (s.count, s.sum) = (p.count, p.sum);
+                s.quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
+            }
+        }
+        Some(s)
+    }
+
+    /// What `rate` counts of it: the value, or a histogram's count.
+    fn counted(&self) -> f64 {
+        self.value.unwrap_or(self.count as f64)
+    }
+}
+
+/// The labels of a point: its attributes (as text) and its service.
+pub fn labels(row: &MetricRow) -> Labels {
+    let mut labels: BTreeMap<String, String> = crate::json_object(point_attributes(row))
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .collect();
+    let service = row.origin.service_name();
+    if !service.is_empty() {
+        labels.insert("service.name".into(), service.to_owned());
+    }
+    labels
+}
+
+/// The attributes of a stored point.
+pub fn point_attributes(row: &MetricRow) -> &[KeyValue] {
+    match row.metric.data.as_ref() {
+        Some(Data::Gauge(g)) => g.data_points.first().map_or(&[], |p| &p.attributes),
+        Some(Data::Sum(s)) => s.data_points.first().map_or(&[], |p| &p.attributes),
+        Some(Data::Histogram(h)) => h.data_points.first().map_or(&[], |p| &p.attributes),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.first().map_or(&[], |p| &p.attributes),
+        Some(Data::Summary(s)) => s.data_points.first().map_or(&[], |p| &p.attributes),
+        None => &[],
+    }
+}
+
+/// The quantile `q` of bucketed counts (Prometheus `histogram_quantile`: linear within a bucket).
+pub(crate) fn bucket_quantile(
+    q: f64,
+    bounds: &[f64],
+    counts: &[u64],
+    min: Option<f64>,
+    max: Option<f64>,
+) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut seen = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        if (seen + c) as f64 >= rank {
+            let lower = if i == 0 {
+                min.unwrap_or(0.0).min(bounds[0])
+            } else {
+                bounds[i - 1]
+            };
+            let upper = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            if upper.is_infinite() {
+                return Some(max.unwrap_or(lower));
+            }
+            let within = (rank - seen as f64) / c as f64;
+            return Some(lower + (upper - lower) * within);
+        }
+        seen += c;
+    }
+    max
+}
+
+/// The increase from a running total `previous` to `next` (a drop is a reset: all of `next`).
+fn increase(previous: f64, next: f64) -> f64 {
+    if next >= previous {
+        next - previous
+    } else {
+        next
+    }
+}
+
+/// Points of one series in time order, as `rate` reads them: the first and last value or count,
+/// the increase between them (as running totals), and their sum (as deltas).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Run {
+    first_time: u64,
+    last_time: u64,
+    first: f64,
+    last: f64,
+    increase: f64,
+    total: f64,
+}
+
+impl Run {
+    fn of(s: &Sample) -> Run {
+        let v = s.counted();
+        Run {
+            first_time: s.time,
+            last_time: s.time,
+            first: v,
+            last: v,
+            increase: 0.0,
+            total: v,
+        }
+    }
+}
+
+/// The rollup could not answer exactly: ask the points (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inexact;
+
+/// What a series' points over a span of time add up to (see the module docs).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Rollup {
+    /// The earliest sample's time and temporality (`rate` reads it).
+    first: Option<(u64, bool)>,
+    /// The latest sample (the next step's `before`).
+    last: Option<Sample>,
+    /// The latest sample with histogram buckets.
+    last_histogram: Option<Sample>,
+    /// Some sample has histogram buckets or summary quantiles.
+    histogram: bool,
+    /// Some sample is a gauge's.
+    gauge: bool,
+    /// Gauge and sum values: how many, their sum, min and max.
+    values: u64,
+    values_sum: f64,
+    values_min: Option<f64>,
+    values_max: Option<f64>,
+    /// Every value, for quantiles of plain values (only while a query adds points).
+    #[serde(skip)]
+    raw_values: Vec<f64>,
+    /// Histogram sums and counts, and the extremes they report.
+    sum: f64,
+    count: u64,
+    min: Option<f64>,
+    max: Option<f64>,
+    /// The samples as runs (one per sample while a query adds points; one per stored rollup).
+    runs: Vec<Run>,
+    /// Bucket counts summed per distinct bounds (delta histograms' quantiles).
+    counts: Vec<(Arc<[f64]>, Vec<u64>)>,
+    /// Some sample has summary quantiles; per quantile, the sum and number of their values.
+    summary: bool,
+    quantiles: Vec<(f64, f64, u64)>,
+    /// Made of stored rollups: the order of samples is known only as far as runs' times tell.
+    collapsed: bool,
+    /// Two samples of a stored rollup had one time (their order is unknown).
+    ties: bool,
+}
+
+fn min_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `candidate` replaces `kept` if it is at least as late (ties go to the later one, as a stable
+/// sort would).
+fn later(kept: &mut Option<Sample>, candidate: Option<Sample>) {
+    if let Some(c) = candidate {
+        if kept.as_ref().is_none_or(|k| c.time >= k.time) {
+            *kept = Some(c);
+        }
+    }
+}
+
+const QUANTILE_EPSILON: f64 = 1e-9;
+
+impl Rollup {
+    /// Takes a sample (in any order). `agg`: what the query needs (`None`: everything a stored
+    /// rollup keeps — all but the raw values).
+    pub fn add(&mut self, s: Sample, agg: Option<Agg>) {
+        let rate = agg.is_none_or(|a| a == Agg::Rate);
+        let quantile = agg.is_none_or(|a| matches!(a, Agg::Quantile(_)));
+        if self.first.is_none_or(|(time, _)| s.time < time) {
+            self.first = Some((s.time, s.cumulative));
+        }
+        self.histogram |= s.buckets.is_some() || !s.quantiles.is_empty();
+        self.gauge |= s.gauge;
+        if let Some(v) = s.value {
+            self.values += 1;
+            self.values_sum += v;
+            self.values_min = min_of(self.values_min, Some(v));
+            self.values_max = max_of(self.values_max, Some(v));
+            if matches!(agg, Some(Agg::Quantile(_))) {
+                self.raw_values.push(v);
+            }
+        }
+        self.sum += s.sum;
+        self.count += s.count;
+        self.min = min_of(self.min, s.min);
+        self.max = max_of(self.max, s.max);
+        if rate {
+            self.runs.push(Run::of(&s));
+        }
+        if quantile {
+            if !s.quantiles.is_empty() {
+                self.summary = true;
+                for (i, &(q, v)) in s.quantiles.iter().enumerate() {
+                    // A sample's first value of a quantile counts, as a lookup would find it.
+                    if s.quantiles[..i].iter().any(|(qq, _)| (qq - q).abs() < QUANTILE_EPSILON) {
+                        continue;
+                    }
+                    self.add_quantile(q, v, 1);
+                }
+            }
+            if let Some((bounds, counts)) = &s.buckets {
+                if counts.len() == bounds.len() {
+                    self.add_counts(bounds, counts);
+                }
+                if self.last_histogram.as_ref().is_none_or(|l| s.time >= l.time) {
+                    self.last_histogram = Some(s.clone());
+                }
+            }
+        }
+        later(&mut self.last, Some(s));
+    }
+
+    fn add_quantile(&mut self, q: f64, sum: f64, n: u64) {
+        match self
+            .quantiles
+            .iter_mut()
+            .find(|(qq, _, _)| (qq - q).abs() < QUANTILE_EPSILON)
+        {
+            Some((_, s, k)) => {
+                *s += sum;
+                *k += n;
+            }
+            None => self.quantiles.push((q, sum, n)),
+        }
+    }
+
+    fn add_counts(&mut self, bounds: &Arc<[f64]>, counts: &[u64]) {
+        match self.counts.iter_mut().find(|(b, _)| b == bounds) {
+            Some((_, sum)) => sum.iter_mut().zip(counts).for_each(|(a, b)| *a += b),
+            None => self.counts.push((bounds.clone(), counts.to_vec())),
+        }
+    }
+
+    /// Adds another rollup of the same series (a stored one, or one a query built).
+    pub fn merge(&mut self, other: Rollup) {
+        if let Some((time, cumulative)) = other.first {
+            if self.first.is_none_or(|(mine, _)| time < mine) {
+                self.first = Some((time, cumulative));
+            }
+        }
+        self.histogram |= other.histogram;
+        self.gauge |= other.gauge;
+        self.values += other.values;
+        self.values_sum += other.values_sum;
+        self.values_min = min_of(self.values_min, other.values_min);
+        self.values_max = max_of(self.values_max, other.values_max);
+        self.raw_values.extend(other.raw_values);
+        self.sum += other.sum;
+        self.count += other.count;
+        self.min = min_of(self.min, other.min);
+        self.max = max_of(self.max, other.max);
+        self.runs.extend(other.runs);
+        for (bounds, counts) in &other.counts {
+            self.add_counts(bounds, counts);
+        }
+        self.summary |= other.summary;
+        for (q, sum, n) in other.quantiles {
+            self.add_quantile(q, sum, n);
+        }
+        later(&mut self.last_histogram, other.last_histogram);
+        later(&mut self.last, other.last);
+        self.collapsed |= other.collapsed;
+        self.ties |= other.ties;
+    }
+
+    /// Joins the runs into one, as a stored rollup keeps them (in time order; samples at one
+    /// time keep the order they were added in, but mark the rollup as having ties).
+    fn collapse(&mut self) {
+        self.runs.sort_by_key(|r| r.first_time);
+        let mut runs = std::mem::take(&mut self.runs).into_iter();
+        if let Some(mut joined) = runs.next() {
+            for r in runs {
+                self.ties |= r.first_time <= joined.last_time;
+                joined.increase += increase(joined.last, r.first) + r.increase;
+                joined.total += r.total;
+                joined.last = r.last;
+                joined.last_time = joined.last_time.max(r.last_time);
+            }
+            self.runs.push(joined);
+        }
+        self.collapsed = true;
+    }
+
+    /// The time of the latest sample added.
+    pub fn last_time(&self) -> Option<u64> {
+        self.last.as_ref().map(|s| s.time)
+    }
+
+    /// Some sample is a gauge's.
+    pub fn has_gauge(&self) -> bool {
+        self.gauge
+    }
+
+    /// Whether `agg` depends on the order of the samples, and stored rollups cannot tell it.
+    fn order_unknown(&mut self, agg: Agg) -> bool {
+        let ordered = match agg {
+            Agg::Rate => true,
+            Agg::Quantile(_) => self.histogram && !self.summary,
+            _ => false,
+        };
+        if !ordered || !self.collapsed {
+            return false;
+        }
+        self.runs.sort_by_key(|r| r.first_time);
+        self.ties || self.runs.windows(2).any(|w| w[1].first_time <= w[0].last_time)
+    }
+
+    /// The value of `agg` over what was added; `before` is the series' last sample before it
+    /// (the previous step's [`Self::last`]); `step_seconds` divides `rate`'s increase.
+    pub fn reduce(mut self, agg: Agg, before: Option<&Sample>, step_seconds: f64) -> Result<Option<f64>, Inexact> {
+        if self.order_unknown(agg) {
+            return Err(Inexact);
+        }
+        let histogram = self.histogram;
+        let values = (self.values > 0).then_some(());
+        Ok(match agg {
+            Agg::Sum if histogram => Some(self.sum),
+            Agg::Sum => values.map(|()| self.values_sum),
+            Agg::Avg if histogram => (self.count > 0).then(|| self.sum / self.count as f64),
+            Agg::Avg => values.map(|()| self.values_sum / self.values as f64),
+            Agg::Min if histogram => self.min,
+            Agg::Min => self.values_min,
+            Agg::Max if histogram => self.max,
+            Agg::Max => self.values_max,
+            Agg::Rate => {
+                // Stable: samples at one time keep the order they came in.
+                self.runs.sort_by_key(|r| r.first_time);
+                let total = if self.first.is_some_and(|(_, cumulative)| cumulative) {
+                    let mut previous = before.map(Sample::counted);
+                    let mut total = 0.0;
+                    for r in &self.runs {
+                        if let Some(p) = previous {
+                            total += increase(p, r.first);
+                        }
+                        total += r.increase;
+                        previous = Some(r.last);
+                    }
+                    total
+                } else {
+                    self.runs.iter().map(|r| r.total).sum()
+                };
+                Some(total / step_seconds)
+            }
+            Agg::Quantile(q) if histogram && self.summary => self
+                .quantiles
+                .iter()
+                .find(|(qq, _, _)| (qq - q).abs() < QUANTILE_EPSILON)
+                .filter(|(_, _, n)| *n > 0)
+                .map(|(_, sum, n)| sum / *n as f64),
+            Agg::Quantile(q) if histogram => {
+                let Some(last) = self.last_histogram else {
+                    return Ok(None);
+                };
+                let Some((bounds, now)) = last.buckets.as_ref() else {
+                    return Ok(None);
+                };
+                let width = bounds.len();
+                let mut counts = vec![0u64; width];
+                if last.cumulative {
+                    // Observations in the step: the last running total minus the one before.
+                    let base = before
+                        .and_then(|b| b.buckets.as_ref())
+                        .filter(|(b, c)| b == bounds && c.len() == width)
+                        .map(|(_, c)| c);
+                    for (i, c) in now.iter().enumerate().take(width) {
+                        let prev = base.map_or(0, |b| b[i]);
+                        counts[i] = if *c >= prev { c - prev } else { *c };
+                    }
+                    if counts.iter().all(|c| *c == 0) {
+                        counts.clone_from(now);
+                    }
+                } else if let Some((_, sum)) = self.counts.iter().find(|(b, _)| b == bounds) {
+                    counts.clone_from(sum);
+                }
+                // Interpolation can overshoot the observed extremes; they bound the answer.
+                bucket_quantile(q, bounds, &counts, self.min, self.max)
+                    .map(|v| v.clamp(self.min.unwrap_or(f64::MIN), self.max.unwrap_or(f64::MAX)))
+            }
+            Agg::Quantile(q) => {
+                if self.raw_values.len() as u64 != self.values {
+                    return Err(Inexact);
+                }
+                let mut sorted = self.raw_values;
+                sorted.sort_by(f64::total_cmp);
+                (!sorted.is_empty()).then(|| {
+                    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+                    sorted[rank - 1]
+                })
+            }
+        })
+    }
+
+    /// The rollup as stored (CBOR).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail, and every field serializes.
+        let _ = ciborium::into_writer(self, &mut out);
+        out
+    }
+
+    /// A stored rollup.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Rollup, String> {
+        let mut rollup: Rollup = ciborium::from_reader(bytes).map_err(|e| format!("rollup: {e}"))?;
+        rollup.collapsed = true;
+        Ok(rollup)
+    }
+}
+
+/// One series' rollups, by step number.
+pub type Steps = BTreeMap<u64, Rollup>;
+
+/// The series of one metric over `[start, end)` in steps of `step` from `start`: points or
+/// stored rollups go straight into their series' step, so a query holds rollups, not points.
+pub struct Series<'m> {
+    matchers: &'m [(String, String)],
+    start: u64,
+    end: u64,
+    step: u64,
+    agg: Option<Agg>,
+    by_series: BTreeMap<Labels, Steps>,
+    /// The last point's attributes and service, and the labels made of them (a series' points
+    /// come one after another).
+    last: Option<(Vec<KeyValue>, String, Labels)>,
+    /// A stored rollup reached past `end`.
+    past_end: bool,
+}
+
+impl<'m> Series<'m> {
+    /// Series of the points whose labels match every `matchers` pair; `agg`: see [`Rollup::add`].
+    pub fn new(matchers: &'m [(String, String)], start: u64, end: u64, step: u64, agg: Option<Agg>) -> Series<'m> {
+        Series {
+            matchers,
+            start,
+            end,
+            step: step.max(1),
+            agg,
+            by_series: BTreeMap::new(),
+            last: None,
+            past_end: false,
+        }
+    }
+
+    /// Adds a point (of the metric the series are for).
+    pub fn add(&mut self, row: &MetricRow) {
+        let (attributes, service) = (point_attributes(row), row.origin.service_name());
+        let repeated = self
+            .last
+            .as_ref()
+            .is_some_and(|(a, s, _)| a == attributes && s == service);
+        if !repeated {
+            self.last = Some((attributes.to_vec(), service.to_owned(), labels(row)));
+        }
+        let Some((_, _, labels)) = self.last.as_ref() else {
+            return;
+        };
+        if !self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return;
+        }
+        let Some(sample) = Sample::of(row) else { return };
+        if sample.time < self.start || sample.time >= self.end {
+            return;
+        }
+        let step = (sample.time - self.start) / self.step;
+        let series = match self.by_series.get_mut(labels) {
+            Some(series) => series,
+            None => self.by_series.entry(labels.clone()).or_default(),
+        };
+        series.entry(step).or_default().add(sample, self.agg);
+    }
+
+    /// Adds a stored rollup of `labels` for the minute from `minute` (a multiple of a minute at
+    /// or after `start`; the step must be a multiple of a minute).
+    pub fn add_rollup(&mut self, labels: Labels, minute: u64, rollup: Rollup) {
+        if minute < self.start || minute >= self.end {
+            return;
+        }
+        if !self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return;
+        }
+        if rollup.last_time().is_some_and(|t| t >= self.end) {
+            self.past_end = true;
+        }
+        let step = (minute - self.start) / self.step;
+        self.by_series
+            .entry(labels)
+            .or_default()
+            .entry(step)
+            .or_default()
+            .merge(rollup);
+    }
+
+    /// The series, by labels ([`Inexact`] if a stored rollup held points past `end`).
+    pub fn finish(self) -> Result<BTreeMap<Labels, Steps>, Inexact> {
+        if self.past_end {
+            return Err(Inexact);
+        }
+        Ok(self.by_series)
+    }
+}
+
+/// One series' steps reduced by `agg` (each step's `before` is the previous step's last sample):
+/// (step number, value) for each step with a finite value; `step` in nanoseconds.
+pub fn reduce_steps(steps: Steps, agg: Agg, step: u64) -> Result<Vec<(u64, f64)>, Inexact> {
+    let mut out = Vec::new();
+    let mut before: Option<Sample> = None;
+    for (n, rollup) in steps {
+        let last = rollup.last.clone();
+        if let Some(v) = rollup.reduce(agg, before.as_ref(), step as f64 / 1e9)? {
+            if v.is_finite() {
+                out.push((n, v));
+            }
+        }
+        before = last;
+    }
+    Ok(out)
+}
+
+/// The rollups of stored points by (name, labels, minute), each as a stored rollup keeps it.
+pub(crate) fn of_points(rows: impl IntoIterator<Item = MetricRow>) -> BTreeMap<(String, Labels, u64), Rollup> {
+    let mut out: BTreeMap<(String, Labels, u64), Rollup> = BTreeMap::new();
+    for row in rows {
+        let Some(sample) = Sample::of(&row) else { continue };
+        let minute = sample.time / MINUTE * MINUTE;
+        out.entry((row.metric.name.clone(), labels(&row), minute))
+            .or_default()
+            .add(sample, None);
+    }
+    for rollup in out.values_mut() {
+        rollup.collapse();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
