@@ -372,7 +372,7 @@ async fn metric_series(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
             step / 1_000_000_000
         )));
     }
-    let query = metrics::Query {
+    let query = sift_storage::rollup::MetricQuery {
         name,
         matchers,
         start,
@@ -381,8 +381,7 @@ async fn metric_series(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
         agg: metrics::parse_agg(params.one("agg")?.unwrap_or("avg"))?,
     };
     let store = store(&api)?;
-    let answer = run(&api, store, move |s| query.run(s)).await?;
-    let (series, partial) = (answer.series, answer.partial);
+    let (series, partial) = run(&api, store, move |s| metrics::series(s, &query)).await?;
     let mut body = Map::new();
     body.insert("series".into(), Value::Array(series));
     mark_partial(&mut body, partial);

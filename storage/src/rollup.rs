@@ -15,14 +15,14 @@
 //! points. Quantiles of plain values (gauges, sums) need every value: rollups say `Inexact` for
 //! them too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sift_proto::otlp::common::v1::KeyValue;
 use sift_proto::otlp::metrics::v1::{metric::Data, number_data_point};
 
-use crate::{point_time, MetricRow};
+use crate::{point_time, MetricRow, StorageError, Store, TimeRange};
 
 /// A series' labels: its point attributes (as text) and `service.name`.
 pub type Labels = BTreeMap<String, String>;
@@ -457,6 +457,13 @@ impl Rollup {
         self.gauge
     }
 
+    /// Whether [`Self::reduce`] would say [`Inexact`] for `agg`.
+    fn cannot_answer(&mut self, agg: Agg) -> bool {
+        let plain_quantile =
+            matches!(agg, Agg::Quantile(_)) && !self.histogram && self.raw_values.len() as u64 != self.values;
+        plain_quantile || self.order_unknown(agg)
+    }
+
     /// Whether `agg` depends on the order of the samples, and stored rollups cannot tell it.
     fn order_unknown(&mut self, agg: Agg) -> bool {
         let ordered = match agg {
@@ -587,8 +594,8 @@ pub struct Series<'m> {
     /// The last point's attributes and service, and the labels made of them (a series' points
     /// come one after another).
     last: Option<(Vec<KeyValue>, String, Labels)>,
-    /// A stored rollup reached past `end`.
-    past_end: bool,
+    /// Steps where a stored rollup reached past `end`.
+    past_end: BTreeSet<u64>,
 }
 
 impl<'m> Series<'m> {
@@ -602,7 +609,7 @@ impl<'m> Series<'m> {
             agg,
             by_series: BTreeMap::new(),
             last: None,
-            past_end: false,
+            past_end: BTreeSet::new(),
         }
     }
 
@@ -643,10 +650,10 @@ impl<'m> Series<'m> {
         if !self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return;
         }
-        if rollup.last_time().is_some_and(|t| t >= self.end) {
-            self.past_end = true;
-        }
         let step = (minute - self.start) / self.step;
+        if rollup.last_time().is_some_and(|t| t >= self.end) {
+            self.past_end.insert(step);
+        }
         self.by_series
             .entry(labels)
             .or_default()
@@ -655,12 +662,150 @@ impl<'m> Series<'m> {
             .merge(rollup);
     }
 
+    /// The steps whose stored rollups cannot answer exactly: a rollup reached past `end`, or
+    /// one of a series' says [`Inexact`] for the aggregation.
+    fn inexact_steps(&mut self) -> BTreeSet<u64> {
+        let mut out = self.past_end.clone();
+        let Some(agg) = self.agg else { return out };
+        for steps in self.by_series.values_mut() {
+            for (n, rollup) in steps.iter_mut() {
+                if rollup.cannot_answer(agg) {
+                    out.insert(*n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces steps `first..=last` of every series by those of `points` (series of the points
+    /// of those steps' time).
+    fn replace_steps(&mut self, first: u64, last: u64, points: Series) {
+        for steps in self.by_series.values_mut() {
+            steps.retain(|n, _| !(first..=last).contains(n));
+        }
+        for (labels, steps) in points.by_series {
+            let to = self.by_series.entry(labels).or_default();
+            to.extend(steps.into_iter().filter(|(n, _)| (first..=last).contains(n)));
+        }
+        self.past_end.retain(|n| !(first..=last).contains(n));
+    }
+
     /// The series, by labels ([`Inexact`] if a stored rollup held points past `end`).
     pub fn finish(self) -> Result<BTreeMap<Labels, Steps>, Inexact> {
-        if self.past_end {
+        if !self.past_end.is_empty() {
             return Err(Inexact);
         }
         Ok(self.by_series)
+    }
+}
+
+/// A metric query: one metric's series whose labels hold every `matchers` pair, over
+/// `[start, end)` in steps of `step` (nanoseconds) from `start`, each step reduced by `agg`.
+#[derive(Debug, Clone)]
+pub struct MetricQuery {
+    /// The metric's name.
+    pub name: String,
+    /// `(key, value)` pairs a series' labels must hold.
+    pub matchers: Vec<(String, String)>,
+    /// Nanoseconds.
+    pub start: u64,
+    /// Nanoseconds.
+    pub end: u64,
+    /// Nanoseconds.
+    pub step: u64,
+    /// The reduction.
+    pub agg: Agg,
+}
+
+/// What [`MetricQuery::run`] found.
+#[derive(Debug, Clone, Default)]
+pub struct MetricSeries {
+    /// Per series, (step number, value) for each step with a finite value.
+    pub series: BTreeMap<Labels, Vec<(u64, f64)>>,
+    /// The budget cut a read short.
+    pub cut: bool,
+    /// Stored rollups answered (else every step came from points).
+    pub from_rollups: bool,
+    /// Steps read from points because their rollups could not answer exactly.
+    pub steps_from_points: usize,
+}
+
+/// Contiguous ranges of points a query reads at most to mend inexact steps (more are read as one).
+const MENDING_READS: usize = 8;
+
+impl MetricQuery {
+    /// Runs the query on `store`, reading at most `budget` rollups and points: from rollups if
+    /// `rollups` and the step and start are whole minutes (steps they cannot answer exactly are
+    /// read again from the points of their time), else from points.
+    pub fn run(&self, store: &dyn Store, budget: usize, rollups: bool) -> Result<MetricSeries, StorageError> {
+        let range = TimeRange {
+            start: Some(self.start),
+            end: Some(self.end),
+        };
+        let points_of = |range: &TimeRange, found: &mut bool| -> Result<Series<'_>, StorageError> {
+            let mut series = Series::new(&self.matchers, self.start, self.end, self.step, Some(self.agg));
+            *found |= store.for_each_metric_point(&self.name, range, budget, &mut |row| series.add(&row))?;
+            Ok(series)
+        };
+        let mut cut = false;
+        let whole_minutes = self.step.is_multiple_of(MINUTE) && self.start.is_multiple_of(MINUTE);
+        let mut from_rollups = None;
+        if rollups && whole_minutes {
+            let mut series = Series::new(&self.matchers, self.start, self.end, self.step, Some(self.agg));
+            let read = store.for_each_metric_rollup(&self.name, &range, budget, &mut |labels, minute, rollup| {
+                series.add_rollup(labels, minute, rollup)
+            })?;
+            if let Some(rollups_cut) = read {
+                cut |= rollups_cut;
+                let inexact = series.inexact_steps();
+                let mut ranges: Vec<(u64, u64)> = Vec::new();
+                for &n in &inexact {
+                    match ranges.last_mut() {
+                        Some((_, last)) if *last + 1 == n => *last = n,
+                        _ => ranges.push((n, n)),
+                    }
+                }
+                if ranges.len() > MENDING_READS {
+                    ranges = vec![(ranges[0].0, ranges[ranges.len() - 1].1)];
+                }
+                for (first, last) in ranges {
+                    let steps = TimeRange {
+                        start: Some(self.start + first * self.step),
+                        end: Some((self.start + (last + 1) * self.step).min(self.end)),
+                    };
+                    let points = points_of(&steps, &mut cut)?;
+                    series.replace_steps(first, last, points);
+                }
+                from_rollups = Some((series, inexact.len()));
+            }
+        }
+        let rollups_answered = from_rollups.as_ref().is_some_and(|(_, inexact)| *inexact == 0);
+        let (series, steps_from_points) = match from_rollups {
+            Some(found) => found,
+            None => (points_of(&range, &mut cut)?, 0),
+        };
+        let by_series = series
+            .finish()
+            .map_err(|Inexact| StorageError::Corrupt("metric query: a step past the end was not read again".into()))?;
+        if self.agg == Agg::Rate && by_series.values().flat_map(|s| s.values()).any(Rollup::has_gauge) {
+            return Err(StorageError::BadQuery(
+                "agg: rate needs a counter (sum) or histogram; this metric is a gauge".into(),
+            ));
+        }
+        let mut out = MetricSeries {
+            cut,
+            from_rollups: rollups_answered,
+            steps_from_points,
+            ..MetricSeries::default()
+        };
+        for (labels, steps) in by_series {
+            let points = reduce_steps(steps, self.agg, self.step)
+                .map_err(|Inexact| StorageError::Corrupt("metric query: a step was not read again".into()))?;
+            if !points.is_empty() {
+                out.series.insert(labels, points);
+            }
+        }
+        Ok(out)
     }
 }
 
