@@ -826,20 +826,32 @@ pub fn reduce_steps(steps: Steps, agg: Agg, step: u64) -> Result<Vec<(u64, f64)>
     Ok(out)
 }
 
-/// The rollups of stored points by (name, labels, minute), each as a stored rollup keeps it.
-pub(crate) fn of_points(rows: impl IntoIterator<Item = MetricRow>) -> BTreeMap<(String, Labels, u64), Rollup> {
-    let mut out: BTreeMap<(String, Labels, u64), Rollup> = BTreeMap::new();
+/// Adds stored points to rollups by (name, labels, minute), as a stored rollup keeps them but
+/// not collapsed (see [`collapsed`]).
+pub(crate) fn add_points(
+    into: &mut BTreeMap<(String, Labels, u64), Rollup>,
+    rows: impl IntoIterator<Item = MetricRow>,
+) {
+    let mut last: Option<(Vec<KeyValue>, String, Labels)> = None;
     for row in rows {
         let Some(sample) = Sample::of(&row) else { continue };
         let minute = sample.time / MINUTE * MINUTE;
-        out.entry((row.metric.name.clone(), labels(&row), minute))
+        let (attributes, service) = (point_attributes(&row), row.origin.service_name());
+        if !last.as_ref().is_some_and(|(a, s, _)| a == attributes && s == service) {
+            last = Some((attributes.to_vec(), service.to_owned(), labels(&row)));
+        }
+        let Some((_, _, labels)) = last.as_ref() else { continue };
+        into.entry((row.metric.name.clone(), labels.clone(), minute))
             .or_default()
             .add(sample, None);
     }
-    for rollup in out.values_mut() {
-        rollup.collapse();
-    }
-    out
+}
+
+/// A copy of `rollup` as stored: its runs joined.
+pub(crate) fn collapsed(rollup: &Rollup) -> Rollup {
+    let mut rollup = rollup.clone();
+    rollup.collapse();
+    rollup
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
 //! The in-memory head: per (table, hour), the record batches appended since the last flush.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 
 use super::manifest::ServiceRows;
-use crate::columnar::Table;
+use crate::columnar::{rollups, Table};
+use crate::rollup::Rollup;
+
+/// The rollups of a metrics head's points, updated as they arrive (shared with the snapshots
+/// that queries read: a query sees points appended after its snapshot's batches too).
+pub(crate) type HeadRollups = Arc<Mutex<BTreeMap<rollups::Key, Rollup>>>;
 
 /// Rows of one table and hour waiting for the next flush. `id` is the part they will become.
 #[derive(Debug, Clone)]
@@ -19,6 +25,8 @@ pub(crate) struct HeadPartition {
     pub min_time: u64,
     pub max_time: u64,
     pub services: BTreeMap<String, ServiceRows>,
+    /// Metrics: the rollups of the rows (as added: not collapsed).
+    pub rollups: HeadRollups,
 }
 
 impl HeadPartition {
@@ -33,6 +41,7 @@ impl HeadPartition {
             min_time: u64::MAX,
             max_time: 0,
             services: BTreeMap::new(),
+            rollups: HeadRollups::default(),
         }
     }
 

@@ -96,6 +96,7 @@ impl LocalStore {
         }
         let mut index_jobs = Vec::new();
         let mut span_jobs = Vec::new();
+        let mut rollup_jobs = Vec::new();
         {
             let mut state = self.state();
             state.position = state.position.max(end);
@@ -121,7 +122,11 @@ impl LocalStore {
                 span_jobs.push((hour, part, records));
             }
             for (hour, (mut builder, stats)) in pending.metrics {
-                push(&mut state, Table::Metrics, hour, builder.finish(), &stats);
+                let batch = builder.finish();
+                push(&mut state, Table::Metrics, hour, batch.clone(), &stats);
+                if let Some(head) = state.live.get(&(Table::Metrics, hour)) {
+                    rollup_jobs.push((head.rollups.clone(), batch));
+                }
             }
             for (hour, (mut builder, stats)) in pending.exemplars {
                 push(&mut state, Table::Exemplars, hour, builder.finish(), &stats);
@@ -130,6 +135,12 @@ impl LocalStore {
                 let (part, first_row) = push(&mut state, Table::Logs, hour, builder.finish(), &stats);
                 index_jobs.push((hour, part, first_row, records));
             }
+        }
+        // The metrics heads' rollups take the new points (a flush waits for the writer lock, held
+        // here, so none is frozen before its rollups have its rows).
+        for (rollups, batch) in rollup_jobs {
+            let rows = metrics::rows(&batch)?;
+            crate::rollup::add_points(&mut rollups.lock().unwrap_or_else(|e| e.into_inner()), rows);
         }
         for (hour, part, first_row, docs) in index_jobs {
             self.logs.add_documents(hour, part, first_row, docs);

@@ -46,7 +46,7 @@ use crate::columnar::logs::{LogBuilder, LogRow};
 use crate::columnar::metrics::{MetricBuilder, MetricRow};
 use crate::columnar::spans::{SpanBuilder, SpanRow};
 use crate::columnar::{self, logs, metrics, spans, Table};
-use crate::rollup::Rollup;
+use crate::rollup::{Labels, Rollup};
 use crate::{LogSearch, ServiceInfo, StorageError, Store, TimeRange, TraceFilter, TraceHits};
 use sift_wal::WalEntry;
 

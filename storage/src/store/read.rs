@@ -277,7 +277,7 @@ impl Store for LocalStore {
         name: &str,
         range: &TimeRange,
         budget: usize,
-        visit: &mut dyn FnMut(crate::rollup::Labels, u64, Rollup),
+        visit: &mut dyn FnMut(Labels, u64, Rollup),
     ) -> Result<Option<bool>, StorageError> {
         let snapshot = self.snapshot();
         if !snapshot.manifest.metric_rollups {
@@ -313,27 +313,24 @@ impl Store for LocalStore {
                 }
             }
         }
-        // Points not flushed yet: rolled up here, from those in range only.
-        let mut points = Vec::new();
+        // Points not flushed yet: their head keeps their rollups.
         for head in snapshot.heads(Table::Metrics, range) {
-            for batch in &head.batches {
-                let index = batch.schema().index_of(metrics::NAME)?;
-                let named = equal_mask(batch.column(index), key)?;
-                let times: &UInt64Array = columnar::column(batch, metrics::TIME)?;
-                let mask = (0..times.len())
-                    .map(|i| Some(named.value(i) && range.contains(times.value(i))))
-                    .collect::<arrow_array::BooleanArray>();
-                if mask.true_count() > 0 {
-                    points.extend(metrics::rows(&filter_record_batch(batch, &mask)?)?);
+            let found: Vec<_> = {
+                let rollups = head.rollups.lock().unwrap_or_else(|e| e.into_inner());
+                rollups
+                    .range((name.to_owned(), Labels::new(), 0)..)
+                    .take_while(|((n, _, _), _)| n == name)
+                    .filter(|((_, _, minute), _)| range.contains(*minute))
+                    .map(|((_, labels, minute), rollup)| (labels.clone(), *minute, crate::rollup::collapsed(rollup)))
+                    .collect()
+            };
+            for (labels, minute, rollup) in found {
+                seen += 1;
+                if seen > budget {
+                    return Ok(Some(true));
                 }
+                visit(labels, minute, rollup);
             }
-        }
-        for ((_, labels, minute), rollup) in crate::rollup::of_points(points) {
-            seen += 1;
-            if seen > budget {
-                return Ok(Some(true));
-            }
-            visit(labels, minute, rollup);
         }
         Ok(Some(false))
     }

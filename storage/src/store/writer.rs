@@ -310,7 +310,12 @@ impl LocalStore {
             dirs.insert(partition_dir(&self.root, head.table, head.hour));
             manifest.parts.push(meta);
             if head.table == Table::Metrics && manifest.metric_rollups {
-                if let Some(meta) = self.write_rollups(head.hour, &head.batches)? {
+                let rollups = head.rollups.lock().unwrap_or_else(|e| e.into_inner());
+                let rollups = rollups
+                    .iter()
+                    .map(|(k, r)| (k.clone(), crate::rollup::collapsed(r)))
+                    .collect();
+                if let Some(meta) = self.write_rollups(head.hour, &rollups)? {
                     dirs.insert(partition_dir(&self.root, Table::Rollups, head.hour));
                     manifest.next_part_id = manifest.next_part_id.max(meta.id + 1);
                     manifest.parts.push(meta);
@@ -330,14 +335,17 @@ impl LocalStore {
         Ok(manifest)
     }
 
-    /// Writes the rollups of metric points (`batches`, of partition `hour`) as a part of the
-    /// rollups table, under a new part id; `None` if the points make none.
-    fn write_rollups(&self, hour: u64, batches: &[RecordBatch]) -> Result<Option<PartMeta>, StorageError> {
-        let rollups = crate::rollup::of_points(decode_all(batches, metrics::rows)?);
+    /// Writes `rollups` (of metric points of partition `hour`, collapsed) as a part of the
+    /// rollups table, under a new part id; `None` if there are none.
+    fn write_rollups(
+        &self,
+        hour: u64,
+        rollups: &BTreeMap<columnar::rollups::Key, Rollup>,
+    ) -> Result<Option<PartMeta>, StorageError> {
         let (Some(first), Some(last)) = (rollups.keys().map(|k| k.2).min(), rollups.keys().map(|k| k.2).max()) else {
             return Ok(None);
         };
-        let batch = columnar::rollups::batch(&rollups)?;
+        let batch = columnar::rollups::batch(rollups)?;
         let id = {
             let mut state = self.state();
             state.next_part_id += 1;
@@ -361,7 +369,13 @@ impl LocalStore {
             let Some(batches) = self.read_whole_part(part)? else {
                 continue;
             };
-            written.extend(self.write_rollups(part.hour, &batches)?);
+            let mut rollups = BTreeMap::new();
+            crate::rollup::add_points(&mut rollups, decode_all(&batches, metrics::rows)?);
+            let rollups = rollups
+                .iter()
+                .map(|(k, r)| (k.clone(), crate::rollup::collapsed(r)))
+                .collect();
+            written.extend(self.write_rollups(part.hour, &rollups)?);
         }
         for hour in written.iter().map(|p| p.hour).collect::<BTreeSet<_>>() {
             sync_dir(&partition_dir(&self.root, Table::Rollups, hour))?;
