@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use sift_proto::otlp::common::v1::KeyValue;
 use sift_proto::otlp::metrics::v1::{metric::Data, number_data_point};
 
@@ -67,7 +66,7 @@ impl Agg {
 }
 
 /// What one stored point contributes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     time: u64,
     /// Gauge or sum value.
@@ -233,7 +232,7 @@ fn increase(previous: f64, next: f64) -> f64 {
 
 /// Points of one series in time order, as `rate` reads them: the first and last value or count,
 /// the increase between them (as running totals), and their sum (as deltas).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Run {
     first_time: u64,
     last_time: u64,
@@ -262,7 +261,7 @@ impl Run {
 pub struct Inexact;
 
 /// What a series' points over a span of time add up to (see the module docs).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone)]
 pub struct Rollup {
     /// The earliest sample's time and temporality (`rate` reads it).
     first: Option<(u64, bool)>,
@@ -280,7 +279,6 @@ pub struct Rollup {
     values_min: Option<f64>,
     values_max: Option<f64>,
     /// Every value, for quantiles of plain values (only while a query adds points).
-    #[serde(skip)]
     raw_values: Vec<f64>,
     /// Histogram sums and counts, and the extremes they report.
     sum: f64,
@@ -429,6 +427,27 @@ impl Rollup {
         self.ties |= other.ties;
     }
 
+    /// Adds another stored rollup of the same series and minute, as a stored rollup: runs whose
+    /// times do not overlap are joined (their order is known), the others kept apart (a query
+    /// then reads the points of that step).
+    pub(crate) fn merge_stored(&mut self, other: Rollup) {
+        self.merge(other);
+        self.runs.sort_by_key(|r| r.first_time);
+        let mut joined: Vec<Run> = Vec::with_capacity(self.runs.len());
+        for r in std::mem::take(&mut self.runs) {
+            match joined.last_mut() {
+                Some(last) if r.first_time > last.last_time => {
+                    last.increase += increase(last.last, r.first) + r.increase;
+                    last.total += r.total;
+                    last.last = r.last;
+                    last.last_time = r.last_time;
+                }
+                _ => joined.push(r),
+            }
+        }
+        self.runs = joined;
+    }
+
     /// Joins the runs into one, as a stored rollup keeps them (in time order; samples at one
     /// time keep the order they were added in, but mark the rollup as having ties).
     fn collapse(&mut self) {
@@ -563,19 +582,14 @@ impl Rollup {
         })
     }
 
-    /// The rollup as stored (CBOR).
+    /// The rollup as stored.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        // Writing to a Vec cannot fail, and every field serializes.
-        let _ = ciborium::into_writer(self, &mut out);
-        out
+        codec::encode(self)
     }
 
     /// A stored rollup.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Rollup, String> {
-        let mut rollup: Rollup = ciborium::from_reader(bytes).map_err(|e| format!("rollup: {e}"))?;
-        rollup.collapsed = true;
-        Ok(rollup)
+        codec::decode(bytes)
     }
 }
 
@@ -854,5 +868,6 @@ pub(crate) fn collapsed(rollup: &Rollup) -> Rollup {
     rollup
 }
 
+mod codec;
 #[cfg(test)]
 mod tests;

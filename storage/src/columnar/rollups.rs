@@ -53,8 +53,9 @@ pub(crate) fn batch(rollups: &BTreeMap<Key, Rollup>) -> Result<RecordBatch, Arro
     RecordBatch::try_new(schema(), columns)
 }
 
-/// The rollups of a batch, with their labels and minute.
-pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<(Labels, u64, Rollup)>, ArrowError> {
+/// The rollups of a batch, with their key.
+pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<(Key, Rollup)>, ArrowError> {
+    let names: &StringArray = column(batch, NAME)?;
     let labels: &StringArray = column(batch, LABELS)?;
     let times: &UInt64Array = column(batch, TIME)?;
     let states: &BinaryArray = column(batch, ROLLUP)?;
@@ -63,7 +64,7 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<(Labels, u64, Rollup)>, Ar
         .map(|i| {
             let series = serde_json::from_str(labels.value(i)).map_err(|e| bad(format!("labels: {e}")))?;
             let rollup = Rollup::decode(states.value(i)).map_err(bad)?;
-            Ok((series, times.value(i), rollup))
+            Ok(((names.value(i).to_owned(), series, times.value(i)), rollup))
         })
         .collect()
 }

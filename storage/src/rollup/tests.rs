@@ -161,9 +161,16 @@ fn streamed(samples: &[Sample], step: u64, agg: Agg) -> Vec<(u64, f64)> {
 
 /// The same from stored rollups: `parts` (consecutive runs of the samples in the order given,
 /// as flushes would write them) each rolled up per minute, encoded and decoded, then added by
-/// step (`step` a multiple of a minute).
-fn from_rollups(samples: &[Sample], parts: &[usize], step: u64, agg: Agg) -> Result<Vec<(u64, f64)>, Inexact> {
-    let mut steps = Steps::new();
+/// step (`step` a multiple of a minute); if `compacted`, the parts' rollups of one minute are
+/// first merged into one stored rollup, as compaction does.
+fn from_rollups(
+    samples: &[Sample],
+    parts: &[usize],
+    compacted: bool,
+    step: u64,
+    agg: Agg,
+) -> Result<Vec<(u64, f64)>, Inexact> {
+    let mut stored: Vec<(u64, Rollup)> = Vec::new();
     let mut rest = samples;
     for &len in parts.iter().chain(std::iter::once(&usize::MAX)) {
         let (part, next) = rest.split_at(len.min(rest.len()));
@@ -174,9 +181,27 @@ fn from_rollups(samples: &[Sample], parts: &[usize], step: u64, agg: Agg) -> Res
         }
         for (minute, mut rollup) in minutes {
             rollup.collapse();
-            let stored = Rollup::decode(&rollup.encode()).expect("decodes");
-            steps.entry(minute * MINUTE / step).or_default().merge(stored);
+            stored.push((minute, Rollup::decode(&rollup.encode()).expect("decodes")));
         }
+    }
+    if compacted {
+        let mut merged: BTreeMap<u64, Rollup> = BTreeMap::new();
+        for (minute, rollup) in stored {
+            match merged.get_mut(&minute) {
+                Some(kept) => kept.merge_stored(rollup),
+                None => {
+                    merged.insert(minute, rollup);
+                }
+            }
+        }
+        stored = merged
+            .into_iter()
+            .map(|(minute, r)| (minute, Rollup::decode(&r.encode()).expect("decodes")))
+            .collect();
+    }
+    let mut steps = Steps::new();
+    for (minute, rollup) in stored {
+        steps.entry(minute * MINUTE / step).or_default().merge(rollup);
     }
     reduce_steps(steps, agg, step)
 }
@@ -280,6 +305,7 @@ proptest! {
         points in proptest::collection::vec((0u64..600, 0u64..1000, 0u64..50, 0u64..50, 0u64..50), 1..80),
         parts in proptest::collection::vec(1usize..30, 0..5),
         in_order in any::<bool>(),
+        compacted in any::<bool>(),
     ) {
         let mut points = points;
         if in_order {
@@ -291,7 +317,7 @@ proptest! {
         for step in [60_000_000_000, 120_000_000_000, 600_000_000_000] {
             for agg in AGGS {
                 let want = reference(&samples, step, agg);
-                match from_rollups(&samples, &parts, step, agg) {
+                match from_rollups(&samples, &parts, compacted, step, agg) {
                     Ok(got) => prop_assert!(close(&want, &got), "{agg:?} step {step}: want {want:?}, got {got:?}"),
                     Err(Inexact) => {
                         let plain_quantile = matches!(agg, Agg::Quantile(_)) && kind < 2;
@@ -302,4 +328,34 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn stored_rollups_round_trip_and_damaged_ones_are_refused() {
+    let mut rollup = Rollup::default();
+    for s in samples_of(3, &[(1, 10, 1, 2, 3), (2, 20, 4, 5, 6)])
+        .into_iter()
+        .chain(samples_of(4, &[(3, 7, 1, 0, 0)]))
+    {
+        rollup.add(s, None);
+    }
+    rollup.collapse();
+    let bytes = rollup.encode();
+    let decoded = Rollup::decode(&bytes).unwrap();
+    assert_eq!(decoded.encode(), bytes);
+    for cut in 0..bytes.len() {
+        assert!(
+            Rollup::decode(&bytes[..cut]).is_err(),
+            "cut at {cut} of {}",
+            bytes.len()
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Rollup::decode(&longer).is_err());
+    // A list length that claims more than is there (the runs' count of an empty rollup, after
+    // 83 bytes of fixed fields) is refused before anything is allocated.
+    let mut lying = Rollup::default().encode();
+    lying[83..91].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(Rollup::decode(&lying).unwrap_err().contains("does not fit"));
 }

@@ -301,7 +301,7 @@ impl Store for LocalStore {
                         break;
                     }
                 };
-                for (labels, minute, rollup) in rows {
+                for ((_, labels, minute), rollup) in rows {
                     if !range.contains(minute) {
                         continue;
                     }

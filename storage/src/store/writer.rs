@@ -356,6 +356,34 @@ impl LocalStore {
         self.write_part(Table::Rollups, hour, id, &[batch], &stats).map(Some)
     }
 
+    /// Writes the rollups of `group` as one part at `path`, those of one series and minute as
+    /// one (their runs joined where their times give the order; see [`Rollup::merge_stored`]):
+    /// a partition's rollups shrink to about one per series and minute as its parts merge.
+    fn merge_rollups(&self, path: &Path, group: &[PartMeta]) -> Result<part::Written, part::MergeError> {
+        let mut merged: BTreeMap<columnar::rollups::Key, Rollup> = BTreeMap::new();
+        for (i, source) in group.iter().enumerate() {
+            let damaged = |error: StorageError| part::MergeError { source: Some(i), error };
+            let reader = PartReader::open(&source.path(&self.root), source.table, source.crc32).map_err(damaged)?;
+            for batch in reader.scan_all().map_err(damaged)? {
+                let rows = batch
+                    .map_err(StorageError::from)
+                    .and_then(|b| columnar::rollups::rows(&b).map_err(|e| StorageError::Corrupt(e.to_string())))
+                    .map_err(damaged)?;
+                for (key, rollup) in rows {
+                    match merged.get_mut(&key) {
+                        Some(kept) => kept.merge_stored(rollup),
+                        None => {
+                            merged.insert(key, rollup);
+                        }
+                    }
+                }
+            }
+        }
+        let unsourced = |error: StorageError| part::MergeError { source: None, error };
+        let batch = columnar::rollups::batch(&merged).map_err(|e| unsourced(e.into()))?;
+        part::write(path, Table::Rollups, &[batch]).map_err(unsourced)
+    }
+
     /// Builds the rollups of every metrics part of a store written before rollups existed, and
     /// publishes them (until then metric queries read points). Under the writer lock: no flush
     /// runs meanwhile, and the flushes after it write rollups of their own.
@@ -488,7 +516,12 @@ impl LocalStore {
         // groups grow; the others are copied as they are.
         let rows: u64 = group.iter().map(|p| p.rows).sum();
         let reencode = rows / (group.len() as u64) < self.options.compact_rewrite_rows;
-        let written = match part::merge(&meta.path(&self.root), table, &sources, reencode) {
+        let merged = if table == Table::Rollups {
+            self.merge_rollups(&meta.path(&self.root), group)
+        } else {
+            part::merge(&meta.path(&self.root), table, &sources, reencode)
+        };
+        let written = match merged {
             Ok(written) => written,
             Err(part::MergeError { source: Some(i), error }) if error.is_damage() => {
                 // The damaged part is quarantined by the next refresh; the rest merge later.
