@@ -18,11 +18,8 @@ const POINT_BUDGET: usize = 2_000_000;
 
 /// Parses `agg`.
 pub fn parse_agg(text: &str) -> Result<Agg, ApiError> {
-    Agg::parse(text).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "agg: unknown aggregation {text:?} (sum, avg, min, max, rate, p50, p90, p95, p99)"
-        ))
-    })
+    Agg::parse(text)
+        .ok_or_else(|| ApiError::BadRequest(format!("agg: unknown aggregation {text:?} ({})", Agg::NAMES.join(", "))))
 }
 
 /// Runs `query` on `store`: the series as the API shows them, and whether the answer is partial
@@ -33,8 +30,7 @@ pub fn series(store: &dyn Store, query: &MetricQuery) -> Result<(Vec<Value>, boo
         start: Some(query.start),
         end: Some(query.end),
     };
-    let partial =
-        found.cut || store.partial(Table::Metrics, &range, false) || store.partial(Table::Rollups, &range, false);
+    let partial = found.cut || store.partial(Table::Metrics, &range, false);
     let series = found
         .series
         .into_iter()

@@ -47,8 +47,10 @@ pub enum Agg {
 }
 
 impl Agg {
-    /// The aggregation named `text` (`sum`, `avg`, `min`, `max`, `rate`, `p50`, `p90`, `p95`,
-    /// `p99`).
+    /// The names [`Agg::parse`] knows.
+    pub const NAMES: [&'static str; 9] = ["sum", "avg", "min", "max", "rate", "p50", "p90", "p95", "p99"];
+
+    /// The aggregation named `text` (one of [`Agg::NAMES`]).
     pub fn parse(text: &str) -> Option<Agg> {
         Some(match text {
             "sum" => Agg::Sum,
@@ -749,8 +751,9 @@ const MENDING_READS: usize = 8;
 
 impl MetricQuery {
     /// Runs the query on `store`, reading at most `budget` rollups and points: from rollups if
-    /// `rollups` and the step and start are whole minutes (steps they cannot answer exactly are
-    /// read again from the points of their time), else from points.
+    /// `rollups`, the step and start are whole minutes and no rollups part in range is damaged
+    /// (steps they cannot answer exactly are read again from the points of their time), else
+    /// from points.
     pub fn run(&self, store: &dyn Store, budget: usize, rollups: bool) -> Result<MetricSeries, StorageError> {
         let range = TimeRange {
             start: Some(self.start),
@@ -764,12 +767,15 @@ impl MetricQuery {
         let mut cut = false;
         let whole_minutes = self.step.is_multiple_of(MINUTE) && self.start.is_multiple_of(MINUTE);
         let mut from_rollups = None;
-        if rollups && whole_minutes {
+        // Damaged rollups are not trusted: the points answer (they may be whole).
+        if rollups && whole_minutes && !store.partial(crate::Table::Rollups, &range, false) {
             let mut series = Series::new(&self.matchers, self.start, self.end, self.step, Some(self.agg));
             let read = store.for_each_metric_rollup(&self.name, &range, budget, &mut |labels, minute, rollup| {
                 series.add_rollup(labels, minute, rollup)
             })?;
-            if let Some(rollups_cut) = read {
+            // A rollups part found damaged while reading was skipped: the points answer.
+            let damaged = store.partial(crate::Table::Rollups, &range, false);
+            if let Some(rollups_cut) = read.filter(|_| !damaged) {
                 cut |= rollups_cut;
                 let inexact = series.inexact_steps();
                 let mut ranges: Vec<(u64, u64)> = Vec::new();

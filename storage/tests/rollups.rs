@@ -201,18 +201,6 @@ fn check(store: &LocalStore, kind: u8, in_order: bool, queries: &[MetricQuery]) 
     Ok(())
 }
 
-fn agg(n: u8) -> Agg {
-    [
-        Agg::Sum,
-        Agg::Avg,
-        Agg::Min,
-        Agg::Max,
-        Agg::Rate,
-        Agg::Quantile(0.5),
-        Agg::Quantile(0.99),
-    ][n as usize % 7]
-}
-
 /// Rewrites the manifest as a store written before rollups existed would have it: no rollups
 /// parts, no `metric_rollups`.
 fn forget_rollups(dir: &std::path::Path) {
@@ -241,7 +229,7 @@ proptest! {
         late in proptest::collection::vec(0usize..200, 0..4),
         batches in proptest::collection::vec((1usize..40, any::<bool>()), 1..12),
         queries in proptest::collection::vec(
-            (0u64..20, 1u64..40, 0u64..60, 0usize..4, 0u8..7, 0u8..6), 1..8),
+            (0u64..20, 1u64..40, 0u64..60, 0usize..4, 0u8..9, 0u8..6), 1..8),
     ) {
         // Each series' points one after another in time (as an exporter sends them, every 3 to
         // 30 seconds), from ten minutes before an hour boundary on.
@@ -276,7 +264,7 @@ proptest! {
                     start,
                     end: start + minutes * MINUTE + seconds * SECOND,
                     step,
-                    agg: agg(aggregation),
+                    agg: Agg::parse(Agg::NAMES[aggregation as usize]).expect("a name it knows"),
                 }
             })
             .collect();
@@ -321,4 +309,61 @@ proptest! {
         store.refresh().unwrap();
         check(&store, kind, in_order, &queries)?;
     }
+}
+
+#[test]
+fn a_damaged_rollups_part_leaves_metric_queries_to_the_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let points: Vec<Point> = (0..120)
+        .map(|n| Point {
+            series: (n % 4) as usize,
+            time: FIRST + n * 10 * SECOND,
+            value: n,
+        })
+        .collect();
+    let mut totals = BTreeMap::new();
+    store.append(1, &[points_entry(1, &points, &mut totals)]).unwrap();
+    store.flush().unwrap();
+    let query = MetricQuery {
+        name: metric_name(1).into(),
+        matchers: Vec::new(),
+        start: FIRST,
+        end: FIRST + 30 * MINUTE,
+        step: 5 * MINUTE,
+        agg: Agg::Rate,
+    };
+    let want = query.run(&store, usize::MAX, false).unwrap();
+    let got = query.run(&store, usize::MAX, true).unwrap();
+    assert!(got.from_rollups && close(&want.series, &got.series));
+    drop(store);
+    // Flip bytes in the middle of the rollups part: its checksum fails when it is opened.
+    let part = std::fs::read_dir(dir.path().join("rollups"))
+        .unwrap()
+        .flat_map(|hour| std::fs::read_dir(hour.unwrap().path()).unwrap())
+        .map(|file| file.unwrap().path())
+        .find(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .expect("a rollups part");
+    let mut bytes = std::fs::read(&part).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 8].iter_mut().for_each(|b| *b ^= 0xFF);
+    std::fs::write(&part, bytes).unwrap();
+    let store = self::store(dir.path());
+    let got = query.run(&store, usize::MAX, true).unwrap();
+    assert!(!got.from_rollups, "damaged rollups are not trusted");
+    assert!(
+        close(&want.series, &got.series),
+        "the points answer: {:?} vs {:?}",
+        want.series,
+        got.series
+    );
+    let range = TimeRange {
+        start: Some(query.start),
+        end: Some(query.end),
+    };
+    assert!(store.partial(sift_storage::Table::Rollups, &range, false));
+    assert!(
+        !store.partial(sift_storage::Table::Metrics, &range, false),
+        "the points are whole"
+    );
 }
