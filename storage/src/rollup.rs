@@ -105,7 +105,7 @@ impl Sample {
     }
 
     /// The sample of a stored point (`None` for a metric without a point).
-    pub fn of(row: &MetricRow) -> Option<Sample> {
+    pub(crate) fn of(row: &MetricRow) -> Option<Sample> {
         let mut s = Sample::at(point_time(row));
         let number = |v: &Option<number_data_point::Value>| match v {
             Some(number_data_point::Value::AsDouble(d)) => Some(*d),
@@ -163,7 +163,7 @@ impl Sample {
 }
 
 /// The labels of a point: its attributes (as text) and its service.
-pub fn labels(row: &MetricRow) -> Labels {
+pub(crate) fn labels(row: &MetricRow) -> Labels {
     let mut labels: BTreeMap<String, String> = crate::json_object(point_attributes(row))
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
@@ -176,7 +176,7 @@ pub fn labels(row: &MetricRow) -> Labels {
 }
 
 /// The attributes of a stored point.
-pub fn point_attributes(row: &MetricRow) -> &[KeyValue] {
+pub(crate) fn point_attributes(row: &MetricRow) -> &[KeyValue] {
     match row.metric.data.as_ref() {
         Some(Data::Gauge(g)) => g.data_points.first().map_or(&[], |p| &p.attributes),
         Some(Data::Sum(s)) => s.data_points.first().map_or(&[], |p| &p.attributes),
@@ -329,7 +329,7 @@ const QUANTILE_EPSILON: f64 = 1e-9;
 impl Rollup {
     /// Takes a sample (in any order). `agg`: what the query needs (`None`: everything a stored
     /// rollup keeps — all but the raw values).
-    pub fn add(&mut self, s: Sample, agg: Option<Agg>) {
+    pub(crate) fn add(&mut self, s: Sample, agg: Option<Agg>) {
         let rate = agg.is_none_or(|a| a == Agg::Rate);
         let quantile = agg.is_none_or(|a| matches!(a, Agg::Quantile(_)));
         if self.first.is_none_or(|(time, _)| s.time < time) {
@@ -469,12 +469,12 @@ impl Rollup {
     }
 
     /// The time of the latest sample added.
-    pub fn last_time(&self) -> Option<u64> {
+    pub(crate) fn last_time(&self) -> Option<u64> {
         self.last.as_ref().map(|s| s.time)
     }
 
     /// Some sample is a gauge's.
-    pub fn has_gauge(&self) -> bool {
+    pub(crate) fn has_gauge(&self) -> bool {
         self.gauge
     }
 
@@ -596,11 +596,11 @@ impl Rollup {
 }
 
 /// One series' rollups, by step number.
-pub type Steps = BTreeMap<u64, Rollup>;
+pub(crate) type Steps = BTreeMap<u64, Rollup>;
 
 /// The series of one metric over `[start, end)` in steps of `step` from `start`: points or
 /// stored rollups go straight into their series' step, so a query holds rollups, not points.
-pub struct Series<'m> {
+pub(crate) struct Series<'m> {
     matchers: &'m [(String, String)],
     start: u64,
     end: u64,
@@ -616,7 +616,13 @@ pub struct Series<'m> {
 
 impl<'m> Series<'m> {
     /// Series of the points whose labels match every `matchers` pair; `agg`: see [`Rollup::add`].
-    pub fn new(matchers: &'m [(String, String)], start: u64, end: u64, step: u64, agg: Option<Agg>) -> Series<'m> {
+    pub(crate) fn new(
+        matchers: &'m [(String, String)],
+        start: u64,
+        end: u64,
+        step: u64,
+        agg: Option<Agg>,
+    ) -> Series<'m> {
         Series {
             matchers,
             start,
@@ -630,7 +636,7 @@ impl<'m> Series<'m> {
     }
 
     /// Adds a point (of the metric the series are for).
-    pub fn add(&mut self, row: &MetricRow) {
+    pub(crate) fn add(&mut self, row: &MetricRow) {
         let (attributes, service) = (point_attributes(row), row.origin.service_name());
         let repeated = self
             .last
@@ -659,7 +665,7 @@ impl<'m> Series<'m> {
 
     /// Adds a stored rollup of `labels` for the minute from `minute` (a multiple of a minute at
     /// or after `start`; the step must be a multiple of a minute).
-    pub fn add_rollup(&mut self, labels: Labels, minute: u64, rollup: Rollup) {
+    pub(crate) fn add_rollup(&mut self, labels: Labels, minute: u64, rollup: Rollup) {
         if minute < self.start || minute >= self.end {
             return;
         }
@@ -707,7 +713,7 @@ impl<'m> Series<'m> {
     }
 
     /// The series, by labels ([`Inexact`] if a stored rollup held points past `end`).
-    pub fn finish(self) -> Result<BTreeMap<Labels, Steps>, Inexact> {
+    pub(crate) fn finish(self) -> Result<BTreeMap<Labels, Steps>, Inexact> {
         if !self.past_end.is_empty() {
             return Err(Inexact);
         }
@@ -831,7 +837,7 @@ impl MetricQuery {
 
 /// One series' steps reduced by `agg` (each step's `before` is the previous step's last sample):
 /// (step number, value) for each step with a finite value; `step` in nanoseconds.
-pub fn reduce_steps(steps: Steps, agg: Agg, step: u64) -> Result<Vec<(u64, f64)>, Inexact> {
+pub(crate) fn reduce_steps(steps: Steps, agg: Agg, step: u64) -> Result<Vec<(u64, f64)>, Inexact> {
     let mut out = Vec::new();
     let mut before: Option<Sample> = None;
     for (n, rollup) in steps {
