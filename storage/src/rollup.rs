@@ -175,6 +175,25 @@ pub(crate) fn labels(row: &MetricRow) -> Labels {
     labels
 }
 
+/// The labels of the last point seen, kept while the points that follow have the same attributes
+/// and service (a series' points come one after another): [`labels`] parses attributes as JSON.
+#[derive(Default)]
+struct LastLabels(Option<(Vec<KeyValue>, String, Labels)>);
+
+impl LastLabels {
+    fn of(&mut self, row: &MetricRow) -> &Labels {
+        let (attributes, service) = (point_attributes(row), row.origin.service_name());
+        let same = self.0.as_ref().is_some_and(|(a, s, _)| a == attributes && s == service);
+        if !same {
+            self.0 = Some((attributes.to_vec(), service.to_owned(), labels(row)));
+        }
+        match &self.0 {
+            Some((_, _, labels)) => labels,
+            None => unreachable!("set above"),
+        }
+    }
+}
+
 /// The attributes of a stored point.
 pub(crate) fn point_attributes(row: &MetricRow) -> &[KeyValue] {
     match row.metric.data.as_ref() {
@@ -607,9 +626,7 @@ pub(crate) struct Series<'m> {
     step: u64,
     agg: Option<Agg>,
     by_series: BTreeMap<Labels, Steps>,
-    /// The last point's attributes and service, and the labels made of them (a series' points
-    /// come one after another).
-    last: Option<(Vec<KeyValue>, String, Labels)>,
+    last: LastLabels,
     /// Steps where a stored rollup reached past `end`.
     past_end: BTreeSet<u64>,
 }
@@ -630,24 +647,14 @@ impl<'m> Series<'m> {
             step: step.max(1),
             agg,
             by_series: BTreeMap::new(),
-            last: None,
+            last: LastLabels::default(),
             past_end: BTreeSet::new(),
         }
     }
 
     /// Adds a point (of the metric the series are for).
     pub(crate) fn add(&mut self, row: &MetricRow) {
-        let (attributes, service) = (point_attributes(row), row.origin.service_name());
-        let repeated = self
-            .last
-            .as_ref()
-            .is_some_and(|(a, s, _)| a == attributes && s == service);
-        if !repeated {
-            self.last = Some((attributes.to_vec(), service.to_owned(), labels(row)));
-        }
-        let Some((_, _, labels)) = self.last.as_ref() else {
-            return;
-        };
+        let labels = self.last.of(row);
         if !self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return;
         }
@@ -858,16 +865,11 @@ pub(crate) fn add_points(
     into: &mut BTreeMap<(String, Labels, u64), Rollup>,
     rows: impl IntoIterator<Item = MetricRow>,
 ) {
-    let mut last: Option<(Vec<KeyValue>, String, Labels)> = None;
+    let mut last = LastLabels::default();
     for row in rows {
         let Some(sample) = Sample::of(&row) else { continue };
         let minute = sample.time / MINUTE * MINUTE;
-        let (attributes, service) = (point_attributes(&row), row.origin.service_name());
-        if !last.as_ref().is_some_and(|(a, s, _)| a == attributes && s == service) {
-            last = Some((attributes.to_vec(), service.to_owned(), labels(&row)));
-        }
-        let Some((_, _, labels)) = last.as_ref() else { continue };
-        into.entry((row.metric.name.clone(), labels.clone(), minute))
+        into.entry((row.metric.name.clone(), last.of(&row).clone(), minute))
             .or_default()
             .add(sample, None);
     }

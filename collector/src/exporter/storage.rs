@@ -57,7 +57,7 @@ fn refresh_layout(store: &LocalStore, telemetry: &Telemetry) {
     ] {
         let mut most: BTreeMap<sift_proto::SignalKind, usize> = BTreeMap::new();
         for ((table, _), n) in counts {
-            if !matches!(table, Table::Exemplars | Table::Rollups) {
+            if !table.is_derived() {
                 let entry = most.entry(table.signal()).or_default();
                 *entry = (*entry).max(*n);
             }
@@ -73,15 +73,16 @@ fn refresh_layout(store: &LocalStore, telemetry: &Telemetry) {
 fn refresh_disk(store: &LocalStore, telemetry: &Telemetry) {
     let disk = store.disk_bytes();
     for (&table, &bytes) in &disk {
-        if matches!(table, Table::Exemplars | Table::Rollups) {
+        if table.is_derived() {
             continue;
         }
         let mut bytes = bytes;
         if table == Table::Metrics {
-            // A metric's storage: its points, their exemplars and its rollups.
-            bytes += [Table::Exemplars, Table::Rollups]
+            // A metric's storage: its points and the tables made from them.
+            bytes += disk
                 .iter()
-                .map(|t| disk.get(t).copied().unwrap_or(0))
+                .filter(|(t, _)| t.is_derived())
+                .map(|(_, b)| *b)
                 .sum::<u64>();
         }
         telemetry
@@ -196,7 +197,7 @@ impl StorageStage {
                     }
                     count(&telemetry.exporter_sent, name, &counted, &Default::default());
                     for (table, n) in rows {
-                        if table != Table::Exemplars {
+                        if !table.is_derived() {
                             telemetry
                                 .storage_rows
                                 .get_or_create(&crate::telemetry::SignalLabels::new(table.signal()))

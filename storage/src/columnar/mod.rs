@@ -64,6 +64,12 @@ impl Table {
         }
     }
 
+    /// Whether the table's rows are made from another table's (exemplars and rollups, from
+    /// metric points): they are not items received, and their bytes are the metrics signal's.
+    pub fn is_derived(self) -> bool {
+        matches!(self, Table::Exemplars | Table::Rollups)
+    }
+
     /// The signal a table's rows count as (exemplars and rollups belong to metrics).
     pub fn signal(self) -> sift_proto::SignalKind {
         match self {
