@@ -25,7 +25,16 @@ pub fn parse_agg(text: &str) -> Result<Agg, ApiError> {
 /// Runs `query` on `store`: the series as the API shows them, and whether the answer is partial
 /// (the budget cut a read short, or files are damaged).
 pub fn series(store: &dyn Store, query: &MetricQuery) -> Result<(Vec<Value>, bool), ApiError> {
+    let started = std::time::Instant::now();
     let found = query.run(store, POINT_BUDGET, true)?;
+    tracing::debug!(
+        name = %query.name,
+        from_rollups = found.from_rollups,
+        steps_from_points = found.steps_from_points,
+        series = found.series.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "metric query"
+    );
     let range = TimeRange {
         start: Some(query.start),
         end: Some(query.end),

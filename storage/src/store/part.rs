@@ -6,13 +6,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray};
+use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray, UInt64Array};
 use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_schema::ArrowError;
 use arrow_select::interleave::interleave_record_batch;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
-    RowSelection, RowSelector,
+    ArrowPredicate, ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter, RowSelection, RowSelector,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -27,6 +27,7 @@ use parquet::schema::types::ColumnPath;
 
 use super::StorageError;
 use crate::columnar::{exemplars, metrics, rollups, spans, Table};
+use crate::TimeRange;
 
 /// Rows per row group: small enough that a trace-id lookup decodes little beyond its match.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -37,6 +38,16 @@ pub(crate) fn key_column(table: Table) -> &'static str {
         Table::Spans | Table::Logs | Table::Exemplars => "trace_id",
         Table::Metrics => metrics::NAME,
         Table::Rollups => rollups::NAME,
+    }
+}
+
+/// The column of times a read of `table` may be bounded by: metric points, whose parts' row
+/// groups (one a flush, appended as they are by compaction) and pages cover short spans of time,
+/// so a query of a few minutes skips the rest of a part that spans an hour.
+fn time_column(table: Table) -> Option<&'static str> {
+    match table {
+        Table::Metrics => Some(metrics::TIME),
+        _ => None,
     }
 }
 
@@ -416,6 +427,8 @@ pub(crate) struct PartReader {
     metadata: ArrowReaderMetadata,
     /// Written in an older layout: its batches go through [`upgrade`] on the way out.
     legacy: Option<Table>,
+    /// The leaf of the table's [`time_column`], if it has one.
+    time_leaf: Option<usize>,
 }
 
 /// A batch of a part in `legacy` layout, in today's.
@@ -455,17 +468,18 @@ impl PartReader {
         }
         let file = File::open(path).map_err(StorageError::io(format!("opening {}", path.display())))?;
         // Page locations of every column (a read of a few rows fetches only their pages) and
-        // page statistics of the key column (a lookup skips the pages that cannot hold its key):
-        // the footer is read once to find that column, then with both.
+        // page statistics of the key and time columns (a lookup skips the pages that cannot hold
+        // its key or times): the footer is read once to find those columns, then with both.
         let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
         let schema = footer.metadata().file_metadata().schema_descr();
-        let key = key_column(table);
-        let key_leaf = (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == key);
+        let leaf = |name: &str| (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == name);
+        let key_leaf = leaf(key_column(table));
+        let time_leaf = time_column(table).and_then(leaf);
         let metadata = ArrowReaderMetadata::load(
             &file,
             ArrowReaderOptions::new()
                 .with_page_index_policy(PageIndexPolicy::Optional)
-                .with_column_index_mask(ColumnChunkMask::columns(key_leaf)),
+                .with_column_index_mask(ColumnChunkMask::columns(key_leaf.into_iter().chain(time_leaf))),
         )?;
         let shape = |fields: &arrow_schema::Fields| -> Vec<(String, arrow_schema::DataType)> {
             fields
@@ -478,6 +492,7 @@ impl PartReader {
             path: path.into(),
             metadata,
             legacy: legacy.then_some(table),
+            time_leaf,
         })
     }
 
@@ -499,17 +514,72 @@ impl PartReader {
     /// The rows whose `column` equals `value` (a fixed-size id or a string), pruned by row-group
     /// statistics and bloom filters before anything is decoded.
     pub(crate) fn rows_equal(&self, column: &str, value: &[u8]) -> Result<Vec<RecordBatch>, StorageError> {
-        Ok(self.rows_equal_iter(column, value)?.collect::<Result<Vec<_>, _>>()?)
+        Ok(self
+            .rows_equal_iter(column, value, &TimeRange::ALL)?
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// [`Self::rows_equal`], a row group at a time.
+    /// [`Self::rows_equal`], a row group at a time; for a table with a [`time_column`], only
+    /// the rows whose time is in `times` (row groups and pages pruned by its statistics too).
     pub(crate) fn rows_equal_iter(
         &self,
         column: &str,
         value: &[u8],
+        times: &TimeRange,
     ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>, StorageError> {
         let leaf = self.leaf_index(column)?;
+        let time_leaf = self.time_leaf.filter(|_| *times != TimeRange::ALL);
         let builder = self.builder()?;
+        let (groups, selection) = self.plan(&builder, leaf, value, time_leaf.map(|t| (t, times)))?;
+        if groups.is_empty() || selection.as_ref().is_some_and(|s| !s.selects_any()) {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let wanted = value.to_vec();
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
+        let mut predicates: Vec<Box<dyn ArrowPredicate>> =
+            vec![Box::new(ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+                equal_mask(batch.column(0), &wanted)
+            }))];
+        if let Some(t) = time_leaf {
+            let mask = ProjectionMask::leaves(builder.parquet_schema(), [t]);
+            let times = *times;
+            predicates.push(Box::new(ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+                let column = batch.column(0);
+                let found = column
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .ok_or_else(|| ArrowError::SchemaError(format!("time column is {}", column.data_type())))?;
+                Ok(found
+                    .iter()
+                    .map(|t| Some(t.is_some_and(|t| times.contains(t))))
+                    .collect())
+            })));
+        }
+        let mut builder = builder
+            .with_row_groups(groups)
+            .with_row_filter(RowFilter::new(predicates));
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
+        }
+        Ok(Box::new(upgraded(self.legacy, builder.build()?)))
+    }
+
+    /// What a lookup of `value` in column `leaf` (with `times`: whose time, in that leaf, is in
+    /// the range) reads: the row groups whose statistics and bloom filter admit it, and of
+    /// those (where pages are indexed) the rows of the pages whose statistics admit it.
+    fn plan(
+        &self,
+        builder: &ParquetRecordBatchReaderBuilder<File>,
+        leaf: usize,
+        value: &[u8],
+        times: Option<(usize, &TimeRange)>,
+    ) -> Result<(Vec<usize>, Option<RowSelection>), StorageError> {
+        // Unsigned times are stored as INT64 bits.
+        let time_bounds = |stats: Option<&parquet::file::statistics::Statistics>| {
+            let bound = |bytes: Option<&[u8]>| Some(u64::from_le_bytes(bytes?.try_into().ok()?));
+            let stats = stats?;
+            Some((bound(stats.min_bytes_opt())?, bound(stats.max_bytes_opt())?))
+        };
         let mut groups = Vec::new();
         for (i, group) in self.metadata.metadata().row_groups().iter().enumerate() {
             if let Some(stats) = group.column(leaf).statistics() {
@@ -519,6 +589,11 @@ impl PartReader {
                     }
                 }
             }
+            if let Some((t, times)) = times {
+                if time_bounds(group.column(t).statistics()).is_some_and(|(min, max)| !times.overlaps(min, max)) {
+                    continue;
+                }
+            }
             if let Some(bloom) = builder.get_row_group_column_bloom_filter(i, leaf)? {
                 if !bloom.check(value) {
                     continue;
@@ -526,39 +601,49 @@ impl PartReader {
             }
             groups.push(i);
         }
-        if groups.is_empty() {
-            return Ok(Box::new(std::iter::empty()));
-        }
-        let selection = self.pages_admitting(leaf, &groups, value);
-        if selection.as_ref().is_some_and(|s| !s.selects_any()) {
-            return Ok(Box::new(std::iter::empty()));
-        }
-        let wanted = value.to_vec();
-        let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
-        let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| equal_mask(batch.column(0), &wanted));
-        let mut builder = builder
-            .with_row_groups(groups)
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
-        if let Some(selection) = selection {
-            builder = builder.with_row_selection(selection);
-        }
-        Ok(Box::new(upgraded(self.legacy, builder.build()?)))
+        let keys = self.pages_admitting(leaf, &groups, |pages, p| match pages {
+            ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(pages) | ColumnIndexMetaData::BYTE_ARRAY(pages) => {
+                // A page of nulls only (no min and max) holds no key.
+                Some(matches!(
+                    (pages.min_value(p), pages.max_value(p)),
+                    (Some(min), Some(max)) if min <= value && value <= max
+                ))
+            }
+            _ => None,
+        });
+        let in_time = times.and_then(|(t, times)| {
+            self.pages_admitting(t, &groups, |pages, p| match pages {
+                ColumnIndexMetaData::INT64(pages) => Some(matches!(
+                    (pages.min_value(p), pages.max_value(p)),
+                    (Some(&min), Some(&max)) if times.overlaps(min as u64, max as u64)
+                )),
+                _ => None,
+            })
+        });
+        let selection = match (keys, in_time) {
+            (Some(keys), Some(in_time)) => Some(keys.intersection(&in_time)),
+            (keys, in_time) => keys.or(in_time),
+        };
+        Ok((groups, selection))
     }
 
-    /// The rows of `groups` (in order) on the pages whose statistics of column `leaf` admit
-    /// `value`; `None` if a group's pages are not indexed (older merged parts). Parts sorted by
-    /// their key (spans, exemplars, metrics) so read a page or two of each column per lookup
+    /// The rows of `groups` (in order) on the pages of column `leaf` that `admits` (given the
+    /// column's page statistics and a page number; `None` if it cannot tell); `None` if a
+    /// group's pages are not indexed (older merged parts) or `admits` cannot tell. Parts sorted
+    /// by their key (spans, exemplars, metrics) so read a page or two of each column per lookup
     /// instead of the whole row group.
-    fn pages_admitting(&self, leaf: usize, groups: &[usize], value: &[u8]) -> Option<RowSelection> {
+    fn pages_admitting(
+        &self,
+        leaf: usize,
+        groups: &[usize],
+        admits: impl Fn(&ColumnIndexMetaData, usize) -> Option<bool>,
+    ) -> Option<RowSelection> {
         let metadata = self.metadata.metadata();
         let index = metadata.page_index()?;
         let mut selectors = Vec::new();
         for &g in groups {
             let rows = usize::try_from(metadata.row_group(g).num_rows()).ok()?;
-            let pages = match index.column_index(g, leaf)? {
-                ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(pages) | ColumnIndexMetaData::BYTE_ARRAY(pages) => pages,
-                _ => return None,
-            };
+            let pages = index.column_index(g, leaf)?;
             let locations = index.offset_index(g, leaf)?.page_locations();
             if pages.num_pages() != locations.len() as u64 {
                 return None;
@@ -569,12 +654,7 @@ impl PartReader {
                     Some(next) => usize::try_from(next.first_row_index).ok()?,
                     None => rows,
                 };
-                // A page of nulls only (no min and max) holds no key.
-                let admits = matches!(
-                    (pages.min_value(p), pages.max_value(p)),
-                    (Some(min), Some(max)) if min <= value && value <= max
-                );
-                selectors.push(if admits {
+                selectors.push(if admits(pages, p)? {
                     RowSelector::select(end - start)
                 } else {
                     RowSelector::skip(end - start)
@@ -850,9 +930,9 @@ mod tests {
                 .map(|&g| reader.metadata.metadata().row_group(g).num_rows() as usize)
                 .sum();
             for t in [0, 1_777, 3_999] {
-                let selection = reader
-                    .pages_admitting(leaf, &groups, &trace_key(t))
-                    .unwrap_or_else(|| panic!("{}: no page index", path.display()));
+                let builder = reader.builder().unwrap();
+                let (_, selection) = reader.plan(&builder, leaf, &trace_key(t), None).unwrap();
+                let selection = selection.unwrap_or_else(|| panic!("{}: no page index", path.display()));
                 let selected = selection.row_count();
                 // The page holding the trace, or the two it straddles.
                 assert!(
@@ -869,8 +949,9 @@ mod tests {
                 assert_eq!(found, 40, "{}: trace {t}", path.display());
             }
             // A key between two pages' ranges, or outside all of them, selects nothing.
-            let absent = reader.pages_admitting(leaf, &groups, &[0xff; 16]).unwrap();
-            assert!(!absent.selects_any());
+            let builder = reader.builder().unwrap();
+            let (groups, absent) = reader.plan(&builder, leaf, &[0xff; 16], None).unwrap();
+            assert!(groups.is_empty() || !absent.unwrap().selects_any());
             assert!(reader.rows_equal(spans::TRACE_ID, &[0xff; 16]).unwrap().is_empty());
         }
         // The merged part still has every trace of both sources.
@@ -884,6 +965,98 @@ mod tests {
                 .sum();
             assert_eq!(rows, 40, "trace {t}");
         }
+    }
+
+    /// Gauge points of `names`, `series` series each, one a second for `seconds` from `from`.
+    fn metric_points(names: &[&str], series: i64, from: u64, seconds: u64) -> RecordBatch {
+        use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+        use sift_proto::otlp::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint};
+        use sift_proto::otlp::metrics::v1::{ResourceMetrics, ScopeMetrics};
+        let metric = |name: &str| Metric {
+            name: name.into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: (0..series)
+                    .flat_map(|s| {
+                        (0..seconds).map(move |t| NumberDataPoint {
+                            attributes: vec![attribute("s", any_value::Value::IntValue(s))],
+                            time_unix_nano: (from + t) * 1_000_000_000,
+                            value: Some(number_data_point::Value::AsDouble(t as f64)),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: names.iter().map(|name| metric(name)).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut builder = metrics::MetricBuilder::default();
+        metrics::for_each(&request, |point| point.append_to(&mut builder));
+        builder.finish()
+    }
+
+    #[test]
+    fn metric_lookups_in_a_time_range_read_only_the_row_groups_of_that_time() {
+        // Six flushes of ten minutes (two names, 20 series, a point a second: 24k rows each),
+        // merged into one part of six row groups, as compaction does.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sources = Vec::new();
+        for f in 0..6u64 {
+            let path = dir.path().join(format!("{f}.parquet"));
+            write(&path, Table::Metrics, &[metric_points(&["a", "b"], 20, f * 600, 600)]).unwrap();
+            sources.push((path, None));
+        }
+        let merged = dir.path().join("merged.parquet");
+        merge(&merged, Table::Metrics, &sources, false).unwrap();
+        let reader = PartReader::open(&merged, Table::Metrics, None).unwrap();
+        assert_eq!(reader.metadata.metadata().num_row_groups(), 6);
+        let leaf = reader.leaf_index(metrics::NAME).unwrap();
+        let time_leaf = reader.time_leaf.unwrap();
+        let builder = reader.builder().unwrap();
+        let second = |s: u64| s * 1_000_000_000;
+        for (start, end) in [
+            (1_500, 1_560),
+            (0, 1),
+            (3_599, 3_600),
+            (590, 610),
+            (0, 3_600),
+            (3_600, 4_000),
+        ] {
+            let times = TimeRange {
+                start: Some(second(start)),
+                end: Some(second(end)),
+            };
+            let mut found = Vec::new();
+            for batch in reader.rows_equal_iter(metrics::NAME, b"a", &times).unwrap() {
+                let batch = batch.unwrap();
+                let names = crate::columnar::column::<StringArray>(&batch, metrics::NAME).unwrap();
+                let at = crate::columnar::column::<UInt64Array>(&batch, metrics::TIME).unwrap();
+                found.extend((0..batch.num_rows()).map(|i| (names.value(i).to_owned(), at.value(i))));
+            }
+            let expected = 20 * (end.min(3_600) - start) as usize;
+            assert_eq!(found.len(), expected, "{start}..{end}");
+            assert!(found.iter().all(|(name, at)| name == "a" && times.contains(*at)));
+            // Only the flushes holding those times are read.
+            let (groups, _) = reader.plan(&builder, leaf, b"a", Some((time_leaf, &times))).unwrap();
+            let flushes = (start / 600..end.min(3_600).div_ceil(600))
+                .map(|f| f as usize)
+                .collect::<Vec<_>>();
+            assert_eq!(groups, flushes, "{start}..{end}");
+        }
+        // Without a range, every point of the name.
+        let all: usize = reader
+            .rows_equal_iter(metrics::NAME, b"b", &TimeRange::ALL)
+            .unwrap()
+            .map(|batch| batch.unwrap().num_rows())
+            .sum();
+        assert_eq!(all, 20 * 3_600);
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl Store for LocalStore {
         let key = name.as_bytes();
         let column = part::key_column(Table::Rollups);
         for part in snapshot.parts(Table::Rollups, range) {
-            let Some(batches) = self.read_part(part, |reader| reader.rows_equal_iter(column, key))? else {
+            let Some(batches) = self.read_part(part, |reader| reader.rows_equal_iter(column, key, range))? else {
                 continue;
             };
             for batch in batches {
@@ -362,7 +362,7 @@ impl Store for LocalStore {
         let key = name.as_bytes();
         let column = part::key_column(Table::Metrics);
         for part in snapshot.parts(Table::Metrics, range) {
-            let batches = match self.read_part(part, |reader| reader.rows_equal_iter(column, key))? {
+            let batches = match self.read_part(part, |reader| reader.rows_equal_iter(column, key, range))? {
                 Some(batches) => batches,
                 None => continue,
             };
