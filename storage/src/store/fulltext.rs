@@ -35,7 +35,6 @@ use serde_json::Value;
 use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::logs::v1::LogRecord;
 use sift_proto::otlp::trace::v1::Span;
-use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
 use tantivy::query::EnableScoring;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
@@ -754,6 +753,8 @@ pub(crate) struct TextIndexes {
     fields: Fields,
     partitions: Mutex<Partitions>,
     merges: Arc<MergeBudget>,
+    /// The maps its files are read through.
+    maps: Arc<super::mapped::Maps>,
     /// The heap of each writer.
     writer_bytes: usize,
     /// Writers open at once.
@@ -767,6 +768,7 @@ impl TextIndexes {
         root: &Path,
         table: Table,
         merges: Arc<MergeBudget>,
+        maps: Arc<super::mapped::Maps>,
         memory: &super::MemoryBudget,
     ) -> TextIndexes {
         let (schema, fields) = schema(table);
@@ -777,6 +779,7 @@ impl TextIndexes {
             fields,
             partitions: Mutex::new(Partitions::default()),
             merges,
+            maps,
             writer_bytes: memory.index_writer_bytes,
             max_writers: memory.index_writers.max(1),
             recent: Mutex::new(RecentTraces::new()),
@@ -857,7 +860,7 @@ impl TextIndexes {
         if let std::collections::btree_map::Entry::Vacant(slot) = partitions.open.entry(hour) {
             let dir = self.dir(hour);
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("creating {}", dir.display())))?;
-            let directory = MmapDirectory::open(&dir).map_err(tantivy::TantivyError::from)?;
+            let directory = super::mapped::MappedDirectory::open(&dir, self.maps.clone())?;
             let index = if Index::exists(&directory).map_err(tantivy::TantivyError::from)? {
                 // An index written by an earlier version whose fields differ only in what they
                 // keep (norms, positions) answers the same queries: it is used as it is.

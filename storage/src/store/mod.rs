@@ -16,6 +16,7 @@ pub(crate) mod fulltext;
 mod head;
 mod ingest;
 pub(crate) mod manifest;
+mod mapped;
 mod part;
 mod read;
 mod trace_search;
@@ -265,6 +266,8 @@ pub struct LocalStore {
     /// One compaction at a time (it writes without the writer lock).
     compaction: Mutex<()>,
     merges: Arc<MergeBudget>,
+    /// The maps the full-text indexes' files are read through (trimmed by [`LocalStore::tick`]).
+    maps: Arc<mapped::Maps>,
     /// When [`LocalStore::tick`] last ran retention and compaction.
     last_maintenance: Mutex<Option<Instant>>,
     /// When [`LocalStore::tick`] last committed the full-text indexes.
@@ -303,8 +306,9 @@ impl LocalStore {
             .chain(live_ids.last().copied())
             .max();
         let merges = MergeBudget::new(options.index_merges, options.index_segment_docs);
+        let maps = Arc::new(mapped::Maps::default());
         let recovered = |table: Table| -> Result<TextIndexes, StorageError> {
-            let index = TextIndexes::new(root, table, merges.clone(), &options.memory());
+            let index = TextIndexes::new(root, table, merges.clone(), maps.clone(), &options.memory());
             let of_table = |(t, hour): (Table, u64)| (t == table).then_some(hour);
             let hours = manifest
                 .parts
@@ -337,6 +341,7 @@ impl LocalStore {
             writer: Mutex::new(()),
             compaction: Mutex::new(()),
             merges,
+            maps,
             last_maintenance: Mutex::new(None),
             last_commit: Mutex::new(None),
             logs,

@@ -85,6 +85,7 @@ impl LocalStore {
             self.flush_logged();
             report.flushed = true;
         }
+        self.maps.trim_if_over(super::mapped::MAPPED_RESIDENT_BOUND);
         report
     }
 
