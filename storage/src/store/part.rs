@@ -1005,7 +1005,9 @@ mod tests {
     #[test]
     fn metric_lookups_in_a_time_range_read_only_the_row_groups_of_that_time() {
         // Six flushes of ten minutes (two names, 20 series, a point a second: 24k rows each),
-        // merged into one part of six row groups, as compaction does.
+        // merged as compaction does: row groups copied (six, one a flush), or rewritten into
+        // larger ones (three of 64k rows, as metrics parts are: each still covers a stretch of
+        // time, the flushes' rows following one another).
         let dir = tempfile::tempdir().unwrap();
         let mut sources = Vec::new();
         for f in 0..6u64 {
@@ -1013,50 +1015,55 @@ mod tests {
             write(&path, Table::Metrics, &[metric_points(&["a", "b"], 20, f * 600, 600)]).unwrap();
             sources.push((path, None));
         }
-        let merged = dir.path().join("merged.parquet");
-        merge(&merged, Table::Metrics, &sources, false).unwrap();
-        let reader = PartReader::open(&merged, Table::Metrics, None).unwrap();
-        assert_eq!(reader.metadata.metadata().num_row_groups(), 6);
-        let leaf = reader.leaf_index(metrics::NAME).unwrap();
-        let time_leaf = reader.time_leaf.unwrap();
-        let builder = reader.builder().unwrap();
-        let second = |s: u64| s * 1_000_000_000;
-        for (start, end) in [
-            (1_500, 1_560),
-            (0, 1),
-            (3_599, 3_600),
-            (590, 610),
-            (0, 3_600),
-            (3_600, 4_000),
-        ] {
-            let times = TimeRange {
-                start: Some(second(start)),
-                end: Some(second(end)),
-            };
-            let mut found = Vec::new();
-            for batch in reader.rows_equal_iter(metrics::NAME, b"a", &times).unwrap() {
-                let batch = batch.unwrap();
-                let names = crate::columnar::column::<StringArray>(&batch, metrics::NAME).unwrap();
-                let at = crate::columnar::column::<UInt64Array>(&batch, metrics::TIME).unwrap();
-                found.extend((0..batch.num_rows()).map(|i| (names.value(i).to_owned(), at.value(i))));
+        for reencode in [false, true] {
+            let merged = dir.path().join(format!("merged-{reencode}.parquet"));
+            merge(&merged, Table::Metrics, &sources, reencode).unwrap();
+            let reader = PartReader::open(&merged, Table::Metrics, None).unwrap();
+            let total = reader.metadata.metadata().num_row_groups();
+            assert_eq!(total, if reencode { 3 } else { 6 });
+            let leaf = reader.leaf_index(metrics::NAME).unwrap();
+            let time_leaf = reader.time_leaf.unwrap();
+            let builder = reader.builder().unwrap();
+            let second = |s: u64| s * 1_000_000_000;
+            for (start, end) in [
+                (1_500, 1_560),
+                (0, 1),
+                (3_599, 3_600),
+                (590, 610),
+                (0, 3_600),
+                (3_600, 4_000),
+            ] {
+                let times = TimeRange {
+                    start: Some(second(start)),
+                    end: Some(second(end)),
+                };
+                let mut found = Vec::new();
+                for batch in reader.rows_equal_iter(metrics::NAME, b"a", &times).unwrap() {
+                    let batch = batch.unwrap();
+                    let names = crate::columnar::column::<StringArray>(&batch, metrics::NAME).unwrap();
+                    let at = crate::columnar::column::<UInt64Array>(&batch, metrics::TIME).unwrap();
+                    found.extend((0..batch.num_rows()).map(|i| (names.value(i).to_owned(), at.value(i))));
+                }
+                let expected = 20 * (end.min(3_600) - start) as usize;
+                assert_eq!(found.len(), expected, "{start}..{end}");
+                assert!(found.iter().all(|(name, at)| name == "a" && times.contains(*at)));
+                // Only the row groups holding those times are read.
+                let (groups, _) = reader.plan(&builder, leaf, b"a", Some((time_leaf, &times))).unwrap();
+                let flushes = || (start / 600..end.min(3_600).div_ceil(600)).map(|f| f as usize);
+                if !reencode {
+                    assert_eq!(groups, flushes().collect::<Vec<_>>(), "{start}..{end}");
+                } else if end - start <= 60 {
+                    assert!(groups.len() < total, "{start}..{end}: {groups:?}");
+                }
             }
-            let expected = 20 * (end.min(3_600) - start) as usize;
-            assert_eq!(found.len(), expected, "{start}..{end}");
-            assert!(found.iter().all(|(name, at)| name == "a" && times.contains(*at)));
-            // Only the flushes holding those times are read.
-            let (groups, _) = reader.plan(&builder, leaf, b"a", Some((time_leaf, &times))).unwrap();
-            let flushes = (start / 600..end.min(3_600).div_ceil(600))
-                .map(|f| f as usize)
-                .collect::<Vec<_>>();
-            assert_eq!(groups, flushes, "{start}..{end}");
+            // Without a range, every point of the name.
+            let all: usize = reader
+                .rows_equal_iter(metrics::NAME, b"b", &TimeRange::ALL)
+                .unwrap()
+                .map(|batch| batch.unwrap().num_rows())
+                .sum();
+            assert_eq!(all, 20 * 3_600);
         }
-        // Without a range, every point of the name.
-        let all: usize = reader
-            .rows_equal_iter(metrics::NAME, b"b", &TimeRange::ALL)
-            .unwrap()
-            .map(|batch| batch.unwrap().num_rows())
-            .sum();
-        assert_eq!(all, 20 * 3_600);
     }
 
     #[test]
