@@ -582,6 +582,11 @@ impl LocalStore {
         for part in group {
             self.readers().remove(&part.id);
         }
+        // A part's first read checksums the whole file (a compacted one can be a gigabyte): done
+        // here, on the compaction's thread, rather than by the first query that needs the part.
+        if let Err(e) = self.read_part(&meta, |_| Ok(())) {
+            tracing::warn!(error = %e, part = meta.id, "cannot open a merged part");
+        }
         Ok(true)
     }
 
