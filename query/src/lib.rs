@@ -4,7 +4,7 @@
 #![warn(missing_docs)]
 
 mod error;
-pub mod metrics;
+mod metrics;
 pub mod params;
 mod pool;
 pub mod render;
@@ -359,7 +359,7 @@ async fn metric_series(State(api): State<Api>, RawQuery(raw): RawQuery) -> Resul
     }
     let step = match params.one("step")? {
         Some(s) => params::duration("step", s)?.as_nanos() as u64,
-        None => ((end - start) / 60).max(1_000_000_000),
+        None => metrics::default_step(end - start),
     };
     if step < 1_000_000_000 {
         return Err(ApiError::BadRequest("step: must be at least 1s".into()));

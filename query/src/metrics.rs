@@ -16,6 +16,18 @@ use crate::ApiError;
 /// Points (and rollups) a metric query reads at most.
 const POINT_BUDGET: usize = 2_000_000;
 
+/// The step of a query that names none, for a range of `range` nanoseconds: about 60 points, at
+/// least a second apart; from a minute up, rounded to the nearest whole minutes, which the
+/// per-minute rollups answer (a range of 90 minutes: 2-minute steps, 45 points).
+pub fn default_step(range: u64) -> u64 {
+    const MINUTE: u64 = 60_000_000_000;
+    let step = (range / 60).max(1_000_000_000);
+    if step < MINUTE {
+        return step;
+    }
+    (step + MINUTE / 2) / MINUTE * MINUTE
+}
+
 /// Parses `agg`.
 pub fn parse_agg(text: &str) -> Result<Agg, ApiError> {
     Agg::parse(text)
@@ -52,4 +64,27 @@ pub fn series(store: &dyn Store, query: &MetricQuery) -> Result<(Vec<Value>, boo
         })
         .collect();
     Ok((series, partial))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_step;
+
+    #[test]
+    fn default_steps_are_whole_minutes_from_a_minute_up() {
+        let (second, minute) = (1_000_000_000u64, 60_000_000_000u64);
+        for (range, step) in [
+            (10 * second, second),
+            (30 * minute, 30 * second),
+            (59 * minute, 59 * second),
+            (60 * minute, minute),
+            (60 * minute + second, minute),
+            (89 * minute, minute),
+            (90 * minute, 2 * minute),
+            (24 * 60 * minute, 24 * minute),
+            (7 * 24 * 60 * minute + 123, 168 * minute),
+        ] {
+            assert_eq!(default_step(range), step, "range {range}");
+        }
+    }
 }
