@@ -10,6 +10,7 @@
 #   MINUTES=20 benches/scripts/soak.sh          # shorter
 #   QUERIES=0 benches/scripts/soak.sh           # without the query load (write side alone)
 #   ONE_HOUR=1 benches/scripts/soak.sh          # item times in one hour partition (see below)
+#   KEEP=/tmp/soak-data benches/scripts/soak.sh  # keep the store afterwards (to query it unloaded)
 #
 # Ports: the embedded defaults (4317, 4318, 3200) must be free. Bounded: the load generator stops
 # after MINUTES (at most 120), and so does everything else.
@@ -21,7 +22,7 @@ RATE=${RATE:-100000}
 QUERIES=${QUERIES:-1}
 target="${CARGO_TARGET_DIR:-$PWD/target}/release"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [ -z "${KEEP:-}" ] || mv "$work/data" "$KEEP"; rm -rf "$work"' EXIT
 
 cargo build --release --locked -p sift-collector -p sift-benches --bins >&2
 
