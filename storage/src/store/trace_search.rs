@@ -80,7 +80,9 @@ impl LocalStore {
         let mut newest: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
         let mut partial = false;
         let mut by_trace = self.spans.span_docs();
+        let (started, mut rounds, mut traces_looked_up, mut spans_read) = (Instant::now(), 0usize, 0usize, 0usize);
         loop {
+            rounds += 1;
             let (docs, index_partial, cut) = self.spans.newest_trace_docs(&*query, &hours, want, &bounds, accept)?;
             partial |= index_partial;
             // Before `cut`, a partition that had more documents than were asked for may hold some
@@ -114,6 +116,7 @@ impl LocalStore {
                 let from = hour_of(doc.hit.time).saturating_sub(1);
                 let to = hour_of(doc.end.max(doc.hit.time)).saturating_add(1);
                 let near: Vec<u64> = all_hours.range(from..=to).copied().collect();
+                traces_looked_up += 1;
                 let docs: Vec<_> = by_trace
                     .of_trace(&trace_id, &near)
                     .into_iter()
@@ -129,7 +132,10 @@ impl LocalStore {
                 let passes = filter.range.contains(start)
                     && filter.min_duration.is_none_or(|m| duration >= m)
                     && filter.max_duration.is_none_or(|m| duration <= m)
-                    && (exact || self.one_span_matches(&trace_id, filter)?);
+                    && (exact || {
+                        spans_read += 1;
+                        self.one_span_matches(&trace_id, filter)?
+                    });
                 if !passes {
                     continue;
                 }
@@ -156,6 +162,16 @@ impl LocalStore {
             want = want.saturating_mul(4);
         }
         partial |= by_trace.partial;
+        // What a search cost: a rare combination of span filters and durations looks up the
+        // documents of many traces (each ~12 µs) before `limit` pass.
+        tracing::debug!(
+            rounds,
+            traces_looked_up,
+            spans_read,
+            found = found.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "trace search"
+        );
         found.sort_by(|a, b| b.start.cmp(&a.start).then(a.trace_id.cmp(&b.trace_id)));
         found.truncate(limit);
         Ok(TraceHits { traces: found, partial })
