@@ -201,12 +201,14 @@ pub trait Store: Send + Sync {
     fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError>;
     /// Hands each point of a metric in a time range to `visit`, in no particular order, reading
     /// a row group at a time (so a query holds what it keeps of the points, not the points);
-    /// stops after `budget` points and then returns true.
+    /// stops after `budget` points and then returns true. Without `exemplars`, points come
+    /// without theirs (they are not read: aggregations do not need them).
     fn for_each_metric_point(
         &self,
         name: &str,
         range: &TimeRange,
         budget: usize,
+        exemplars: bool,
         visit: &mut dyn FnMut(MetricRow),
     ) -> Result<bool, StorageError>;
     /// Hands each rollup of a metric ([`rollup::Rollup`], one per series and minute) whose minute
@@ -230,7 +232,7 @@ pub trait Store: Send + Sync {
         budget: usize,
     ) -> Result<(Vec<MetricRow>, bool), StorageError> {
         let mut rows = Vec::new();
-        let partial = self.for_each_metric_point(name, range, budget, &mut |row| rows.push(row))?;
+        let partial = self.for_each_metric_point(name, range, budget, true, &mut |row| rows.push(row))?;
         rows.sort_by_key(point_time);
         Ok((rows, partial))
     }

@@ -774,7 +774,7 @@ impl MetricQuery {
         };
         let points_of = |range: &TimeRange, found: &mut bool| -> Result<Series<'_>, StorageError> {
             let mut series = Series::new(&self.matchers, self.start, self.end, self.step, Some(self.agg));
-            *found |= store.for_each_metric_point(&self.name, range, budget, &mut |row| series.add(&row))?;
+            *found |= store.for_each_metric_point(&self.name, range, budget, false, &mut |row| series.add(&row))?;
             Ok(series)
         };
         let mut cut = false;

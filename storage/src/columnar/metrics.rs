@@ -501,7 +501,7 @@ fn opt<T: arrow_array::ArrowPrimitiveType>(array: &arrow_array::PrimitiveArray<T
     (!array.is_null(row)).then(|| array.value(row))
 }
 
-/// The points of a batch.
+/// The points of a batch (without exemplars if it has no exemplars column).
 pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<MetricRow>, ArrowError> {
     let name: &StringArray = column(batch, NAME)?;
     let description: &StringArray = column(batch, DESCRIPTION)?;
@@ -531,16 +531,22 @@ pub(crate) fn rows(batch: &RecordBatch) -> Result<Vec<MetricRow>, ArrowError> {
     let negative_counts: &ListArray = column(batch, NEGATIVE_BUCKET_COUNTS)?;
     let quantiles: &ListArray = column(batch, QUANTILES)?;
     let quantile_values: &ListArray = column(batch, QUANTILE_VALUES)?;
-    let exemplars: &StringArray = column(batch, EXEMPLARS)?;
+    let exemplars: Option<&StringArray> = match batch.schema().column_with_name(EXEMPLARS) {
+        Some(_) => Some(column(batch, EXEMPLARS)?),
+        None => None,
+    };
     let origin = OriginReader::new(batch)?;
     // A series' points sit together: their attributes (and mostly empty exemplars) repeat.
     let (series, examples, metadatas) = (Repeated::new(), Repeated::new(), Repeated::new());
     (0..batch.num_rows())
         .map(|row| {
             let attributes = series.get(attributes.value(row), read_attributes)?;
-            let exemplars = examples.get(exemplars.value(row), |text| {
-                fragment::read_exemplars(text).map_err(json_error)
-            })?;
+            let exemplars = match exemplars {
+                Some(exemplars) => examples.get(exemplars.value(row), |text| {
+                    fragment::read_exemplars(text).map_err(json_error)
+                })?,
+                None => Vec::new(),
+            };
             let (start, time, flags) = (start.value(row), time.value(row), flags.value(row));
             let temporality = temporality.value(row);
             let number = || NumberDataPoint {

@@ -515,17 +515,19 @@ impl PartReader {
     /// statistics and bloom filters before anything is decoded.
     pub(crate) fn rows_equal(&self, column: &str, value: &[u8]) -> Result<Vec<RecordBatch>, StorageError> {
         Ok(self
-            .rows_equal_iter(column, value, &TimeRange::ALL)?
+            .rows_equal_iter(column, value, &TimeRange::ALL, &[])?
             .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// [`Self::rows_equal`], a row group at a time; for a table with a [`time_column`], only
-    /// the rows whose time is in `times` (row groups and pages pruned by its statistics too).
+    /// [`Self::rows_equal`], a row group at a time, without the (top-level) columns named in
+    /// `without`; for a table with a [`time_column`], only the rows whose time is in `times` (row
+    /// groups and pages pruned by its statistics too).
     pub(crate) fn rows_equal_iter(
         &self,
         column: &str,
         value: &[u8],
         times: &TimeRange,
+        without: &[&str],
     ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>, StorageError> {
         let leaf = self.leaf_index(column)?;
         let time_leaf = self.time_leaf.filter(|_| *times != TimeRange::ALL);
@@ -558,6 +560,12 @@ impl PartReader {
         let mut builder = builder
             .with_row_groups(groups)
             .with_row_filter(RowFilter::new(predicates));
+        if !without.is_empty() {
+            let fields = builder.schema().fields();
+            let roots = (0..fields.len()).filter(|&i| !without.contains(&fields[i].name().as_str()));
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder = builder.with_projection(mask);
+        }
         if let Some(selection) = selection {
             builder = builder.with_row_selection(selection);
         }
@@ -1038,7 +1046,7 @@ mod tests {
                     end: Some(second(end)),
                 };
                 let mut found = Vec::new();
-                for batch in reader.rows_equal_iter(metrics::NAME, b"a", &times).unwrap() {
+                for batch in reader.rows_equal_iter(metrics::NAME, b"a", &times, &[]).unwrap() {
                     let batch = batch.unwrap();
                     let names = crate::columnar::column::<StringArray>(&batch, metrics::NAME).unwrap();
                     let at = crate::columnar::column::<UInt64Array>(&batch, metrics::TIME).unwrap();
@@ -1058,9 +1066,13 @@ mod tests {
             }
             // Without a range, every point of the name.
             let all: usize = reader
-                .rows_equal_iter(metrics::NAME, b"b", &TimeRange::ALL)
+                .rows_equal_iter(metrics::NAME, b"b", &TimeRange::ALL, &[metrics::EXEMPLARS])
                 .unwrap()
-                .map(|batch| batch.unwrap().num_rows())
+                .map(|batch| {
+                    let batch = batch.unwrap();
+                    assert!(batch.schema().column_with_name(metrics::EXEMPLARS).is_none());
+                    batch.num_rows()
+                })
                 .sum();
             assert_eq!(all, 20 * 3_600);
         }

@@ -287,7 +287,7 @@ impl Store for LocalStore {
         let key = name.as_bytes();
         let column = part::key_column(Table::Rollups);
         for part in snapshot.parts(Table::Rollups, range) {
-            let Some(batches) = self.read_part(part, |reader| reader.rows_equal_iter(column, key, range))? else {
+            let Some(batches) = self.read_part(part, |reader| reader.rows_equal_iter(column, key, range, &[]))? else {
                 continue;
             };
             for batch in batches {
@@ -340,8 +340,11 @@ impl Store for LocalStore {
         name: &str,
         range: &TimeRange,
         budget: usize,
+        exemplars: bool,
         visit: &mut dyn FnMut(MetricRow),
     ) -> Result<bool, StorageError> {
+        // Without exemplars, their column is neither read from parts nor decoded.
+        let without: &[&str] = if exemplars { &[] } else { &[metrics::EXEMPLARS] };
         let mut seen = 0usize;
         let mut take = |batch: RecordBatch| -> Result<bool, StorageError> {
             let times: &UInt64Array = columnar::column(&batch, metrics::TIME)?;
@@ -362,7 +365,7 @@ impl Store for LocalStore {
         let key = name.as_bytes();
         let column = part::key_column(Table::Metrics);
         for part in snapshot.parts(Table::Metrics, range) {
-            let batches = match self.read_part(part, |reader| reader.rows_equal_iter(column, key, range))? {
+            let batches = match self.read_part(part, |reader| reader.rows_equal_iter(column, key, range, without))? {
                 Some(batches) => batches,
                 None => continue,
             };
@@ -383,7 +386,14 @@ impl Store for LocalStore {
             for batch in &head.batches {
                 let index = batch.schema().index_of(column)?;
                 let mask = equal_mask(batch.column(index), key)?;
-                if mask.true_count() > 0 && !take(filter_record_batch(batch, &mask)?)? {
+                if mask.true_count() == 0 {
+                    continue;
+                }
+                let mut batch = filter_record_batch(batch, &mask)?;
+                if let (false, Ok(at)) = (exemplars, batch.schema().index_of(metrics::EXEMPLARS)) {
+                    batch.remove_column(at);
+                }
+                if !take(batch)? {
                     return Ok(true);
                 }
             }
