@@ -352,6 +352,57 @@ fn metrics(now: u64, requests: &[i64], latency: &[Vec<Sample>]) -> Vec<Metric> {
     ]
 }
 
+/// Running totals of cumulative metric series (by resource, metric and point attributes), as an
+/// SDK's exporter reports them: each slice's counts are added to everything sent before.
+#[derive(Debug, Default)]
+pub struct RunningTotals {
+    counters: std::collections::HashMap<String, i64>,
+    histograms: std::collections::HashMap<String, (u64, f64, Vec<u64>)>,
+}
+
+impl RunningTotals {
+    /// Turns `request`'s points (the counts of one slice, as [`generate`] makes them) into running
+    /// totals started at `start` and stamped `time` (their exemplars too).
+    pub fn add(&mut self, request: &mut ExportMetricsServiceRequest, start: u64, time: u64) {
+        for rm in &mut request.resource_metrics {
+            let service = format!("{:?}", rm.resource.as_ref().map(|r| &r.attributes));
+            for m in rm.scope_metrics.iter_mut().flat_map(|sm| &mut sm.metrics) {
+                let name = m.name.clone();
+                match &mut m.data {
+                    Some(metric::Data::Sum(sum)) => {
+                        for p in &mut sum.data_points {
+                            let key = format!("{service}/{name}/{:?}", p.attributes);
+                            let total = self.counters.entry(key).or_default();
+                            if let Some(number_data_point::Value::AsInt(v)) = p.value {
+                                *total += v;
+                            }
+                            p.value = Some(number_data_point::Value::AsInt(*total));
+                            (p.start_time_unix_nano, p.time_unix_nano) = (start, time);
+                        }
+                    }
+                    Some(metric::Data::Histogram(h)) => {
+                        for p in &mut h.data_points {
+                            let key = format!("{service}/{name}/{:?}", p.attributes);
+                            let (count, sum, buckets) = self.histograms.entry(key).or_default();
+                            *count += p.count;
+                            *sum += p.sum.unwrap_or(0.0);
+                            buckets.resize(p.bucket_counts.len().max(buckets.len()), 0);
+                            buckets.iter_mut().zip(&p.bucket_counts).for_each(|(a, b)| *a += b);
+                            (p.count, p.sum) = (*count, Some(*sum));
+                            p.bucket_counts.clone_from(buckets);
+                            (p.start_time_unix_nano, p.time_unix_nano) = (start, time);
+                            for e in &mut p.exemplars {
+                                e.time_unix_nano = time;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// A traces request of about `spans` spans with the default [`Shape`].
 pub fn traces_request(rng: &mut Rng, spans: usize) -> ExportTraceServiceRequest {
     generate(rng, spans, &Shape::default()).traces

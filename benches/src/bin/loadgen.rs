@@ -20,9 +20,9 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
-use sift_benches::{generate, Rng, Shape};
+use sift_benches::{generate, Rng, RunningTotals, Shape};
 use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use sift_proto::otlp::metrics::v1::{metric, number_data_point};
+use sift_proto::otlp::metrics::v1::metric;
 use sift_proto::{RawCodec, Signal, SignalKind, Traces};
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
@@ -116,8 +116,7 @@ struct LiveMetrics {
 #[derive(Default)]
 struct LiveState {
     last_time: u64,
-    counters: std::collections::HashMap<String, i64>,
-    histograms: std::collections::HashMap<String, (u64, f64, Vec<u64>)>,
+    totals: RunningTotals,
 }
 
 fn unix_nanos() -> u64 {
@@ -134,49 +133,24 @@ impl LiveMetrics {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = unix_nanos().max(state.last_time + 1);
         state.last_time = now;
-        let renew = |id: &mut Vec<u8>| {
-            for (byte, salt) in id.iter_mut().zip(round.to_be_bytes()) {
+        state.totals.add(&mut request, started, now);
+        drop(state);
+        let exemplars = request
+            .resource_metrics
+            .iter_mut()
+            .flat_map(|rm| &mut rm.scope_metrics)
+            .flat_map(|sm| &mut sm.metrics)
+            .filter_map(|m| match &mut m.data {
+                Some(metric::Data::Histogram(h)) => Some(&mut h.data_points),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|p| &mut p.exemplars);
+        for e in exemplars {
+            for (byte, salt) in e.trace_id.iter_mut().zip(round.to_be_bytes()) {
                 *byte ^= salt;
             }
-        };
-        for rm in &mut request.resource_metrics {
-            let service = format!("{:?}", rm.resource.as_ref().map(|r| &r.attributes));
-            for m in rm.scope_metrics.iter_mut().flat_map(|sm| &mut sm.metrics) {
-                let name = m.name.clone();
-                match &mut m.data {
-                    Some(metric::Data::Sum(sum)) => {
-                        for p in &mut sum.data_points {
-                            let key = format!("{service}/{name}/{:?}", p.attributes);
-                            let total = state.counters.entry(key).or_default();
-                            if let Some(number_data_point::Value::AsInt(v)) = p.value {
-                                *total += v;
-                            }
-                            p.value = Some(number_data_point::Value::AsInt(*total));
-                            (p.start_time_unix_nano, p.time_unix_nano) = (started, now);
-                        }
-                    }
-                    Some(metric::Data::Histogram(h)) => {
-                        for p in &mut h.data_points {
-                            let key = format!("{service}/{name}/{:?}", p.attributes);
-                            let (count, sum, buckets) = state.histograms.entry(key).or_default();
-                            *count += p.count;
-                            *sum += p.sum.unwrap_or(0.0);
-                            buckets.resize(p.bucket_counts.len().max(buckets.len()), 0);
-                            buckets.iter_mut().zip(&p.bucket_counts).for_each(|(a, b)| *a += b);
-                            (p.count, p.sum) = (*count, Some(*sum));
-                            p.bucket_counts.clone_from(buckets);
-                            (p.start_time_unix_nano, p.time_unix_nano) = (started, now);
-                            for e in &mut p.exemplars {
-                                renew(&mut e.trace_id);
-                                e.time_unix_nano = now;
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
         }
-        drop(state);
         request.encode_to_vec().into()
     }
 }
@@ -497,6 +471,7 @@ mod tests {
 
     use sift_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
     use sift_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use sift_proto::otlp::metrics::v1::number_data_point;
 
     use super::*;
 

@@ -1,22 +1,24 @@
 //! `sift-storebench`: the storage engine on a realistic dataset (issue: storage benchmarks).
 //!
 //! Generates N spans and N log records (seeded, the load generator's workload: 1–30 spans per
-//! trace, 5–15 attributes, logs inside spans) spread over one closed hour (one partition per
+//! trace, 5–15 attributes, logs inside spans) and, with `--points`, metric points (counters and
+//! histograms per service and route, running totals) spread over one closed hour (one partition per
 //! table), ingests them into a fresh store the way the storage exporter does (`write` per batch,
 //! flushing when the head is due; `tick` every second; retention and compaction on a thread of
 //! their own, as the exporter's maintenance task), then measures lookups and searches on the
-//! result. Generation is not timed; writing is (ticks included). Every tenth of the rows it prints
+//! result. Generation is not timed; writing is (ticks included). Every tenth of the spans and logs it prints
 //! the ingest rate over that tenth, so the cost of a row at 100M can be compared with its cost
 //! at the first million.
 //!
-//! cargo run --release -p sift-benches --bin sift-storebench -- --spans 10000000 --logs 10000000
+//! cargo run --release -p sift-benches --bin sift-storebench -- --spans 10000000 --logs 10000000 --points 1000000
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::Parser;
 use prost::Message as _;
-use sift_benches::{generate, Generated, Rng, Shape};
+use sift_benches::{generate, Generated, Rng, RunningTotals, Shape};
+use sift_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use sift_proto::SignalKind;
 use sift_storage::{LocalStore, LogSearch, Store, StoreOptions, Table, TimeRange};
 use sift_wal::WalEntry;
@@ -29,6 +31,10 @@ struct Args {
     /// Log records to store.
     #[arg(long, default_value_t = 1_000_000)]
     logs: usize,
+    /// Metric points to store: request counters and latency histograms per service and route, as
+    /// running totals, filling at the pace of the other tables over the same hour.
+    #[arg(long, default_value_t = 0)]
+    points: usize,
     /// Store directory (default: a temporary directory, deleted afterwards).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -41,6 +47,8 @@ struct Args {
 }
 
 const BATCH_SPANS: usize = 4096;
+/// Points in one slice's metrics (a counter and a histogram for each of 5 routes).
+const POINTS_PER_SET: u64 = 10;
 
 fn shift(generated: &mut Generated, delta: i64) {
     let s = |t: &mut u64| *t = t.saturating_add_signed(delta);
@@ -116,9 +124,10 @@ fn main() -> anyhow::Result<()> {
     let batches = (args.spans + args.logs * 2).div_ceil(BATCH_SPANS);
     let mut rng = Rng::new(42);
     let mut position = 0u64;
-    let (mut span_rows, mut log_rows) = (0u64, 0u64);
-    let (mut span_bytes, mut log_bytes) = (0u64, 0u64);
-    let (mut span_time, mut log_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut span_rows, mut log_rows, mut point_rows) = (0u64, 0u64, 0u64);
+    let (mut span_bytes, mut log_bytes, mut point_bytes) = (0u64, 0u64, 0u64);
+    let (mut span_time, mut log_time, mut point_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut totals = RunningTotals::default();
     let mut sample_traces: Vec<[u8; 16]> = Vec::new();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let maintenance = {
@@ -183,6 +192,30 @@ fn main() -> anyhow::Result<()> {
             log_time += took;
             step_time += took;
         }
+        // Metric points keep pace with the rows of both tables: as many copies of the slice's
+        // points (a counter and a histogram per route) as it takes, spread over the batch's share
+        // of the hour.
+        let points_due = (args.points as u128 * (span_rows + log_rows) as u128 / total_rows.max(1) as u128) as u64;
+        let sets = points_due
+            .min(args.points as u64)
+            .saturating_sub(point_rows)
+            .div_ceil(POINTS_PER_SET);
+        if sets > 0 {
+            let slot = hour / batches as u64;
+            let mut request = ExportMetricsServiceRequest::default();
+            for set in 0..sets {
+                let mut points = generated.metrics.clone();
+                let at = target + set * slot / sets;
+                totals.add(&mut points, window_start, at);
+                request.resource_metrics.extend(points.resource_metrics);
+            }
+            let body = request.encode_to_vec();
+            point_bytes += body.len() as u64;
+            position += 1;
+            let (rows, took) = write(SignalKind::Metrics, body, position)?;
+            point_rows += rows;
+            point_time += took;
+        }
         step_rows += span_rows + log_rows - before;
         let done = span_rows as usize >= args.spans && log_rows as usize >= args.logs;
         if step_rows >= step || done {
@@ -190,6 +223,7 @@ fn main() -> anyhow::Result<()> {
             let (rss, peak) = memory_mib();
             let line = serde_json::json!({
                 "rows": span_rows + log_rows,
+                "points": point_rows,
                 "rows_per_s": step_rows as f64 / step_time.as_secs_f64(),
                 "parts": layout.parts.values().max().copied().unwrap_or(0),
                 "index_segments": layout.index_segments.values().max().copied().unwrap_or(0),
@@ -250,12 +284,16 @@ fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "spans": span_rows,
         "logs": log_rows,
+        "points": point_rows,
         "ingest_spans_per_s": span_rows as f64 / span_time.as_secs_f64(),
         "ingest_logs_per_s": log_rows as f64 / log_time.as_secs_f64(),
         "disk_bytes_per_span": disk.get(&Table::Spans).copied().unwrap_or(0) as f64 / span_rows.max(1) as f64,
         "protobuf_bytes_per_span": span_bytes as f64 / span_rows.max(1) as f64,
         "disk_bytes_per_log": disk.get(&Table::Logs).copied().unwrap_or(0) as f64 / log_rows.max(1) as f64,
         "protobuf_bytes_per_log": log_bytes as f64 / log_rows.max(1) as f64,
+        "ingest_points_per_s": point_rows as f64 / point_time.as_secs_f64().max(1e-9),
+        "disk_bytes_per_point": disk.get(&Table::Metrics).copied().unwrap_or(0) as f64 / point_rows.max(1) as f64,
+        "protobuf_bytes_per_point": point_bytes as f64 / point_rows.max(1) as f64,
         "trace_by_id_ms": { "p50": trace_ms.at(0.5), "p99": trace_ms.at(0.99), "found": found, "queries": queries },
         "logs_by_trace_ms": { "p50": logs_ms.at(0.5), "p99": logs_ms.at(0.99) },
         "log_search_ms": { "p50": search_ms.at(0.5), "p99": search_ms.at(0.99), "hits": hits },
