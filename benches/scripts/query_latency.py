@@ -3,11 +3,13 @@
 data directory).
 
 usage: query_latency.py [--server http://127.0.0.1:3200] [--n 200] [--sift target/release/sift] [--hours 1]
+                        [--at UNIX_SECONDS]
 
 Picks trace ids from a trace search, then times each query of the search-and-metrics issue's list n times
 (sequentially, warm) and `sift query trace` end to end; prints a table of p50/p99/max in milliseconds (with
 each query's goal) and the same as JSON on the last line. Searches cover the last `--hours` (default: the
-API's default, the last hour); the metric queries are timed over 1 and 24 hours.
+API's default, the last hour); the metric queries are timed over 1 and 24 hours. With `--at`, every window
+ends then instead of now (a storage benchmark's store holds one closed hour: `--at` its end).
 """
 
 import argparse
@@ -40,10 +42,13 @@ def main():
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--sift", default="target/release/sift")
     parser.add_argument("--hours", type=float, default=None, help="search window (default: the API's last hour)")
+    parser.add_argument("--at", type=int, default=None, help="windows end then (unix seconds; default: now)")
     args = parser.parse_args()
     s = args.server
-    now = time.time()
-    window = "" if args.hours is None else f"&start={int(now - args.hours * 3600)}&end={int(now)}"
+    now = time.time() if args.at is None else args.at
+    hours = args.hours if args.hours is not None or args.at is None else 1
+    window = "" if hours is None else f"&start={int(now - hours * 3600)}&end={int(now)}"
+    hour = "" if args.at is None else f"&start={int(now - 3600)}&end={int(now)}"
     ids = [t["trace_id"] for t in get(s, f"/api/v1/traces?limit=1000{window}")["traces"]]
     assert ids, "no traces stored"
     searches = ["timed%20out", "order", "%22POST%20/pay%22", "upstream%20AND%20checkout", "handled", "12345"]
@@ -62,10 +67,10 @@ def main():
     rows += [(name, (lambda p: lambda i: p + window)(path), 200, 4) for name, path in trace_searches]
     rows += [
         ("log search", lambda i: f"/api/v1/logs?q={searches[i % len(searches)]}&limit=100{window}", 100, 1),
-        ("logs by trace", lambda i: f"/api/v1/logs?trace_id={ids[i % len(ids)]}", None, 1),
+        ("logs by trace", lambda i: f"/api/v1/logs?trace_id={ids[i % len(ids)]}" + (window if args.at else ""), None, 1),
         ("services", lambda i: "/api/v1/services", None, 1),
-        ("metric p99, 1 h", lambda i: "/api/v1/metrics?name=http.server.duration&agg=p99", 50, 4),
-        ("metric rate, 1 h", lambda i: "/api/v1/metrics?name=http.server.duration&agg=rate", 50, 4),
+        ("metric p99, 1 h", lambda i: "/api/v1/metrics?name=http.server.duration&agg=p99" + hour, 50, 4),
+        ("metric rate, 1 h", lambda i: "/api/v1/metrics?name=http.server.duration&agg=rate" + hour, 50, 4),
         ("metric p99, 24 h", lambda i: "/api/v1/metrics?name=http.server.duration&agg=p99&step=5m" + day, 200, 10),
     ]
     report = {}
