@@ -351,7 +351,12 @@ impl Store for LocalStore {
             let mask = (0..times.len())
                 .map(|i| Some(range.contains(times.value(i))))
                 .collect::<arrow_array::BooleanArray>();
-            let batch = filter_record_batch(&batch, &mask)?;
+            // A part's rows were filtered by time as they were read: copied again only if not.
+            let batch = if mask.true_count() == batch.num_rows() {
+                batch
+            } else {
+                filter_record_batch(&batch, &mask)?
+            };
             if seen + batch.num_rows() > budget {
                 return Ok(false);
             }
