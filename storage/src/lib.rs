@@ -201,15 +201,23 @@ pub trait Store: Send + Sync {
     fn search_logs(&self, search: &LogSearch) -> Result<Vec<LogRow>, StorageError>;
     /// Hands each point of a metric in a time range to `visit`, in no particular order, reading
     /// a row group at a time (so a query holds what it keeps of the points, not the points);
-    /// stops after `budget` points and then returns true. Without `exemplars`, points come
-    /// without theirs (they are not read: aggregations do not need them).
+    /// stops after `budget` points and then returns true.
     fn for_each_metric_point(
         &self,
         name: &str,
         range: &TimeRange,
         budget: usize,
-        exemplars: bool,
         visit: &mut dyn FnMut(MetricRow),
+    ) -> Result<bool, StorageError>;
+    /// As [`Self::for_each_metric_point`], but hands each point as what aggregations need of it:
+    /// its series' labels (point attributes and `service.name`) and its [`rollup::Sample`] (what
+    /// else a point holds is not read).
+    fn for_each_metric_sample(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+        visit: &mut dyn FnMut(&rollup::Labels, rollup::Sample),
     ) -> Result<bool, StorageError>;
     /// Hands each rollup of a metric ([`rollup::Rollup`], one per series and minute) whose minute
     /// starts in `range` to `visit` with its series' labels and minute, in no particular order:
@@ -232,7 +240,7 @@ pub trait Store: Send + Sync {
         budget: usize,
     ) -> Result<(Vec<MetricRow>, bool), StorageError> {
         let mut rows = Vec::new();
-        let partial = self.for_each_metric_point(name, range, budget, true, &mut |row| rows.push(row))?;
+        let partial = self.for_each_metric_point(name, range, budget, &mut |row| rows.push(row))?;
         rows.sort_by_key(point_time);
         Ok((rows, partial))
     }

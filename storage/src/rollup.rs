@@ -18,9 +18,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use arrow_array::types::{Float64Type, UInt64Type};
+use arrow_array::{
+    Array, ArrowPrimitiveType, Float64Array, Int32Array, Int64Array, ListArray, PrimitiveArray, RecordBatch,
+    StringArray, UInt64Array,
+};
+use arrow_schema::ArrowError;
+
 use sift_proto::otlp::common::v1::KeyValue;
 use sift_proto::otlp::metrics::v1::{metric::Data, number_data_point};
 
+use crate::columnar::column;
 use crate::{point_time, MetricRow, StorageError, Store, TimeRange};
 
 /// A series' labels: its point attributes (as text) and `service.name`.
@@ -68,7 +76,7 @@ impl Agg {
 }
 
 /// What one stored point contributes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     time: u64,
     /// Gauge or sum value.
@@ -132,18 +140,8 @@ impl Sample {
             Data::ExponentialHistogram(h) => {
                 let p = h.data_points.first()?;
                 s.cumulative = h.aggregation_temporality == 2;
-                let base = 2f64.powf(2f64.powi(-p.scale));
-                let mut bounds = vec![0.0];
-                let mut counts = vec![p.zero_count];
-                if let Some(positive) = &p.positive {
-                    for (i, c) in positive.bucket_counts.iter().enumerate() {
-                        bounds.push(base.powi(positive.offset + i as i32 + 1));
-                        counts.push(*c);
-                    }
-                }
-                bounds.push(f64::INFINITY);
-                counts.push(0);
-                s.buckets = Some((bounds.into(), counts));
+                let positive = p.positive.as_ref().map(|b| (b.offset, &b.bucket_counts[..]));
+                s.buckets = Some(exponential_buckets(p.scale, p.zero_count, positive));
                 (s.count, s.sum, s.min, s.max) = (p.count, p.sum.unwrap_or(0.0), p.min, p.max);
             }
             Data::Summary(sm) => {
@@ -162,17 +160,241 @@ impl Sample {
     }
 }
 
+/// An exponential histogram's buckets as explicit ones (upper bounds, last +Inf; counts): the
+/// zero bucket, then the positive buckets `(offset, counts)` (negative ones are not counted).
+fn exponential_buckets(scale: i32, zero_count: u64, positive: Option<(i32, &[u64])>) -> (Arc<[f64]>, Vec<u64>) {
+    let base = 2f64.powf(2f64.powi(scale.saturating_neg()));
+    let mut bounds = vec![0.0];
+    let mut counts = vec![zero_count];
+    if let Some((offset, positive)) = positive {
+        for (i, c) in positive.iter().enumerate() {
+            let index = i32::try_from(i).unwrap_or(i32::MAX);
+            bounds.push(base.powi(offset.saturating_add(index).saturating_add(1)));
+            counts.push(*c);
+        }
+    }
+    bounds.push(f64::INFINITY);
+    counts.push(0);
+    (bounds.into(), counts)
+}
+
 /// The labels of a point: its attributes (as text) and its service.
 pub(crate) fn labels(row: &MetricRow) -> Labels {
-    let mut labels: BTreeMap<String, String> = crate::json_object(point_attributes(row))
+    labels_of(point_attributes(row), row.origin.service_name())
+}
+
+/// The labels of a point with these attributes, of this service.
+fn labels_of(attributes: &[KeyValue], service: &str) -> Labels {
+    let mut labels: BTreeMap<String, String> = crate::json_object(attributes)
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
-    let service = row.origin.service_name();
     if !service.is_empty() {
         labels.insert("service.name".into(), service.to_owned());
     }
     labels
+}
+
+/// The columns of stored points that [`SampleColumns`] reads.
+pub(crate) const SAMPLE_COLUMNS: [&str; 19] = {
+    use crate::columnar::metrics::*;
+    [
+        TYPE,
+        TEMPORALITY,
+        TIME,
+        ATTRIBUTES,
+        VALUE_DOUBLE,
+        VALUE_INT,
+        COUNT,
+        SUM,
+        MIN,
+        MAX,
+        BUCKET_COUNTS,
+        EXPLICIT_BOUNDS,
+        SCALE,
+        ZERO_COUNT,
+        POSITIVE_OFFSET,
+        POSITIVE_BUCKET_COUNTS,
+        QUANTILES,
+        QUANTILE_VALUES,
+        crate::columnar::origin_col::RESOURCE_ATTRIBUTES,
+    ]
+};
+
+/// The samples of a batch of stored points read straight from its columns ([`SAMPLE_COLUMNS`]),
+/// as [`Sample::of`] makes them from whole points: a query reading a minute of points spent most
+/// of its time making [`MetricRow`]s (names, scopes and attributes allocated and copied) to take
+/// a few numbers out of each.
+pub(crate) struct SampleColumns<'b> {
+    kind: &'b Int32Array,
+    temporality: &'b Int32Array,
+    time: &'b UInt64Array,
+    attributes: &'b StringArray,
+    resource: &'b StringArray,
+    value_double: &'b Float64Array,
+    value_int: &'b Int64Array,
+    count: &'b UInt64Array,
+    sum: &'b Float64Array,
+    min: &'b Float64Array,
+    max: &'b Float64Array,
+    bucket_counts: UInt64List<'b>,
+    explicit_bounds: F64List<'b>,
+    scale: &'b Int32Array,
+    zero_count: &'b UInt64Array,
+    positive_offset: &'b Int32Array,
+    positive_counts: UInt64List<'b>,
+    quantiles: F64List<'b>,
+    quantile_values: F64List<'b>,
+    /// The bounds (with +Inf) of the last histogram read: a series' points share them.
+    bounds: std::cell::RefCell<Option<Arc<[f64]>>>,
+}
+
+/// A list column's offsets and values.
+struct List<'b, P: ArrowPrimitiveType> {
+    offsets: &'b [i32],
+    values: &'b [P::Native],
+}
+
+type UInt64List<'b> = List<'b, UInt64Type>;
+type F64List<'b> = List<'b, Float64Type>;
+
+impl<'b, P: ArrowPrimitiveType> List<'b, P> {
+    fn of(batch: &'b RecordBatch, name: &str) -> Result<List<'b, P>, ArrowError> {
+        let list: &ListArray = column(batch, name)?;
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<PrimitiveArray<P>>()
+            .ok_or_else(|| ArrowError::SchemaError(format!("column {name} holds lists of an unexpected type")))?;
+        Ok(List {
+            offsets: list.value_offsets(),
+            values: values.values(),
+        })
+    }
+
+    fn get(&self, row: usize) -> &'b [P::Native] {
+        let (from, to) = (self.offsets[row] as usize, self.offsets[row + 1] as usize);
+        self.values.get(from..to).unwrap_or(&[])
+    }
+}
+
+fn opt<T: ArrowPrimitiveType>(array: &PrimitiveArray<T>, row: usize) -> Option<T::Native> {
+    (!array.is_null(row)).then(|| array.value(row))
+}
+
+impl<'b> SampleColumns<'b> {
+    pub(crate) fn new(batch: &'b RecordBatch) -> Result<SampleColumns<'b>, ArrowError> {
+        use crate::columnar::metrics::*;
+        Ok(SampleColumns {
+            kind: column(batch, TYPE)?,
+            temporality: column(batch, TEMPORALITY)?,
+            time: column(batch, TIME)?,
+            attributes: column(batch, ATTRIBUTES)?,
+            resource: column(batch, crate::columnar::origin_col::RESOURCE_ATTRIBUTES)?,
+            value_double: column(batch, VALUE_DOUBLE)?,
+            value_int: column(batch, VALUE_INT)?,
+            count: column(batch, COUNT)?,
+            sum: column(batch, SUM)?,
+            min: column(batch, MIN)?,
+            max: column(batch, MAX)?,
+            bucket_counts: List::of(batch, BUCKET_COUNTS)?,
+            explicit_bounds: List::of(batch, EXPLICIT_BOUNDS)?,
+            scale: column(batch, SCALE)?,
+            zero_count: column(batch, ZERO_COUNT)?,
+            positive_offset: column(batch, POSITIVE_OFFSET)?,
+            positive_counts: List::of(batch, POSITIVE_BUCKET_COUNTS)?,
+            quantiles: List::of(batch, QUANTILES)?,
+            quantile_values: List::of(batch, QUANTILE_VALUES)?,
+            bounds: std::cell::RefCell::new(None),
+        })
+    }
+
+    /// The sample of point `row` (as [`Sample::of`] the point).
+    pub(crate) fn sample(&self, row: usize) -> Result<Sample, ArrowError> {
+        let mut s = Sample::at(self.time.value(row));
+        let cumulative = self.temporality.value(row) == 2;
+        let stats = |s: &mut Sample| {
+            (s.count, s.sum, s.min, s.max) = (
+                self.count.value(row),
+                opt(self.sum, row).unwrap_or(0.0),
+                opt(self.min, row),
+                opt(self.max, row),
+            )
+        };
+        match self.kind.value(row) {
+            kind @ (1 | 2) => {
+                s.value = opt(self.value_double, row).or_else(|| opt(self.value_int, row).map(|i| i as f64));
+                s.gauge = kind == 1;
+                s.cumulative = kind == 2 && cumulative;
+            }
+            3 => {
+                s.cumulative = cumulative;
+                let bounds = self.explicit_bounds.get(row);
+                let mut last = self.bounds.borrow_mut();
+                let shared = match last.as_ref() {
+                    Some(b) if b.len() == bounds.len() + 1 && b[..bounds.len()] == *bounds => b.clone(),
+                    _ => {
+                        let made: Arc<[f64]> = bounds.iter().copied().chain([f64::INFINITY]).collect();
+                        *last = Some(made.clone());
+                        made
+                    }
+                };
+                s.buckets = Some((shared, self.bucket_counts.get(row).to_vec()));
+                stats(&mut s);
+            }
+            4 => {
+                s.cumulative = cumulative;
+                let positive = opt(self.positive_offset, row).map(|offset| (offset, self.positive_counts.get(row)));
+                s.buckets = Some(exponential_buckets(
+                    self.scale.value(row),
+                    self.zero_count.value(row),
+                    positive,
+                ));
+                stats(&mut s);
+            }
+            5 => {
+                s.cumulative = true;
+                (s.count, s.sum) = (self.count.value(row), opt(self.sum, row).unwrap_or_default());
+                s.quantiles = self
+                    .quantiles
+                    .get(row)
+                    .iter()
+                    .copied()
+                    .zip(self.quantile_values.get(row).iter().copied())
+                    .collect();
+            }
+            other => return Err(ArrowError::ParseError(format!("unknown stored metric type {other}"))),
+        }
+        Ok(s)
+    }
+}
+
+/// The labels of the last point read from columns, kept while the points that follow have the
+/// same attributes and resource (as text: a series' points come one after another).
+#[derive(Default)]
+pub(crate) struct RawLabels(Option<(String, String, Labels)>);
+
+impl RawLabels {
+    /// The labels of point `row` of `columns`.
+    pub(crate) fn of(&mut self, columns: &SampleColumns<'_>, row: usize) -> Result<&Labels, ArrowError> {
+        let (attributes, resource) = (columns.attributes.value(row), columns.resource.value(row));
+        let same = self
+            .0
+            .as_ref()
+            .is_some_and(|(a, r, _)| a == attributes && r == resource);
+        if !same {
+            let resource_attributes = crate::columnar::read_attributes(resource)?;
+            let labels = labels_of(
+                &crate::columnar::read_attributes(attributes)?,
+                crate::columnar::service_name(&resource_attributes),
+            );
+            self.0 = Some((attributes.to_owned(), resource.to_owned(), labels));
+        }
+        match &self.0 {
+            Some((_, _, labels)) => Ok(labels),
+            None => unreachable!("set above"),
+        }
+    }
 }
 
 /// The labels of the last point seen, kept while the points that follow have the same attributes
@@ -626,7 +848,6 @@ pub(crate) struct Series<'m> {
     step: u64,
     agg: Option<Agg>,
     by_series: BTreeMap<Labels, Steps>,
-    last: LastLabels,
     /// Steps where a stored rollup reached past `end`.
     past_end: BTreeSet<u64>,
 }
@@ -647,18 +868,15 @@ impl<'m> Series<'m> {
             step: step.max(1),
             agg,
             by_series: BTreeMap::new(),
-            last: LastLabels::default(),
             past_end: BTreeSet::new(),
         }
     }
 
-    /// Adds a point (of the metric the series are for).
-    pub(crate) fn add(&mut self, row: &MetricRow) {
-        let labels = self.last.of(row);
+    /// Adds a point (of the metric the series are for) of series `labels`.
+    pub(crate) fn add(&mut self, labels: &Labels, sample: Sample) {
         if !self.matchers.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return;
         }
-        let Some(sample) = Sample::of(row) else { return };
         if sample.time < self.start || sample.time >= self.end {
             return;
         }
@@ -774,7 +992,9 @@ impl MetricQuery {
         };
         let points_of = |range: &TimeRange, found: &mut bool| -> Result<Series<'_>, StorageError> {
             let mut series = Series::new(&self.matchers, self.start, self.end, self.step, Some(self.agg));
-            *found |= store.for_each_metric_point(&self.name, range, budget, false, &mut |row| series.add(&row))?;
+            *found |= store.for_each_metric_sample(&self.name, range, budget, &mut |labels, sample| {
+                series.add(labels, sample)
+            })?;
             Ok(series)
         };
         let mut cut = false;

@@ -17,6 +17,7 @@ use sift_proto::otlp::resource::v1::Resource;
 use sift_proto::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 
 use super::{logs, metrics, spans, Origin, Table};
+use crate::rollup;
 use crate::store::part_roundtrip;
 
 fn any_value() -> impl Strategy<Value = AnyValue> {
@@ -469,5 +470,35 @@ proptest! {
         let back = metrics::rows(&batch).unwrap();
         let expected: Vec<_> = items.into_iter().map(|(origin, metric)| metrics::MetricRow { origin, metric }).collect();
         prop_assert_eq!(back, expected);
+    }
+
+    /// What metric queries read of stored points — samples and labels from the columns of
+    /// `SAMPLE_COLUMNS` alone — is what the whole points say.
+    #[test]
+    fn metric_samples_read_from_columns_are_those_of_the_points(
+        items in proptest::collection::vec((origin(), metric_one_point()), 1..8),
+        repeat in 1usize..3,
+    ) {
+        // Points of one series one after another (the labels and bounds kept from the last
+        // point are used), and of others in between.
+        let items: Vec<_> = items.iter().flat_map(|item| std::iter::repeat_n(item.clone(), repeat)).collect();
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: items.iter().map(|(o, m)| ResourceMetrics {
+                resource: Some(o.resource.clone()),
+                scope_metrics: vec![ScopeMetrics { scope: Some(o.scope.clone()), metrics: vec![m.clone()], schema_url: o.scope_schema_url.clone() }],
+                schema_url: o.resource_schema_url.clone(),
+            }).collect(),
+        };
+        let mut builder = metrics::MetricBuilder::default();
+        metrics::for_each(&request, |point| point.append_to(&mut builder));
+        let batch = via_parquet(Table::Metrics, &builder.finish());
+        let read: Vec<usize> = rollup::SAMPLE_COLUMNS.iter().map(|name| batch.schema().index_of(name).unwrap()).collect();
+        let projected = batch.project(&read).unwrap();
+        let columns = rollup::SampleColumns::new(&projected).unwrap();
+        let mut labels = rollup::RawLabels::default();
+        for (row, point) in metrics::rows(&batch).unwrap().iter().enumerate() {
+            prop_assert_eq!(Some(columns.sample(row).unwrap()), rollup::Sample::of(point));
+            prop_assert_eq!(labels.of(&columns, row).unwrap(), &rollup::labels(point));
+        }
     }
 }

@@ -47,7 +47,7 @@ use crate::columnar::logs::{LogBuilder, LogRow};
 use crate::columnar::metrics::{MetricBuilder, MetricRow};
 use crate::columnar::spans::{SpanBuilder, SpanRow};
 use crate::columnar::{self, logs, metrics, spans, Table};
-use crate::rollup::{Labels, Rollup};
+use crate::rollup::{self, Labels, Rollup, Sample};
 use crate::{LogSearch, ServiceInfo, StorageError, Store, TimeRange, TraceFilter, TraceHits};
 use sift_wal::WalEntry;
 

@@ -171,6 +171,74 @@ fn equal_rows(
     Ok(out)
 }
 
+impl LocalStore {
+    /// Hands each batch of a metric's points in a time range (its rows in the range only; from
+    /// parts without the columns named in `without`) to `take`, parts first, then the head;
+    /// stops before the batch that would pass `budget` points, and then returns true.
+    fn metric_batches(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+        without: &[&str],
+        take: &mut dyn FnMut(&RecordBatch) -> Result<(), StorageError>,
+    ) -> Result<bool, StorageError> {
+        let mut seen = 0usize;
+        let mut within = |batch: RecordBatch| -> Result<bool, StorageError> {
+            let times: &UInt64Array = columnar::column(&batch, metrics::TIME)?;
+            let mask = (0..times.len())
+                .map(|i| Some(range.contains(times.value(i))))
+                .collect::<arrow_array::BooleanArray>();
+            // A part's rows were filtered by time as they were read: copied again only if not.
+            let batch = if mask.true_count() == batch.num_rows() {
+                batch
+            } else {
+                filter_record_batch(&batch, &mask)?
+            };
+            if seen + batch.num_rows() > budget {
+                return Ok(false);
+            }
+            seen += batch.num_rows();
+            take(&batch)?;
+            Ok(true)
+        };
+        let snapshot = self.snapshot();
+        let key = name.as_bytes();
+        let column = part::key_column(Table::Metrics);
+        for part in snapshot.parts(Table::Metrics, range) {
+            let batches = match self.read_part(part, |reader| reader.rows_equal_iter(column, key, range, without))? {
+                Some(batches) => batches,
+                None => continue,
+            };
+            for batch in batches {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        self.part_failed(part, e.into())?;
+                        break;
+                    }
+                };
+                if !within(batch)? {
+                    return Ok(true);
+                }
+            }
+        }
+        for head in snapshot.heads(Table::Metrics, range) {
+            for batch in &head.batches {
+                let index = batch.schema().index_of(column)?;
+                let mask = equal_mask(batch.column(index), key)?;
+                if mask.true_count() == 0 {
+                    continue;
+                }
+                if !within(filter_record_batch(batch, &mask)?)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
 impl Store for LocalStore {
     fn trace(&self, trace_id: &[u8; 16], range: &TimeRange) -> Result<Vec<SpanRow>, StorageError> {
         let mut rows = Vec::new();
@@ -340,70 +408,40 @@ impl Store for LocalStore {
         name: &str,
         range: &TimeRange,
         budget: usize,
-        exemplars: bool,
         visit: &mut dyn FnMut(MetricRow),
     ) -> Result<bool, StorageError> {
-        // Without exemplars, their column is neither read from parts nor decoded.
-        let without: &[&str] = if exemplars { &[] } else { &[metrics::EXEMPLARS] };
-        let mut seen = 0usize;
-        let mut take = |batch: RecordBatch| -> Result<bool, StorageError> {
-            let times: &UInt64Array = columnar::column(&batch, metrics::TIME)?;
-            let mask = (0..times.len())
-                .map(|i| Some(range.contains(times.value(i))))
-                .collect::<arrow_array::BooleanArray>();
-            // A part's rows were filtered by time as they were read: copied again only if not.
-            let batch = if mask.true_count() == batch.num_rows() {
-                batch
-            } else {
-                filter_record_batch(&batch, &mask)?
-            };
-            if seen + batch.num_rows() > budget {
-                return Ok(false);
-            }
-            seen += batch.num_rows();
-            for row in metrics::rows(&batch)? {
+        self.metric_batches(name, range, budget, &[], &mut |batch| {
+            for row in metrics::rows(batch)? {
                 visit(row);
             }
-            Ok(true)
-        };
-        let snapshot = self.snapshot();
-        let key = name.as_bytes();
-        let column = part::key_column(Table::Metrics);
-        for part in snapshot.parts(Table::Metrics, range) {
-            let batches = match self.read_part(part, |reader| reader.rows_equal_iter(column, key, range, without))? {
-                Some(batches) => batches,
-                None => continue,
-            };
-            for batch in batches {
-                let batch = match batch {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        self.part_failed(part, e.into())?;
-                        break;
-                    }
-                };
-                if !take(batch)? {
-                    return Ok(true);
-                }
+            Ok(())
+        })
+    }
+
+    fn for_each_metric_sample(
+        &self,
+        name: &str,
+        range: &TimeRange,
+        budget: usize,
+        visit: &mut dyn FnMut(&Labels, Sample),
+    ) -> Result<bool, StorageError> {
+        // Only the columns samples and labels are made of are read from parts.
+        let schema = metrics::schema();
+        let without: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| !rollup::SAMPLE_COLUMNS.contains(name))
+            .collect();
+        let mut labels = rollup::RawLabels::default();
+        self.metric_batches(name, range, budget, &without, &mut |batch| {
+            let columns = rollup::SampleColumns::new(batch)?;
+            for row in 0..batch.num_rows() {
+                let sample = columns.sample(row)?;
+                visit(labels.of(&columns, row)?, sample);
             }
-        }
-        for head in snapshot.heads(Table::Metrics, range) {
-            for batch in &head.batches {
-                let index = batch.schema().index_of(column)?;
-                let mask = equal_mask(batch.column(index), key)?;
-                if mask.true_count() == 0 {
-                    continue;
-                }
-                let mut batch = filter_record_batch(batch, &mask)?;
-                if let (false, Ok(at)) = (exemplars, batch.schema().index_of(metrics::EXEMPLARS)) {
-                    batch.remove_column(at);
-                }
-                if !take(batch)? {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
+            Ok(())
+        })
     }
 
     fn partial(&self, table: Table, range: &TimeRange, full_text: bool) -> bool {
