@@ -1492,6 +1492,27 @@ impl TextIndexes {
         Ok((Box::new(BooleanQuery::new(clauses)), exact))
     }
 
+    /// `query`, or a span document that may not cover its trace's earlier documents (flagged
+    /// [`FLAG_FIRST_WITHOUT_ROOT`] or [`FLAG_CONTINUED`]).
+    pub(crate) fn or_not_covering(&self, query: &dyn Query) -> Result<Box<dyn Query>, StorageError> {
+        let Some(t) = self.fields.trace else {
+            return Err(StorageError::BadQuery("not a span index".into()));
+        };
+        // Flags are 1 (first, without a root), 4 (root), 2 or 6 (continued): all but 4 are in
+        // [1, 3] or [5, ∞).
+        let flags = |low: u64, high: u64| -> Box<dyn Query> {
+            Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_u64(t.flags, low)),
+                Bound::Included(Term::from_field_u64(t.flags, high)),
+            ))
+        };
+        Ok(Box::new(BooleanQuery::new(vec![
+            (Occur::Should, query.box_clone()),
+            (Occur::Should, flags(1, 3)),
+            (Occur::Should, flags(5, u64::MAX)),
+        ])))
+    }
+
     /// Up to `want` span documents matching `query` and admitted by `bounds` in each partition of
     /// `hours` whose hit `accept` takes, newest (by start) first across all of them; with whether
     /// a partition could not be read (stale or failing: the answer is partial), and the time at
@@ -1747,6 +1768,46 @@ impl SpanDocs<'_> {
             }
         }
         out
+    }
+
+    /// Whether a document of the trace in the partitions of `hours` matches `query` (and
+    /// `accept` takes its hit).
+    pub(crate) fn any_matches(
+        &mut self,
+        query: &dyn Query,
+        trace_id: &[u8; 16],
+        hours: &[u64],
+        accept: &dyn Fn(&Hit) -> bool,
+    ) -> bool {
+        let term = Term::from_field_text(self.index.fields.trace_id, &hex::encode(trace_id));
+        let query = BooleanQuery::new(vec![
+            (Occur::Must, query.box_clone()),
+            (Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic))),
+        ]);
+        for &hour in hours {
+            let Some(searcher) = self.searcher(hour) else { continue };
+            let found = (|| -> Result<bool, StorageError> {
+                for address in searcher.search(&query, &tantivy::collector::DocSetCollector)? {
+                    let columns = match self.columns.entry((hour, address.segment_ord)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(DocColumns::open(searcher.segment_reader(address.segment_ord))?)
+                        }
+                    };
+                    let time = columns.time.first(address.doc_id).unwrap_or(0);
+                    if columns.doc(hour, time, address.doc_id).is_some_and(|d| accept(&d.hit)) {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })();
+            match found {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => self.failed(hour, &e),
+            }
+        }
+        false
     }
 
     /// What a document says of its trace (its stored summary).
