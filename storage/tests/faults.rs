@@ -662,6 +662,28 @@ fn damaged_parts_are_quarantined_and_a_damaged_index_is_rebuilt() {
 }
 
 #[test]
+fn maintenance_checksums_the_parts_no_query_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    damage_older_parts(root);
+    let store = LocalStore::open(
+        root,
+        StoreOptions {
+            maintenance_interval: Duration::ZERO,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(store.damaged_files(), 0, "nothing read yet");
+    store.maintain_if_due();
+    // Found without a query, and quarantined by the next refresh; the rest is served whole.
+    assert_eq!(store.damaged_files(), 2);
+    store.refresh().unwrap();
+    assert_eq!(files(&root.join("quarantine"), ".parquet").len(), 2);
+    assert_traces(&store, 100..200);
+}
+
+#[test]
 fn lookups_by_trace_id_open_only_the_parts_the_index_names() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

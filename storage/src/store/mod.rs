@@ -275,6 +275,9 @@ pub struct LocalStore {
     logs: TextIndexes,
     spans: TextIndexes,
     readers: Mutex<HashMap<u64, PartReader>>,
+    /// Parts whose whole file was checksummed since the store opened: opened again (their reader
+    /// left `readers`), they are not read whole again.
+    verified: Mutex<std::collections::HashSet<u64>>,
 }
 
 fn now_nanos() -> u64 {
@@ -347,6 +350,7 @@ impl LocalStore {
             logs,
             spans,
             readers: Mutex::new(HashMap::new()),
+            verified: Mutex::new(std::collections::HashSet::new()),
         })
     }
 

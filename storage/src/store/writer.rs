@@ -137,6 +137,7 @@ impl LocalStore {
             Ok(parts) => tracing::debug!(parts, "compacted parts"),
             Err(e) => tracing::error!(error = %e, "compaction failed; will retry"),
         }
+        self.verify_parts(VERIFIED_PER_MAINTENANCE);
         report
     }
 
@@ -695,6 +696,10 @@ impl LocalStore {
 /// How long the sources of a merge stay on disk after the manifest stopped listing them: longer
 /// than any query runs (30 s), so a read from an older snapshot still finds its files.
 const RETIRED_FOR: Duration = Duration::from_secs(60);
+
+/// Bytes of parts not yet opened that each maintenance run checksums (see
+/// [`LocalStore::verify_parts`]): a 20 GB store is checked within minutes of opening.
+const VERIFIED_PER_MAINTENANCE: u64 = 1 << 30;
 
 /// Rows of the smallest tier of parts (see [`merge_group`]).
 const TIER_ROWS: u64 = 16 * 1024;
