@@ -937,6 +937,26 @@ impl<'m> Series<'m> {
         self.past_end.retain(|n| !(first..=last).contains(n));
     }
 
+    /// The same series in steps of `factor` of these (each step's rollups merged).
+    fn into_steps(self, factor: u64) -> Series<'m> {
+        if factor <= 1 {
+            return self;
+        }
+        let mut by_series: BTreeMap<Labels, Steps> = BTreeMap::new();
+        for (labels, steps) in self.by_series {
+            let to = by_series.entry(labels).or_default();
+            for (n, rollup) in steps {
+                to.entry(n / factor).or_default().merge(rollup);
+            }
+        }
+        Series {
+            step: self.step * factor,
+            by_series,
+            past_end: self.past_end.iter().map(|n| n / factor).collect(),
+            ..self
+        }
+    }
+
     /// The series, by labels ([`Inexact`] if a stored rollup held points past `end`).
     pub(crate) fn finish(self) -> Result<BTreeMap<Labels, Steps>, Inexact> {
         if !self.past_end.is_empty() {
@@ -973,7 +993,8 @@ pub struct MetricSeries {
     pub cut: bool,
     /// Stored rollups answered (else every step came from points).
     pub from_rollups: bool,
-    /// Steps read from points because their rollups could not answer exactly.
+    /// Minutes (and steps) read again from points because their rollups could not answer
+    /// exactly.
     pub steps_from_points: usize,
 }
 
@@ -990,52 +1011,65 @@ impl MetricQuery {
             start: Some(self.start),
             end: Some(self.end),
         };
-        let points_of = |range: &TimeRange, found: &mut bool| -> Result<Series<'_>, StorageError> {
-            let mut series = Series::new(&self.matchers, self.start, self.end, self.step, Some(self.agg));
+        let points_of = |range: &TimeRange, step: u64, found: &mut bool| -> Result<Series<'_>, StorageError> {
+            let mut series = Series::new(&self.matchers, self.start, self.end, step, Some(self.agg));
             *found |= store.for_each_metric_sample(&self.name, range, budget, &mut |labels, sample| {
                 series.add(labels, sample)
             })?;
             Ok(series)
+        };
+        // Reads again from points the steps of `series` that its rollups cannot answer exactly:
+        // how many.
+        let mend = |series: &mut Series<'_>, cut: &mut bool| -> Result<usize, StorageError> {
+            let inexact = series.inexact_steps();
+            let mut ranges: Vec<(u64, u64)> = Vec::new();
+            for &n in &inexact {
+                match ranges.last_mut() {
+                    Some((_, last)) if *last + 1 == n => *last = n,
+                    _ => ranges.push((n, n)),
+                }
+            }
+            if ranges.len() > MENDING_READS {
+                ranges = vec![(ranges[0].0, ranges[ranges.len() - 1].1)];
+            }
+            for (first, last) in ranges {
+                let steps = TimeRange {
+                    start: Some(self.start + first * series.step),
+                    end: Some((self.start + (last + 1) * series.step).min(self.end)),
+                };
+                let points = points_of(&steps, series.step, cut)?;
+                series.replace_steps(first, last, points);
+            }
+            Ok(inexact.len())
         };
         let mut cut = false;
         let whole_minutes = self.step.is_multiple_of(MINUTE) && self.start.is_multiple_of(MINUTE);
         let mut from_rollups = None;
         // Damaged rollups are not trusted: the points answer (they may be whole).
         if rollups && whole_minutes && !store.partial(crate::Table::Rollups, &range, false) {
-            let mut series = Series::new(&self.matchers, self.start, self.end, self.step, Some(self.agg));
+            // Minute by minute first: a minute the rollups cannot answer is read again from its
+            // points alone, not the whole step it is in.
+            let mut minutes = Series::new(&self.matchers, self.start, self.end, MINUTE, Some(self.agg));
             let read = store.for_each_metric_rollup(&self.name, &range, budget, &mut |labels, minute, rollup| {
-                series.add_rollup(labels, minute, rollup)
+                minutes.add_rollup(labels, minute, rollup)
             })?;
             // A rollups part found damaged while reading was skipped: the points answer.
             let damaged = store.partial(crate::Table::Rollups, &range, false);
             if let Some(rollups_cut) = read.filter(|_| !damaged) {
                 cut |= rollups_cut;
-                let inexact = series.inexact_steps();
-                let mut ranges: Vec<(u64, u64)> = Vec::new();
-                for &n in &inexact {
-                    match ranges.last_mut() {
-                        Some((_, last)) if *last + 1 == n => *last = n,
-                        _ => ranges.push((n, n)),
-                    }
-                }
-                if ranges.len() > MENDING_READS {
-                    ranges = vec![(ranges[0].0, ranges[ranges.len() - 1].1)];
-                }
-                for (first, last) in ranges {
-                    let steps = TimeRange {
-                        start: Some(self.start + first * self.step),
-                        end: Some((self.start + (last + 1) * self.step).min(self.end)),
-                    };
-                    let points = points_of(&steps, &mut cut)?;
-                    series.replace_steps(first, last, points);
-                }
-                from_rollups = Some((series, inexact.len()));
+                let mut mended = mend(&mut minutes, &mut cut)?;
+                // Then the steps: minutes from points added to stored ones can still leave a
+                // step's order unknown (two points of a series at one time); such a step is
+                // read again whole.
+                let mut series = minutes.into_steps(self.step / MINUTE);
+                mended += mend(&mut series, &mut cut)?;
+                from_rollups = Some((series, mended));
             }
         }
         let rollups_answered = from_rollups.as_ref().is_some_and(|(_, inexact)| *inexact == 0);
         let (series, steps_from_points) = match from_rollups {
             Some(found) => found,
-            None => (points_of(&range, &mut cut)?, 0),
+            None => (points_of(&range, self.step, &mut cut)?, 0),
         };
         let by_series = series
             .finish()
