@@ -384,6 +384,27 @@ fn via_parquet(table: Table, batch: &RecordBatch) -> RecordBatch {
     part_roundtrip(&dir.path().join("part.parquet"), table, batch)
 }
 
+/// Metric points (one per item) after a trip through a Parquet part on disk.
+fn stored_points(items: &[(Origin, Metric)]) -> RecordBatch {
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: items
+            .iter()
+            .map(|(o, m)| ResourceMetrics {
+                resource: Some(o.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(o.scope.clone()),
+                    metrics: vec![m.clone()],
+                    schema_url: o.scope_schema_url.clone(),
+                }],
+                schema_url: o.resource_schema_url.clone(),
+            })
+            .collect(),
+    };
+    let mut builder = metrics::MetricBuilder::default();
+    metrics::for_each(&request, |point| point.append_to(&mut builder));
+    via_parquet(Table::Metrics, &builder.finish())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -457,16 +478,7 @@ proptest! {
 
     #[test]
     fn metric_points_round_trip(items in proptest::collection::vec((origin(), metric_one_point()), 1..6)) {
-        let request = ExportMetricsServiceRequest {
-            resource_metrics: items.iter().map(|(o, m)| ResourceMetrics {
-                resource: Some(o.resource.clone()),
-                scope_metrics: vec![ScopeMetrics { scope: Some(o.scope.clone()), metrics: vec![m.clone()], schema_url: o.scope_schema_url.clone() }],
-                schema_url: o.resource_schema_url.clone(),
-            }).collect(),
-        };
-        let mut builder = metrics::MetricBuilder::default();
-        metrics::for_each(&request, |point| point.append_to(&mut builder));
-        let batch = via_parquet(Table::Metrics, &builder.finish());
+        let batch = stored_points(&items);
         let back = metrics::rows(&batch).unwrap();
         let expected: Vec<_> = items.into_iter().map(|(origin, metric)| metrics::MetricRow { origin, metric }).collect();
         prop_assert_eq!(back, expected);
@@ -482,16 +494,7 @@ proptest! {
         // Points of one series one after another (the labels and bounds kept from the last
         // point are used), and of others in between.
         let items: Vec<_> = items.iter().flat_map(|item| std::iter::repeat_n(item.clone(), repeat)).collect();
-        let request = ExportMetricsServiceRequest {
-            resource_metrics: items.iter().map(|(o, m)| ResourceMetrics {
-                resource: Some(o.resource.clone()),
-                scope_metrics: vec![ScopeMetrics { scope: Some(o.scope.clone()), metrics: vec![m.clone()], schema_url: o.scope_schema_url.clone() }],
-                schema_url: o.resource_schema_url.clone(),
-            }).collect(),
-        };
-        let mut builder = metrics::MetricBuilder::default();
-        metrics::for_each(&request, |point| point.append_to(&mut builder));
-        let batch = via_parquet(Table::Metrics, &builder.finish());
+        let batch = stored_points(&items);
         let read: Vec<usize> = rollup::SAMPLE_COLUMNS.iter().map(|name| batch.schema().index_of(name).unwrap()).collect();
         let projected = batch.project(&read).unwrap();
         let columns = rollup::SampleColumns::new(&projected).unwrap();
