@@ -2,8 +2,12 @@ use std::path::PathBuf;
 
 use super::*;
 
+/// A folder of this crate: where `cargo test` runs it from (the path compiled in may be another
+/// checkout's, when checkouts share a target directory and this binary was not rebuilt).
 fn dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join(name)
 }
 
 fn yaml_files(folder: &str, prefix: &str) -> Vec<PathBuf> {
