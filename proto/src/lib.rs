@@ -50,3 +50,13 @@ macro_rules! with_signal {
         }
     };
 }
+
+/// The bytes of a file of `testdata/otlp-json` (for tests), found where `cargo test` runs them:
+/// the path compiled in may be another checkout's, when checkouts share a target directory and a
+/// test binary was not rebuilt.
+#[cfg(test)]
+pub(crate) fn test_vector(name: &str) -> Vec<u8> {
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{root}/testdata/otlp-json/{name}");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}

@@ -28,10 +28,14 @@ impl Health for NoHealth {
     }
 }
 
+/// This crate's folder, where `cargo test` runs the tests from (the path compiled in may be
+/// another checkout's, when checkouts share a target directory).
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn testdata(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../proto/testdata/otlp-json")
-        .join(name);
+    let path = manifest_dir().join("../proto/testdata/otlp-json").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -88,7 +92,7 @@ async fn answer(router: &axum::Router, method: &str, uri: &str, body: Option<&st
 }
 
 fn scenarios() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = manifest_dir().join("tests/golden");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -2,10 +2,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn vector(name: &str) -> Vec<u8> {
-    let path = format!("{}/testdata/otlp-json/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
-}
+use crate::test_vector as vector;
 
 fn round_trip(name: &str, decode: fn(&[u8]) -> Result<Value, JsonError>) {
     let input: Value = serde_json::from_slice(&vector(name)).unwrap();

@@ -255,10 +255,7 @@ fn metrics() -> Vec<u8> {
     request.encode_to_vec()
 }
 
-fn vector(name: &str) -> Vec<u8> {
-    let path = format!("{}/testdata/otlp-json/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
-}
+use crate::test_vector as vector;
 
 fn seeds() -> Vec<(SignalKind, Vec<u8>)> {
     vec![
