@@ -1654,26 +1654,6 @@ fn newest(
     want: usize,
     keep: Option<&SegmentFilter<'_>>,
 ) -> Result<Vec<(u64, DocAddress)>, StorageError> {
-    newest_by_windows(searcher, query, want, keep, NEWEST_WINDOW)
-}
-
-/// Documents of a segment in the first window [`newest`] reads from its end (each further one
-/// twice the size of the one before).
-const NEWEST_WINDOW: u32 = 4096;
-
-/// [`newest`], reading each segment in windows of document ids from its end, the first of
-/// `window` documents, each next one twice as large: a window whose newest time cannot beat the
-/// `want` newest found so far is not searched. Records are indexed about in time order, so for a
-/// query matching many documents — a phrase, whose every match costs a check of positions — the
-/// newest window or two fill the top and the rest of the segment is skipped; a search of a
-/// segment whole took 0.7–0.8 s for a common phrase on a soak's store.
-fn newest_by_windows(
-    searcher: &Searcher,
-    query: &dyn Query,
-    want: usize,
-    keep: Option<&SegmentFilter<'_>>,
-    window: u32,
-) -> Result<Vec<(u64, DocAddress)>, StorageError> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
@@ -1697,44 +1677,23 @@ fn newest_by_windows(
         let segment = searcher.segment_reader(ord);
         let alive = segment.alive_bitset();
         let admits = keep.map(|keep| keep(segment)).transpose()?;
-        let offer = |doc: tantivy::DocId, heap: &mut BinaryHeap<Reverse<(u64, u32, u32)>>| {
-            if alive.is_some_and(|alive| alive.is_deleted(doc)) {
-                return;
-            }
-            let t = time.first(doc).unwrap_or(0);
-            if admits.as_ref().is_some_and(|admits| !admits(doc, t)) {
-                return;
-            }
-            if heap.len() < want {
-                heap.push(Reverse((t, ord, doc)));
-            } else if heap.peek().is_some_and(|Reverse((oldest, ..))| t > *oldest) {
-                heap.pop();
-                heap.push(Reverse((t, ord, doc)));
-            }
-        };
-        let (mut end, mut size) = (segment.max_doc(), window.max(1));
-        while end > 0 {
-            let start = end.saturating_sub(size);
-            // Skipped if no document of the window can be newer than the oldest kept.
-            let skip = heap.len() >= want
-                && heap.peek().is_some_and(|Reverse((oldest, ..))| {
-                    (start..end).all(|doc| time.first(doc).is_none_or(|t| t <= *oldest))
-                });
-            if !skip {
-                let mut scorer = weight.scorer(segment, 1.0)?;
-                // A new scorer is on its first match: `seek` only goes forward.
-                let mut doc = scorer.doc();
-                if doc < start {
-                    doc = scorer.seek(start);
+        weight.for_each_no_score(segment, &mut |docs| {
+            for &doc in docs {
+                if alive.is_some_and(|alive| alive.is_deleted(doc)) {
+                    continue;
                 }
-                while doc < end {
-                    offer(doc, &mut heap);
-                    doc = scorer.advance();
+                let t = time.first(doc).unwrap_or(0);
+                if admits.as_ref().is_some_and(|admits| !admits(doc, t)) {
+                    continue;
+                }
+                if heap.len() < want {
+                    heap.push(Reverse((t, ord, doc)));
+                } else if heap.peek().is_some_and(|Reverse((oldest, ..))| t > *oldest) {
+                    heap.pop();
+                    heap.push(Reverse((t, ord, doc)));
                 }
             }
-            end = start;
-            size = size.saturating_mul(2);
-        }
+        })?;
     }
     let mut top: Vec<(u64, DocAddress)> = heap
         .into_iter()
@@ -2151,58 +2110,6 @@ mod tests {
         let amplification = written as f64 / arrived as f64;
         assert!(amplification < 6.0, "each document rewritten {amplification:.1} times");
         assert!(segments.len() < 40, "{} segments: {segments:?}", segments.len());
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-
-        /// Reading segments in windows from their end finds the newest matches a reading of
-        /// every match finds, for words, phrases and conjunctions, with a filter or without.
-        #[test]
-        fn newest_matches_by_windows_are_those_of_a_whole_segment(
-            segments in proptest::collection::vec(
-                proptest::collection::vec((0u64..1_000, 0usize..4, 0usize..4), 1..60),
-                1..5,
-            ),
-            query in 0usize..4,
-            want in 1usize..25,
-            window in 1u32..9,
-            filtered in proptest::prelude::any::<bool>(),
-        ) {
-            let mut builder = Schema::builder();
-            let body = builder.add_text_field("body", tantivy::schema::TEXT);
-            let time = builder.add_u64_field("time", FAST);
-            let index = tantivy::Index::create_in_ram(builder.build());
-            let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
-            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
-            const WORDS: [&str; 4] = ["red", "green", "blue", "gold"];
-            let mut n = 0u64;
-            for segment in &segments {
-                for &(t, a, b) in segment {
-                    // Times roughly in the order documents come, distinct (ties would make
-                    // more than one answer right).
-                    let t = (n * 10 + t) * 100 + n;
-                    n += 1;
-                    let mut doc = TantivyDocument::default();
-                    doc.add_text(body, format!("{} {}", WORDS[a], WORDS[b]));
-                    doc.add_u64(time, t);
-                    writer.add_document(doc).unwrap();
-                }
-                writer.commit().unwrap();
-            }
-            let searcher = index.reader().unwrap().searcher();
-            let parser = QueryParser::for_index(&index, vec![body]);
-            let text = ["red", "\"red green\"", "blue AND gold", "green OR gold"][query];
-            let query = parser.parse_query(text).unwrap();
-            let even = |segment: &tantivy::SegmentReader| -> Result<Box<dyn Fn(tantivy::DocId, u64) -> bool>, StorageError> {
-                let _ = segment;
-                Ok(Box::new(|_, t| t % 2 == 0))
-            };
-            let keep: Option<&SegmentFilter<'_>> = if filtered { Some(&even) } else { None };
-            let whole = newest_by_windows(&searcher, &*query, want, keep, u32::MAX).unwrap();
-            let windows = newest_by_windows(&searcher, &*query, want, keep, window).unwrap();
-            proptest::prop_assert_eq!(windows, whole);
-        }
     }
 
     #[test]
