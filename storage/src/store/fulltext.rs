@@ -1740,13 +1740,44 @@ impl SpanDocs<'_> {
     /// Every document of a trace in the partitions of `hours` (fast fields only), with where
     /// its stored summary is.
     pub(crate) fn of_trace(&mut self, trace_id: &[u8; 16], hours: &[u64]) -> Vec<(TraceDoc, DocAddress)> {
+        self.of_trace_matching(trace_id, hours, None)
+    }
+
+    /// Whether a document of the trace in the partitions of `hours` matches `query` (and
+    /// `accept` takes its hit).
+    pub(crate) fn any_matches(
+        &mut self,
+        query: &dyn Query,
+        trace_id: &[u8; 16],
+        hours: &[u64],
+        accept: &dyn Fn(&Hit) -> bool,
+    ) -> bool {
+        self.of_trace_matching(trace_id, hours, Some(query))
+            .iter()
+            .any(|(doc, _)| accept(&doc.hit))
+    }
+
+    /// The documents of a trace in the partitions of `hours` that also match `query`, if given.
+    fn of_trace_matching(
+        &mut self,
+        trace_id: &[u8; 16],
+        hours: &[u64],
+        query: Option<&dyn Query>,
+    ) -> Vec<(TraceDoc, DocAddress)> {
         let term = Term::from_field_text(self.index.fields.trace_id, &hex::encode(trace_id));
-        let query = TermQuery::new(term, IndexRecordOption::Basic);
+        let of_trace: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+        let query: Box<dyn Query> = match query {
+            Some(query) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, query.box_clone()),
+                (Occur::Must, of_trace),
+            ])),
+            None => of_trace,
+        };
         let mut out = Vec::new();
         for &hour in hours {
             let Some(searcher) = self.searcher(hour) else { continue };
             let found = (|| -> Result<Vec<(TraceDoc, DocAddress)>, StorageError> {
-                let addresses = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
+                let addresses = searcher.search(&*query, &tantivy::collector::DocSetCollector)?;
                 let mut found = Vec::with_capacity(addresses.len());
                 for address in addresses {
                     let columns = match self.columns.entry((hour, address.segment_ord)) {
@@ -1768,46 +1799,6 @@ impl SpanDocs<'_> {
             }
         }
         out
-    }
-
-    /// Whether a document of the trace in the partitions of `hours` matches `query` (and
-    /// `accept` takes its hit).
-    pub(crate) fn any_matches(
-        &mut self,
-        query: &dyn Query,
-        trace_id: &[u8; 16],
-        hours: &[u64],
-        accept: &dyn Fn(&Hit) -> bool,
-    ) -> bool {
-        let term = Term::from_field_text(self.index.fields.trace_id, &hex::encode(trace_id));
-        let query = BooleanQuery::new(vec![
-            (Occur::Must, query.box_clone()),
-            (Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic))),
-        ]);
-        for &hour in hours {
-            let Some(searcher) = self.searcher(hour) else { continue };
-            let found = (|| -> Result<bool, StorageError> {
-                for address in searcher.search(&query, &tantivy::collector::DocSetCollector)? {
-                    let columns = match self.columns.entry((hour, address.segment_ord)) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(DocColumns::open(searcher.segment_reader(address.segment_ord))?)
-                        }
-                    };
-                    let time = columns.time.first(address.doc_id).unwrap_or(0);
-                    if columns.doc(hour, time, address.doc_id).is_some_and(|d| accept(&d.hit)) {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            })();
-            match found {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(e) => self.failed(hour, &e),
-            }
-        }
-        false
     }
 
     /// What a document says of its trace (its stored summary).

@@ -71,8 +71,8 @@ impl LocalStore {
     /// Checksums the whole files of parts no read has opened since the store opened, newest
     /// first, until `budget` bytes were read: damage is found before a query needs the part (it
     /// is quarantined by the next refresh), and the query that opens it first reads its footer,
-    /// not the whole file (after a restart, the first search of a rare word opened ~90 parts of
-    /// a soak's store and spent ~2 s checksumming 3 GB).
+    /// not the whole file (after a restart, a search whose hits are spread over a soak's ~90 logs
+    /// parts would checksum their 3 GB first).
     pub(super) fn verify_parts(&self, budget: u64) {
         let snapshot = self.snapshot();
         let mut unread: Vec<&PartMeta> = {
