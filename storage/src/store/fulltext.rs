@@ -36,7 +36,6 @@ use sift_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use sift_proto::otlp::logs::v1::LogRecord;
 use sift_proto::otlp::trace::v1::Span;
 use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
-use tantivy::query::EnableScoring;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
@@ -47,6 +46,7 @@ use tantivy::{
     Term,
 };
 
+use super::newest::newest;
 use super::StorageError;
 use crate::columnar::Table;
 
@@ -1642,67 +1642,6 @@ impl TextIndexes {
     }
 }
 
-/// The `want` newest documents `query` matches, newest first. Segments are visited newest first
-/// (by the largest time they hold) and the visit stops at the first whose newest document is no
-/// newer than the `want`-th found so far. Records arrive in about time order, so an index's
-/// segments cover mostly separate stretches of its hour, and a query matching much of the hour
-/// reads the matches of one or two segments instead of sorting every match by time (seconds at
-/// 100M records). A rare query still visits every segment, but has few matches to read.
-fn newest(
-    searcher: &Searcher,
-    query: &dyn Query,
-    want: usize,
-    keep: Option<&SegmentFilter<'_>>,
-) -> Result<Vec<(u64, DocAddress)>, StorageError> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
-    let mut segments = Vec::new();
-    for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-        let time = segment.fast_fields().u64("time")?;
-        segments.push((time.max_value(), ord as u32, time));
-    }
-    segments.sort_by_key(|(newest, ..)| Reverse(*newest));
-    // The oldest of the newest found so far on top.
-    let mut heap: BinaryHeap<Reverse<(u64, u32, u32)>> = BinaryHeap::with_capacity(want + 1);
-    for (segment_newest, ord, time) in segments {
-        let full = heap.len() >= want;
-        if full
-            && heap
-                .peek()
-                .is_some_and(|Reverse((oldest, ..))| segment_newest <= *oldest)
-        {
-            break;
-        }
-        let segment = searcher.segment_reader(ord);
-        let alive = segment.alive_bitset();
-        let admits = keep.map(|keep| keep(segment)).transpose()?;
-        weight.for_each_no_score(segment, &mut |docs| {
-            for &doc in docs {
-                if alive.is_some_and(|alive| alive.is_deleted(doc)) {
-                    continue;
-                }
-                let t = time.first(doc).unwrap_or(0);
-                if admits.as_ref().is_some_and(|admits| !admits(doc, t)) {
-                    continue;
-                }
-                if heap.len() < want {
-                    heap.push(Reverse((t, ord, doc)));
-                } else if heap.peek().is_some_and(|Reverse((oldest, ..))| t > *oldest) {
-                    heap.pop();
-                    heap.push(Reverse((t, ord, doc)));
-                }
-            }
-        })?;
-    }
-    let mut top: Vec<(u64, DocAddress)> = heap
-        .into_iter()
-        .map(|Reverse((t, ord, doc))| (t, DocAddress::new(ord, doc)))
-        .collect();
-    top.sort_by(|a, b| b.cmp(a));
-    Ok(top)
-}
-
 /// The span documents of traces, for one search: each partition's searcher and each segment's
 /// fast columns are opened once, whatever the number of traces looked up.
 pub(crate) struct SpanDocs<'a> {
@@ -1824,10 +1763,6 @@ impl SpanDocs<'_> {
         }
     }
 }
-
-/// Builds, for one segment, a test of its documents (by id and time) that a search keeps.
-type SegmentFilter<'a> =
-    dyn Fn(&tantivy::SegmentReader) -> Result<Box<dyn Fn(tantivy::DocId, u64) -> bool>, StorageError> + 'a;
 
 /// A span document found by a trace search: where it is, its trace and time (the trace's start
 /// as the document knows it), and the end it holds.

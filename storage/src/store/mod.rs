@@ -17,6 +17,7 @@ mod head;
 mod ingest;
 pub(crate) mod manifest;
 mod mapped;
+mod newest;
 mod part;
 mod read;
 mod trace_search;
