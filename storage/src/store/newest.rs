@@ -28,8 +28,8 @@ use super::StorageError;
 pub(crate) type SegmentFilter<'a> =
     dyn Fn(&SegmentReader) -> Result<Box<dyn Fn(DocId, u64) -> bool>, StorageError> + 'a;
 
-/// Candidates of a phrase query one pass over a segment keeps at most (16 bytes each): past it
-/// the older half is dropped, and read again by another pass only if the newer did not give
+/// Candidates of a phrase query one pass over a segment holds at most (16 bytes each): past
+/// it the older half is dropped, and read again by another pass only if the newer did not give
 /// enough matches.
 const MAX_CANDIDATES: usize = 1 << 20;
 
@@ -146,10 +146,14 @@ fn checked(
     // Only candidates below this (time, doc): a pass that dropped older candidates is followed by
     // one that reads below the oldest it kept.
     let mut ceiling: Option<(u64, DocId)> = None;
+    // Candidates a pass keeps: enough for the common case (most candidates match) in one pass and
+    // one sort of a few thousand; eight times more each pass after that.
+    let most = (max_candidates / 2).max(1);
+    let mut keep = top.want.saturating_mul(4).max(4096).min(most);
     loop {
         let mut floor: Option<(u64, DocId)> = top.floor().map(|t| (t, DocId::MAX));
         let mut dropped = false;
-        let mut candidates: Vec<(u64, DocId)> = Vec::new();
+        let mut candidates: Vec<(u64, DocId)> = Vec::with_capacity(2 * keep);
         loose.for_each_no_score(segment, &mut |docs| {
             for &doc in docs {
                 let Some(t) = take(doc) else { continue };
@@ -158,8 +162,7 @@ fn checked(
                     continue;
                 }
                 candidates.push(key);
-                if candidates.len() >= max_candidates.max(2) {
-                    let keep = candidates.len() / 2;
+                if candidates.len() >= 2 * keep {
                     candidates.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
                     candidates.truncate(keep);
                     // The oldest kept: older candidates wait for the next pass.
@@ -190,7 +193,10 @@ fn checked(
         // Stopped before the end: every candidate left, and every one dropped, is too old.
         let stopped = at < candidates.len();
         match oldest_kept {
-            Some(oldest) if dropped && !stopped && top.wants(oldest.0) => ceiling = Some(oldest),
+            Some(oldest) if dropped && !stopped && top.wants(oldest.0) => {
+                ceiling = Some(oldest);
+                keep = keep.saturating_mul(8).min(most);
+            }
             _ => return Ok(()),
         }
     }
