@@ -7,9 +7,9 @@
 //! within [`PROMPT`] has its thread lowered to nice [`NICE`] (which the kernel's scheduler weighs
 //! at about a tenth of a normal thread when both want the CPU, and at full speed when ingest
 //! leaves the CPU idle) for the rest of its work. A lookup — a trace by id, a metric from its
-//! rollups — answers within that at the writers' priority (run at nice 10 from the start, a trace
-//! by id took 25 ms at p50 and 204 ms at p99 during a soak on 2 cores, 7–23 ms on the same store
-//! unloaded: soak U).
+//! rollups — mostly answers within that at the writers' priority: during a soak on 2 cores a trace
+//! by id took 18 ms at p50 and 56 ms at p99 so (soak X), 25 and 204 ms run at nice 10 from the
+//! start (soak U, a store twice as large; 7–23 ms on it unloaded).
 //! A thread cannot raise its own priority again without privilege, so a lowered thread ends after
 //! its query and a supervisor thread (which never runs queries) starts another in its place: a
 //! thread inherits its creator's priority. At most `threads` queries run at once (each holding its
