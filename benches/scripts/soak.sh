@@ -9,7 +9,7 @@
 #   benches/scripts/soak.sh                     # MINUTES=60 RATE=100000
 #   MINUTES=20 benches/scripts/soak.sh          # shorter
 #   QUERIES=0 benches/scripts/soak.sh           # without the query load (write side alone)
-#   ONE_HOUR=1 benches/scripts/soak.sh          # item times in one hour partition (see below)
+#   TIMES=straddle benches/scripts/soak.sh      # fixed item times across an hour's turn (see below)
 #   KEEP=/tmp/soak-data benches/scripts/soak.sh  # keep the store afterwards (to query it unloaded)
 #
 # Ports: the embedded defaults (4317, 4318, 3200) must be free. Bounded: the load generator stops
@@ -33,18 +33,21 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-# Item times: the load generator's payloads are made once, so their times do not move with the
-# clock. By default they straddle the start of the current hour (hh-1:50 to hh:08), so two hour
-# partitions of every table take writes for the whole run, as when an hour turns while late data
-# still arrives — the harder case (one partition alone hid a merge starvation). ONE_HOUR=1: the
-# last 20 minutes instead (one partition unless the run starts in the first 20 minutes of an hour).
-if [ "${ONE_HOUR:-0}" = 1 ]; then
-  start_args=()
-else
-  start_args=(--start-unix-nano $(( ($(date +%s) / 3600 * 3600 - 600) * 1000000000 )))
-fi
+# Item times. TIMES=live (default): span and log times follow the clock, as an application's do
+# (each request's newest time is when it is sent), so the newest records are in the newest index
+# segments and an hour turns once an hour. The load generator's payloads are made once, so without
+# it their times do not move: TIMES=straddle sends times from hh-1:50 to hh:08 of the hour the run
+# starts in, so two hour partitions of every table take writes for the whole run (the harder case
+# for merges: one partition alone hid a merge starvation); TIMES=hour the 20 minutes before the
+# start (one partition unless the run starts in the first 20 minutes of an hour).
+case "${TIMES:-live}" in
+  live) time_args=(--live-times) ;;
+  straddle) time_args=(--start-unix-nano $(( ($(date +%s) / 3600 * 3600 - 600) * 1000000000 ))) ;;
+  hour) time_args=() ;;
+  *) echo "TIMES must be live, straddle or hour" >&2; exit 2 ;;
+esac
 "$target/sift-loadgen" --signals traces,logs,metrics --rate "$RATE" --duration $((MINUTES * 60)) \
-  --max-requests 100000000 "${start_args[@]}" --json >"$work/loadgen.json" 2>/dev/null &
+  --max-requests 100000000 "${time_args[@]}" --json >"$work/loadgen.json" 2>/dev/null &
 load=$!
 
 # A light query load: a trace search, a log search and a metric query every 10 s, each timed

@@ -89,8 +89,14 @@ struct Args {
     seed: u64,
     /// Where item times begin, in Unix nanoseconds; they cover the ~18 minutes after it
     /// (default: 20 minutes ago, so a store files them under the current hours).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "live_times")]
     start_unix_nano: Option<u64>,
+    /// Span and log times follow the clock, as an application's do: every request is sent with
+    /// its newest time moved to the moment it is sent (the others keep their distance to it, so
+    /// durations and a trace's logs stay as generated). Without it, every round sends the same
+    /// times, so a store's newest records are as old as the run.
+    #[arg(long)]
+    live_times: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -103,6 +109,9 @@ struct Payload {
     items: u64,
     /// Where the body holds a trace id (span, link, log record, exemplar).
     trace_ids: Vec<usize>,
+    /// Where the body holds a span or log time (a fixed64), and the newest of them.
+    times: Vec<usize>,
+    newest: u64,
     /// Metrics: the slice's points, whose values are added to the running totals when sent.
     metrics: Option<ExportMetricsServiceRequest>,
 }
@@ -158,19 +167,73 @@ impl LiveMetrics {
 impl Payload {
     /// The body for round `round` through the payloads: round 0 as generated, later rounds with
     /// the first 8 bytes of every trace id XORed with the round (ids stay consistent across the
-    /// traces, logs and metrics of a slice).
-    fn body(&self, round: u64) -> Bytes {
-        if round == 0 || self.trace_ids.is_empty() {
+    /// traces, logs and metrics of a slice); with `now`, every time moved by the same amount so
+    /// that the newest is `now`.
+    fn body(&self, round: u64, now: Option<u64>) -> Bytes {
+        let shift = now.filter(|_| !self.times.is_empty());
+        if (round == 0 || self.trace_ids.is_empty()) && shift.is_none() {
             return self.body.clone();
         }
         let mut body = self.body.to_vec();
-        for &at in &self.trace_ids {
-            for (byte, salt) in body[at..at + 8].iter_mut().zip(round.to_be_bytes()) {
-                *byte ^= salt;
+        if round > 0 {
+            for &at in &self.trace_ids {
+                for (byte, salt) in body[at..at + 8].iter_mut().zip(round.to_be_bytes()) {
+                    *byte ^= salt;
+                }
+            }
+        }
+        if let Some(now) = shift {
+            for &at in &self.times {
+                let field: &mut [u8; 8] = (&mut body[at..at + 8]).try_into().expect("8 bytes");
+                let time = u64::from_le_bytes(*field);
+                *field = time.wrapping_sub(self.newest).wrapping_add(now).to_le_bytes();
             }
         }
         body.into()
     }
+}
+
+/// Offsets of the fixed64 times in `body` whose values are in `times`, each found after its
+/// field's tag (a span's start and end, an event's, a log record's time and observed time).
+fn time_offsets(body: &[u8], times: &std::collections::HashSet<u64>) -> Vec<usize> {
+    // Field numbers 1, 7, 8 and 11 with wire type 1 (fixed64).
+    const TAGS: [u8; 4] = [1 << 3 | 1, 7 << 3 | 1, 8 << 3 | 1, 11 << 3 | 1];
+    let mut out = Vec::new();
+    let mut at = 1;
+    while at + 8 <= body.len() {
+        let value = u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        if TAGS.contains(&body[at - 1]) && times.contains(&value) {
+            out.push(at);
+            at += 9;
+        } else {
+            at += 1;
+        }
+    }
+    out
+}
+
+/// Every span and log time of `slice`.
+fn slice_times(slice: &sift_benches::Generated) -> std::collections::HashSet<u64> {
+    let spans = slice
+        .traces
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans);
+    let logs = slice
+        .logs
+        .resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| &sl.log_records);
+    spans
+        .flat_map(|s| {
+            let events = s.events.iter().map(|e| e.time_unix_nano);
+            [s.start_time_unix_nano, s.end_time_unix_nano].into_iter().chain(events)
+        })
+        .chain(logs.flat_map(|l| [l.time_unix_nano, l.observed_time_unix_nano]))
+        .filter(|&t| t > 0)
+        .collect()
 }
 
 /// Offsets of the 16-byte trace ids of `ids` in `body`, each found after its length prefix.
@@ -256,7 +319,7 @@ async fn connection(
         let round = (i / payloads.len()) as u64;
         let body = match &payload.metrics {
             Some(slice) => live.body(slice, round, started_unix),
-            None => payload.body(round),
+            None => payload.body(round, args.live_times.then(unix_nanos)),
         };
         let started = Instant::now();
         let outcome = match grpc.as_mut() {
@@ -345,6 +408,8 @@ fn payloads(args: &Args) -> Vec<Payload> {
             .flat_map(|ss| &ss.spans)
             .filter_map(|span| span.trace_id.as_slice().try_into().ok())
             .collect();
+        let times = slice_times(&slice);
+        let newest = times.iter().copied().max().unwrap_or(0);
         for signal in &args.signals {
             let (body, items) = match signal.kind() {
                 SignalKind::Traces => (slice.traces.encode_to_vec(), Traces::item_count(&slice.traces)),
@@ -357,6 +422,11 @@ fn payloads(args: &Args) -> Vec<Payload> {
             out.push(Payload {
                 signal: signal.kind(),
                 trace_ids: trace_id_offsets(&body, &ids),
+                times: match signal.kind() {
+                    SignalKind::Metrics => Vec::new(),
+                    _ => time_offsets(&body, &times),
+                },
+                newest,
                 body: body.into(),
                 items,
                 metrics: (signal.kind() == SignalKind::Metrics).then(|| slice.metrics.clone()),
@@ -489,13 +559,13 @@ mod tests {
         let args = Args::parse_from(["sift-loadgen", "--signals", "traces,logs", "--distinct", "2"]);
         let payloads = payloads(&args);
         let (traces, logs) = (&payloads[0], &payloads[1]);
-        let original = span_ids(&ExportTraceServiceRequest::decode(traces.body(0)).unwrap());
-        let renewed = ExportTraceServiceRequest::decode(traces.body(3)).unwrap();
+        let original = span_ids(&ExportTraceServiceRequest::decode(traces.body(0, None)).unwrap());
+        let renewed = ExportTraceServiceRequest::decode(traces.body(3, None)).unwrap();
         let ids = span_ids(&renewed);
         assert_eq!(ids.len(), original.len());
         assert!(ids.is_disjoint(&original));
         assert_eq!(Traces::item_count(&renewed), traces.items);
-        let logs = ExportLogsServiceRequest::decode(logs.body(3)).unwrap();
+        let logs = ExportLogsServiceRequest::decode(logs.body(3, None)).unwrap();
         let log_ids: HashSet<Vec<u8>> = logs
             .resource_logs
             .iter()
@@ -504,6 +574,64 @@ mod tests {
             .map(|l| l.trace_id.clone())
             .collect();
         assert!(!log_ids.is_empty() && log_ids.is_subset(&ids));
+    }
+
+    /// Every span and log time of a request, in order.
+    fn times_of(payload: &Payload, body: Bytes) -> Vec<u64> {
+        match payload.signal {
+            SignalKind::Traces => ExportTraceServiceRequest::decode(body)
+                .unwrap()
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+                .flat_map(|s| [s.start_time_unix_nano, s.end_time_unix_nano])
+                .collect(),
+            _ => ExportLogsServiceRequest::decode(body)
+                .unwrap()
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .flat_map(|sl| &sl.log_records)
+                .flat_map(|l| [l.time_unix_nano, l.observed_time_unix_nano])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn live_times_move_every_span_and_log_time_to_end_at_the_sending_time() {
+        let args = Args::parse_from([
+            "sift-loadgen",
+            "--signals",
+            "traces,logs",
+            "--distinct",
+            "3",
+            "--live-times",
+        ]);
+        let payloads = payloads(&args);
+        let now = 1_900_000_000_000_000_000;
+        for slice in payloads.chunks(2) {
+            let mut newest = 0;
+            for payload in slice {
+                let generated = times_of(payload, payload.body(0, None));
+                let sent = times_of(payload, payload.body(5, Some(now)));
+                assert!(generated.len() >= 2 && generated.iter().all(|&t| t > 0 && t <= payload.newest));
+                let expected: Vec<u64> = generated.iter().map(|t| now - (payload.newest - t)).collect();
+                assert_eq!(sent, expected, "every time moved by the same amount");
+                newest = newest.max(sent.iter().copied().max().unwrap());
+            }
+            assert_eq!(newest, now, "the slice's newest time is the sending time");
+            // Trace ids are still renewed, the same way in spans and logs.
+            let ids = span_ids(&ExportTraceServiceRequest::decode(slice[0].body(5, Some(now))).unwrap());
+            assert!(ids.is_disjoint(&span_ids(
+                &ExportTraceServiceRequest::decode(slice[0].body(0, None)).unwrap()
+            )));
+            let logs = ExportLogsServiceRequest::decode(slice[1].body(5, Some(now))).unwrap();
+            assert!(logs.resource_logs[0].scope_logs[0]
+                .log_records
+                .iter()
+                .all(|l| ids.contains(&l.trace_id)));
+        }
     }
 
     #[test]
@@ -547,7 +675,7 @@ mod tests {
             assert_eq!(c.1 - b.1, a.1);
         }
         // Exemplars point at the traces of the same round.
-        let round_traces = span_ids(&ExportTraceServiceRequest::decode(traces.body(2)).unwrap());
+        let round_traces = span_ids(&ExportTraceServiceRequest::decode(traces.body(2, None)).unwrap());
         let exemplar_ids: HashSet<Vec<u8>> = sent[2].resource_metrics[0].scope_metrics[0]
             .metrics
             .iter()
