@@ -24,6 +24,7 @@ use sift_storage::{LogSearch, StorageError, Store, Table, TraceFilter};
 pub use error::{ApiError, InvalidPolicies, NotReady};
 use params::Params;
 use pool::QueryPool;
+pub use pool::{lower_this_thread, STORE_NICE};
 
 /// What the operational endpoints read from the running service.
 pub trait Health: Send + Sync + 'static {

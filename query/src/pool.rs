@@ -30,6 +30,19 @@ pub const NICE: i32 = 10;
 /// How long a query runs at the writers' priority.
 pub const PROMPT: Duration = Duration::from_millis(50);
 
+/// How much lower than the receivers the store's own threads run (its write loop, merges and the
+/// index writers' threads, which inherit it): below a query in its [`PROMPT`], above one lowered
+/// to [`NICE`]. Acknowledgements do not wait for them (data is acknowledged once in the WAL), and
+/// they need the CPU on average, not at every moment: nice 5 weighs about a third of a normal
+/// thread when both want the CPU, full speed when it is idle.
+pub const STORE_NICE: i32 = 5;
+
+/// Lowers the calling thread's priority by `by` nice units (at most to 19); threads it starts
+/// afterwards inherit the new priority. It cannot be raised again without privilege.
+pub fn lower_this_thread(by: i32) {
+    set_nice(thread_id(), (own_nice() + by).min(19));
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A bounded pool of query threads (see the module docs).
@@ -220,7 +233,7 @@ fn set_nice(tid: i32, nice: i32) {
     {
         // SAFETY: setpriority only reads its arguments.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower a query thread's priority");
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower a thread's priority");
         }
     }
     #[cfg(not(target_os = "linux"))]

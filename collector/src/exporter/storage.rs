@@ -1,7 +1,8 @@
 //! The `storage` exporter: a thin adapter from the WAL to the store's write loop
 //! ([`LocalStore::write`], [`LocalStore::tick`]), which owns the replay skip, flush, compaction and
 //! retention timing. Retention and compaction run beside it ([`LocalStore::maintain_if_due`] on a
-//! task of their own), so a merge never holds up the write loop. The checkpoint follows [`LocalStore::durable_position`] (on the one consumer
+//! thread of their own), so a merge never holds up the write loop; both threads run below the
+//! receivers' priority ([`Lane`]). The checkpoint follows [`LocalStore::durable_position`] (on the one consumer
 //! driver, [`crate::after_wal`]): rows sit in the store's in-memory head until a flush publishes
 //! them as Parquet parts. After a crash the WAL replays from there and records the manifest
 //! already covers are skipped, so each row is stored exactly once. A failed flush (full disk)
@@ -25,12 +26,42 @@ use crate::telemetry::Telemetry;
 /// How often the store's timed work runs ([`LocalStore::tick`]).
 const TICK: Duration = Duration::from_secs(1);
 
-async fn blocking<T: Send + 'static>(
-    store: &Arc<LocalStore>,
-    work: impl FnOnce(&LocalStore) -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StoreCallError> {
-    let store = store.clone();
-    Ok(tokio::task::spawn_blocking(move || work(&store)).await??)
+type Job = Box<dyn FnOnce(&LocalStore) + Send>;
+
+/// A thread of the store's own that runs its calls one at a time, off the async workers and at
+/// [`sift_query::STORE_NICE`]: the receivers and a query in its first moments go first when both
+/// want the CPU, and the index writers' threads started from it (which inherit its priority) run
+/// as low. Bounded: each lane has one caller, which waits for each answer.
+struct Lane {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl Lane {
+    fn start(name: &str, store: Arc<LocalStore>) -> std::io::Result<Lane> {
+        let (jobs, mut receiver) = tokio::sync::mpsc::channel::<Job>(1);
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            sift_query::lower_this_thread(sift_query::STORE_NICE);
+            while let Some(job) = receiver.blocking_recv() {
+                // A panicking call answers its caller with an error (its sender is dropped) and
+                // the lane goes on.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&store)));
+            }
+        })?;
+        Ok(Lane { jobs })
+    }
+
+    /// Runs `work` on the lane's thread and waits for its answer.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&LocalStore) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StoreCallError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            let _ = answer.send(work(store));
+        });
+        self.jobs.send(job).await.map_err(|_| StoreCallError::Gone)?;
+        Ok(answered.await.map_err(|_| StoreCallError::Gone)??)
+    }
 }
 
 /// A store call made off the async workers that failed.
@@ -39,9 +70,9 @@ enum StoreCallError {
     /// The store said no.
     #[error(transparent)]
     Store(#[from] StorageError),
-    /// The blocking task panicked or was cancelled (at shutdown).
-    #[error("storage task did not finish: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// The call panicked, or its thread is gone.
+    #[error("storage call did not finish (it panicked, or the storage thread is gone)")]
+    Gone,
 }
 
 /// Sets the layout gauges: merges running, the most parts per partition and the most segments
@@ -108,9 +139,21 @@ pub async fn run(
         .exporter_queue_bytes
         .get_or_create(&crate::telemetry::ExporterOnly { exporter: name.clone() })
         .clone();
-    let maintenance = tokio::spawn(maintain(store.clone(), telemetry.clone(), stop.clone()));
+    let lanes = Lane::start("sift-store", store.clone())
+        .and_then(|lane| Ok((lane, Lane::start("sift-store-merge", store.clone())?)));
+    let (lane, merge_lane) = match lanes {
+        Ok(lanes) => lanes,
+        Err(e) => {
+            // Nothing is consumed: the records stay in the WAL (whose limit makes the receivers
+            // refuse) for the next start.
+            tracing::error!(exporter = %name, error = %e, "cannot start the storage threads; storage stopped");
+            return;
+        }
+    };
+    let maintenance = tokio::spawn(maintain(merge_lane, store.clone(), telemetry.clone(), stop.clone()));
     let stage = StorageStage {
         name,
+        lane,
         store,
         feeds,
         telemetry,
@@ -123,13 +166,13 @@ pub async fn run(
 }
 
 /// Runs the store's retention and compaction when due, until `stop`.
-async fn maintain(store: Arc<LocalStore>, telemetry: Arc<Telemetry>, mut stop: watch::Receiver<bool>) {
+async fn maintain(lane: Lane, store: Arc<LocalStore>, telemetry: Arc<Telemetry>, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => continue,
         }
-        match blocking(&store, |s| Ok(s.maintain_if_due())).await {
+        match lane.run(|s| Ok(s.maintain_if_due())).await {
             Ok(None) => {}
             Ok(Some(retention)) => {
                 for (table, bytes) in &retention.bytes {
@@ -149,6 +192,8 @@ async fn maintain(store: Arc<LocalStore>, telemetry: Arc<Telemetry>, mut stop: w
 /// [`LocalStore::tick`]; the checkpoint follows the store's durable position.
 struct StorageStage {
     name: String,
+    /// Where the store's calls run.
+    lane: Lane,
     store: Arc<LocalStore>,
     feeds: Feeds,
     telemetry: Arc<Telemetry>,
@@ -160,7 +205,7 @@ struct StorageStage {
 impl StorageStage {
     async fn on_tick(&mut self) {
         let (store, telemetry) = (&self.store, &self.telemetry);
-        let report = blocking(store, |s| Ok(s.tick())).await.unwrap_or_else(|e| {
+        let report = self.lane.run(|s| Ok(s.tick())).await.unwrap_or_else(|e| {
             tracing::error!(exporter = %self.name, error = %e, "storage tick failed");
             TickReport::default()
         });
@@ -188,9 +233,9 @@ impl StorageStage {
         let counted: Vec<WalEntry> = batch.iter().map(|(_, entry)| entry.clone()).collect();
         let mut behind_since = None;
         loop {
-            let (name, store, telemetry) = (&self.name, &self.store, &self.telemetry);
+            let (name, telemetry) = (&self.name, &self.telemetry);
             let attempt = batch.clone();
-            match blocking(store, move |s| s.write(end, attempt)).await {
+            match self.lane.run(move |s| s.write(end, attempt)).await {
                 Ok(rows) => {
                     if let Some(since) = behind_since {
                         tracing::info!(exporter = %name, waited = ?Instant::elapsed(&since), "store caught up");
@@ -264,7 +309,7 @@ impl Stage for StorageStage {
 
     fn finish(&mut self) -> StageFuture<'_, ()> {
         Box::pin(async {
-            if let Err(e) = blocking(&self.store, LocalStore::flush).await {
+            if let Err(e) = self.lane.run(LocalStore::flush).await {
                 tracing::error!(exporter = %self.name, error = %e, "storage flush at shutdown failed; the rows stay in the WAL");
             }
         })
