@@ -745,6 +745,17 @@ struct Partitions {
     stale: BTreeMap<u64, Option<Instant>>,
 }
 
+/// What searches read of [`Partitions`] (kept in step with it under its lock): the readers of
+/// the open partitions that are not stale, and the stale ones. A writer holds the partitions' lock
+/// while it adds documents, commits (which waits for the indexing thread to write a segment:
+/// tens to hundreds of milliseconds) or closes; searches read this instead, so they never wait
+/// for one (they did: a trace lookup waited for whatever commit was under way).
+#[derive(Default)]
+struct View {
+    readers: BTreeMap<u64, IndexReader>,
+    stale: BTreeSet<u64>,
+}
+
 /// The full-text indexes of one table (logs or spans), one per hour partition.
 pub(crate) struct TextIndexes {
     table: Table,
@@ -752,6 +763,8 @@ pub(crate) struct TextIndexes {
     schema: Schema,
     fields: Fields,
     partitions: Mutex<Partitions>,
+    /// Taken only with `partitions` held, or alone (never the other way round).
+    view: Mutex<View>,
     merges: Arc<MergeBudget>,
     /// The maps its files are read through.
     maps: Arc<super::mapped::Maps>,
@@ -778,6 +791,7 @@ impl TextIndexes {
             schema,
             fields,
             partitions: Mutex::new(Partitions::default()),
+            view: Mutex::new(View::default()),
             merges,
             maps,
             writer_bytes: memory.index_writer_bytes,
@@ -818,6 +832,26 @@ impl TextIndexes {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Partitions> {
         self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings the [`View`] of `hour` in step with `partitions` (called with their lock held,
+    /// after every change of what is open or stale).
+    fn sync_view(&self, partitions: &Partitions, hour: u64) {
+        let mut view = self.view();
+        let stale = partitions.stale.contains_key(&hour);
+        match partitions.open.get(&hour) {
+            Some(partition) if !stale => view.readers.insert(hour, partition.reader.clone()),
+            _ => view.readers.remove(&hour),
+        };
+        if stale {
+            view.stale.insert(hour);
+        } else {
+            view.stale.remove(&hour);
+        }
     }
 
     fn dir(&self, hour: u64) -> PathBuf {
@@ -900,6 +934,7 @@ impl TextIndexes {
                 dirty: false,
                 merge: None,
             });
+            self.sync_view(partitions, hour);
         }
         Ok(partitions
             .open
@@ -911,7 +946,9 @@ impl TextIndexes {
     /// rows by the next [`Self::rebuild`].
     fn mark_stale(&self, partitions: &mut Partitions, hour: u64, error: &dyn std::fmt::Display) {
         partitions.open.remove(&hour);
-        if partitions.stale.insert(hour, None).is_none() {
+        let newly = partitions.stale.insert(hour, None).is_none();
+        self.sync_view(partitions, hour);
+        if newly {
             tracing::error!(
                 index = %self.dir(hour).display(),
                 error = %error,
@@ -946,12 +983,12 @@ impl TextIndexes {
 
     /// Whether the index of `hour` is stale (searches of it are partial).
     pub(crate) fn is_stale(&self, hour: u64) -> bool {
-        self.lock().stale.contains_key(&hour)
+        self.view().stale.contains(&hour)
     }
 
     /// Partition indexes that are stale.
     pub(crate) fn stale_count(&self) -> usize {
-        self.lock().stale.len()
+        self.view().stale.len()
     }
 
     /// Rebuilds a stale partition's index from scratch with the documents of every part (and head)
@@ -960,6 +997,7 @@ impl TextIndexes {
         self.make_room_for_writer(hour);
         let mut partitions = self.lock();
         partitions.open.remove(&hour);
+        self.sync_view(&partitions, hour);
         let dir = self.dir(hour);
         let result = (|| {
             remove_index_dir(&dir)?;
@@ -969,7 +1007,7 @@ impl TextIndexes {
             }
             partition.close_writer(true)
         })();
-        match result {
+        let result = match result {
             Ok(()) => {
                 partitions.stale.remove(&hour);
                 tracing::info!(index = %dir.display(), "full-text index rebuilt from its parts");
@@ -980,7 +1018,9 @@ impl TextIndexes {
                 partitions.stale.insert(hour, Some(Instant::now()));
                 Err(e)
             }
-        }
+        };
+        self.sync_view(&partitions, hour);
+        result
     }
 
     /// Opens the indexes that exist on disk (checking every file's checksum; a damaged index is
@@ -1253,6 +1293,9 @@ impl TextIndexes {
         let mut partitions = self.lock();
         partitions.open.retain(|hour, _| !hours.contains(hour));
         partitions.stale.retain(|hour, _| !hours.contains(hour));
+        for &hour in hours {
+            self.sync_view(&partitions, hour);
+        }
     }
 
     /// Parses a user's full-text query (errors are the user's: a 400).
@@ -1353,6 +1396,16 @@ impl TextIndexes {
 
     /// A partition's index for reading, opened if need be.
     fn reader(&self, hour: u64) -> Readable {
+        {
+            let view = self.view();
+            if view.stale.contains(&hour) {
+                return Readable::No;
+            }
+            if let Some(reader) = view.readers.get(&hour) {
+                return Readable::Yes(reader.clone());
+            }
+        }
+        // Not open yet (an hour no writer has touched since the start): opened under the lock.
         let mut partitions = self.lock();
         if partitions.stale.contains_key(&hour) {
             return Readable::No;
@@ -1984,6 +2037,67 @@ pub(crate) fn parse_hour(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn searches_do_not_wait_for_a_writer_holding_the_partitions() {
+        use sift_proto::otlp::common::v1::{any_value, AnyValue};
+        let dir = tempfile::tempdir().unwrap();
+        let memory = crate::store::StoreOptions::default().memory();
+        let maps = Arc::new(super::super::mapped::Maps::default());
+        let indexes = TextIndexes::new(dir.path(), Table::Logs, MergeBudget::new(1, 1_000_000), maps, &memory);
+        let hour = 490_000;
+        let log = |body: &str| LogRecord {
+            time_unix_nano: hour * 3_600_000_000_000 + 1,
+            trace_id: vec![7; 16],
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(body.into())),
+            }),
+            ..Default::default()
+        };
+        let docs = ["hello there", "goodbye"].map(|b| indexes.log_document("svc", &log(b)));
+        indexes.add_documents(hour, 1, 0, docs);
+        indexes.commit();
+        let search = LogSearch {
+            query: "hello".into(),
+            range: crate::TimeRange::ALL,
+            limit: 10,
+            ..Default::default()
+        };
+        // A writer adding documents, committing or closing holds the partitions' lock meanwhile.
+        let held = indexes.lock();
+        let (answer, answered) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let hits = indexes.search(&search, &[hour], |_| true).unwrap().0;
+                let documents = indexes.trace_documents(&[7; 16], &[hour]);
+                let _ = answer.send((
+                    hits.len(),
+                    documents[&hour].as_ref().map(Vec::len),
+                    indexes.is_stale(hour),
+                ));
+            });
+            let got = answered.recv_timeout(std::time::Duration::from_secs(10));
+            drop(held);
+            assert_eq!(
+                got,
+                Ok((1, Some(2), false)),
+                "the searches answered while the lock was held"
+            );
+        });
+        // A stale partition is seen as stale without the lock too, and searched no more.
+        indexes.mark_stale(&mut indexes.lock(), hour, &"test");
+        let held = indexes.lock();
+        let (answer, answered) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let (hits, partial) = indexes.search(&search, &[hour], |_| true).unwrap();
+                let _ = answer.send((indexes.is_stale(hour), hits.len(), partial));
+            });
+            let got = answered.recv_timeout(std::time::Duration::from_secs(10));
+            drop(held);
+            assert_eq!(got, Ok((true, 0, true)));
+        });
+    }
 
     #[test]
     fn merges_take_segments_of_about_one_size_smallest_first() {
