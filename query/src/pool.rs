@@ -6,10 +6,12 @@
 //! behind means a growing WAL and, at its limit, refused data. So a query that has not answered
 //! within [`PROMPT`] has its thread lowered to nice [`NICE`] (which the kernel's scheduler weighs
 //! at about a tenth of a normal thread when both want the CPU, and at full speed when ingest
-//! leaves the CPU idle) for the rest of its work. A lookup — a trace by id, a metric from its
-//! rollups — mostly answers within that at the writers' priority: during a soak on 2 cores a trace
-//! by id took 18 ms at p50 and 56 ms at p99 so (soak X), 25 and 204 ms run at nice 10 from the
-//! start (soak U, a store twice as large; 7–23 ms on it unloaded).
+//! leaves the CPU idle) for the rest of its work. The store's own threads (its write loop, merges,
+//! index writers) run at [`STORE_NICE`], so a query in its prompt goes before them and a lowered
+//! one after them. A lookup — a trace by id, a metric from its rollups — mostly answers within the
+//! prompt: during a 20-minute soak on 2 cores a trace by id took 10 ms at p50 and 23 ms at p99
+//! (soak Z in `benches/results/2026-12-01-queries.md`), 18 and 56 ms with the store's threads at
+//! the receivers' priority (soak X), 25 and 204 ms run at nice 10 from the start (soak U).
 //! A thread cannot raise its own priority again without privilege, so a lowered thread ends after
 //! its query and a supervisor thread (which never runs queries) starts another in its place: a
 //! thread inherits its creator's priority. At most `threads` queries run at once (each holding its
