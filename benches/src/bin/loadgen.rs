@@ -4,7 +4,8 @@
 //! acknowledgement latency. Payloads are seeded and generated before the clock starts, so the
 //! client does no encoding while it measures: each round through the pre-encoded slices only
 //! rewrites their trace ids in place (so that every trace is new to the receiver, as tail sampling
-//! and storage must see it), which is a copy of the request and a few XORs.
+//! and storage must see it) and, with `--live-times`, their span and log times (so that they
+//! follow the clock), which is a copy of the request and a few XORs and additions.
 //!
 //! Metric requests are the exception: they are encoded as they are sent, stamped with the
 //! current time and carrying running totals per series (a counter and a histogram per service
